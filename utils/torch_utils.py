@@ -1,0 +1,36 @@
+"""Small PyTorch helpers shared by the CLIs and the trainer."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+LOGGER = logging.getLogger(__name__)
+
+
+def select_device(device: str | int | None = "") -> torch.device:
+    """Turn a YOLOv5 ``--device`` string into a ``torch.device``.
+
+    ``''`` -> first CUDA GPU if there is one, else CPU; ``'cpu'``; ``'0'`` or ``'cuda:0'`` -> that GPU;
+    ``'0,1'`` -> the first listed GPU (multi-GPU training is not supported; a warning says so);
+    ``'mps'`` -> Apple GPU. Asking for a GPU that is not there raises ``ValueError`` naming it.
+    """
+    spec = str(device if device is not None else "").strip().lower().replace("cuda:", "").replace(" ", "")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError("--device mps requested but MPS is not available")
+        return torch.device("mps")
+    if spec == "":
+        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    ids = spec.split(",")
+    if not all(i.isdigit() for i in ids):
+        raise ValueError(f"invalid --device '{device}': use 'cpu', 'mps', a GPU index like '0', or a list '0,1'")
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in ids if int(i) >= available]
+    if missing:
+        raise ValueError(f"--device '{device}' requested but only {available} CUDA device(s) are available")
+    if len(ids) > 1:
+        LOGGER.warning("--device %s: several GPUs given, using cuda:%s only", device, ids[0])
+    return torch.device(f"cuda:{ids[0]}")
