@@ -1,0 +1,38 @@
+"""Loss strategies, picked by the hyp key ``loss`` (absent = ``yolov5``).
+
+    compute_loss = build_loss(model, hyp)        # unknown name -> ValueError listing the choices
+    loss, items = compute_loss(preds, targets, imgs)
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from torch import nn
+
+from utils.loss.base import LossStrategy
+from utils.loss.yolov5 import ComputeLoss
+
+LOSSES: dict[str, type[LossStrategy]] = {
+    "yolov5": ComputeLoss,
+}
+
+DEFAULT_LOSS = "yolov5"
+
+
+def loss_class(name: str | None) -> type[LossStrategy]:
+    """The strategy class registered under ``name`` (``None`` = the default)."""
+    name = DEFAULT_LOSS if name is None else name
+    if not isinstance(name, str) or name not in LOSSES:
+        close = difflib.get_close_matches(str(name), LOSSES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"unknown loss {name!r}{hint}; choose from {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def build_loss(model: nn.Module, hyp: dict[str, Any]) -> LossStrategy:
+    """The strategy named by ``hyp['loss']``, built from the model's head and the hyp values as given."""
+    return loss_class(hyp.get("loss"))(model, hyp)
+
+
+__all__ = ["LOSSES", "build_loss", "loss_class", "LossStrategy", "ComputeLoss"]

@@ -1,0 +1,80 @@
+"""The contract every loss strategy keeps: priors -> assign (no grad) -> losses.
+
+A strategy is built from the model's head geometry and its own frozen hyper-parameters; it never
+reads ``model.hyp`` and never mutates the hyp dict it is given::
+
+    compute_loss = build_loss(model, hyp)
+    loss, items = compute_loss(preds, targets, imgs)
+    # loss: scalar, multiplied by the batch size (YOLOv5 convention)
+    # items: detached (len(compute_loss.names),) tensor
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategyHyp:
+    """Base of the per-strategy hyper-parameter dataclasses; fields are hyp-YAML keys."""
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_hyp(cls, hyp: dict[str, Any]) -> "StrategyHyp":
+        """Pick this strategy's keys out of a hyp dict (absent keys take the defaults).
+
+        A value of the wrong type is a ``ValueError`` naming the key.
+        """
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in hyp:
+                continue
+            v = hyp[f.name]
+            if isinstance(f.default, bool):
+                if not isinstance(v, bool):
+                    raise ValueError(f"hyp key '{f.name}' must be true or false, got {v!r}")
+            elif isinstance(f.default, numbers.Real) and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+                raise ValueError(f"hyp key '{f.name}' must be a number, got {v!r}")
+            values[f.name] = type(f.default)(v) if isinstance(f.default, float) else v
+        return cls(**values)
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    """The detection head (last layer) of a possibly DDP/DataParallel-wrapped model."""
+    if isinstance(model, (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model.model[-1]
+
+
+class LossStrategy:
+    """Base class of the strategies in ``utils.loss.LOSSES``.
+
+    Subclasses set ``head`` (the head kind the model must be built with), ``names`` (the loss
+    components reported in ``items``) and ``Hyp`` (their :class:`StrategyHyp` dataclass).
+    """
+
+    head: ClassVar[str] = "anchor"
+    names: ClassVar[tuple[str, ...]] = ()
+    Hyp: ClassVar[type[StrategyHyp]] = StrategyHyp
+
+    def __init__(self, model: nn.Module, hyp: dict[str, Any]):
+        det = head_of(model)
+        kind = getattr(model, "head_kind", getattr(getattr(model, "module", None), "head_kind", "anchor"))
+        if kind != self.head:
+            raise ValueError(f"loss '{type(self).__name__}' trains a '{self.head}' head, but the model "
+                             f"has a '{kind}' head; build the model with head='{self.head}'")
+        self.hyp = self.Hyp.from_hyp(hyp)
+        self.nc: int = det.nc
+        self.nl: int = det.nl
+        self.stride: torch.Tensor = det.stride.detach().clone()  # (nl,) pixels per cell
+
+    def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor,
+                 imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError

@@ -1,0 +1,103 @@
+"""Strategy ``yolov5``: YOLOv5 v7.0's ComputeLoss.
+
+Assignment: :func:`utils.assign.yolo_candidates.yolo_candidates` (w/h ratio < ``anchor_t``, own cell
+plus the two nearest neighbours). Losses on the matched rows: CIoU box loss (mean of 1 - CIoU),
+class BCE against (label-smoothed) one-hot, skipped when ``nc == 1``; objectness BCE over every
+anchor with the detached, clamped CIoU as target at matched rows, levels weighted 4.0/1.0/0.4.
+``box``, ``obj`` and ``cls`` are used as given: the per-level / image-size / class-count scaling
+is done by train.py, as YOLOv5's train.py does it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from utils.assign.yolo_candidates import LevelCandidates, yolo_candidates
+from utils.boxes import bbox_iou
+from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.functional import bce_with_logits, smooth_bce_targets
+
+
+@dataclasses.dataclass(frozen=True)
+class YOLOv5Hyp(StrategyHyp):
+    box: float = 0.05
+    obj: float = 1.0
+    cls: float = 0.5
+    cls_pw: float = 1.0
+    obj_pw: float = 1.0
+    anchor_t: float = 4.0
+    fl_gamma: float = 0.0
+    label_smoothing: float = 0.0
+
+
+def level_balance(nl: int) -> list[float]:
+    """YOLOv5's objectness weight per level (P3-P5; P3-P7 for 5 levels)."""
+    return {3: [4.0, 1.0, 0.4]}.get(nl, [4.0, 1.0, 0.25, 0.06, 0.02])
+
+
+class ComputeLoss(LossStrategy):
+    """YOLOv5 v7.0 loss; ``names = ('box', 'obj', 'cls')``.
+
+    Subclasses that only change the assignment (``ota``) override :meth:`assign` and reuse
+    :meth:`matched_losses`.
+    """
+
+    head = "anchor"
+    names = ("box", "obj", "cls")
+    Hyp = YOLOv5Hyp
+
+    def __init__(self, model, hyp):
+        super().__init__(model, hyp)
+        det = head_of(model)
+        self.na: int = det.na
+        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
+        self.balance = level_balance(self.nl)
+        self.cp, self.cn = smooth_bce_targets(self.hyp.label_smoothing)
+
+    def _anchors_on(self, ref: torch.Tensor) -> torch.Tensor:
+        if self.anchors.device != ref.device or self.anchors.dtype != ref.dtype:
+            self.anchors = self.anchors.to(device=ref.device, dtype=ref.dtype)
+        return self.anchors
+
+    @torch.no_grad()
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
+               imgs: torch.Tensor) -> list[LevelCandidates]:
+        """The matched rows of every level (see :mod:`utils.assign.yolo_candidates`)."""
+        anchors = self._anchors_on(targets.float())
+        shapes = [(p.shape[2], p.shape[3]) for p in preds]
+        return yolo_candidates(targets.float(), anchors, shapes, self.hyp.anchor_t)
+
+    def __call__(self, preds, targets, imgs):
+        return self.matched_losses(preds, self.assign(preds, targets, imgs))
+
+    def matched_losses(self, preds: list[torch.Tensor],
+                       matches: list[LevelCandidates]) -> tuple[torch.Tensor, torch.Tensor]:
+        """YOLOv5's box/obj/cls losses given the matched rows of each level.
+
+        preds: per level ``(bs, na, ny, nx, 5 + nc)`` raw logits.
+        """
+        h = self.hyp
+        dev = preds[0].device
+        lbox = torch.zeros(1, device=dev)
+        lobj = torch.zeros(1, device=dev)
+        lcls = torch.zeros(1, device=dev)
+        for i, (pi, m) in enumerate(zip(preds, matches)):
+            tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=dev)  # (bs, na, ny, nx)
+            if len(m):
+                pxy, pwh, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((2, 2, 1, self.nc), 1)
+                pxy = pxy.sigmoid() * 2 - 0.5
+                pwh = (pwh.sigmoid() * 2) ** 2 * m.anchor_wh
+                iou = bbox_iou(torch.cat((pxy, pwh), 1), m.box_grid, CIoU=True).squeeze(-1)  # (n,)
+                lbox = lbox + (1.0 - iou).mean()
+                tobj[m.image, m.anchor, m.gj, m.gi] = iou.detach().clamp(0).type(tobj.dtype)
+                if self.nc > 1:
+                    t = torch.full_like(pcls, self.cn)
+                    t[torch.arange(len(m), device=dev), m.cls] = self.cp
+                    lcls = lcls + bce_with_logits(pcls, t, h.cls_pw, h.fl_gamma)
+            lobj = lobj + bce_with_logits(pi[..., 4], tobj, h.obj_pw, h.fl_gamma) * self.balance[i]
+        lbox = lbox * h.box
+        lobj = lobj * h.obj
+        lcls = lcls * h.cls
+        bs = preds[0].shape[0]
+        return (lbox + lobj + lcls).sum() * bs, torch.cat((lbox, lobj, lcls)).detach()
