@@ -1,0 +1,207 @@
+"""Run a trained detector on images, folders, globs, .txt lists and videos (YOLOv5 ``detect.py`` flags).
+
+Usage:
+    python detect.py --weights runs/train/exp/weights/best.pt --source path/to/images
+    python detect.py --weights best.pt --source list.txt --img 320 --save-txt --save-conf --save-crop
+
+Writes annotated copies to ``runs/detect/exp*/`` (same file names; videos as .mp4), YOLO-format
+``labels/*.txt`` (``cls x y w h [conf]``, normalised) with ``--save-txt`` and per-class crops under
+``crops/<class>/`` with ``--save-crop``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from utils.annotate import draw_detections, save_one_box
+from utils.boxes import scale_boxes, xyxy2xywh
+from utils.nms import non_max_suppression
+from utils.paths import increment_path
+from utils.sources import LoadImages
+from utils.torch_utils import select_device
+
+
+def check_img_size(imgsz: int | Sequence[int], stride: int = 32, floor: int = 0) -> list[int]:
+    """Round each image side up to a multiple of ``stride`` (printing a warning when it changes)."""
+    sizes = [imgsz] if isinstance(imgsz, int) else list(imgsz)
+    new = [max(math.ceil(x / stride) * stride, floor) for x in sizes]
+    if new != sizes:
+        print(f"WARNING: --img-size {sizes} must be a multiple of max stride {stride}, updating to {new}")
+    return new
+
+
+def write_labels(path: Path, det: torch.Tensor, shape: Sequence[int], save_conf: bool) -> None:
+    """Append detections (n, 6) xyxy px/conf/cls of an image of ``shape`` (h, w) as YOLO txt lines."""
+    gain = torch.tensor(shape)[[1, 0, 1, 0]]  # w, h, w, h
+    with open(path, "a") as f:
+        for *xyxy, conf, cls in det.tolist():
+            xywhn = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gain).view(-1).tolist()
+            line = (cls, *xywhn, conf) if save_conf else (cls, *xywhn)
+            f.write(("%g " * len(line)).rstrip() % line + "\n")
+
+
+def summarize(det: torch.Tensor, names: Sequence[str]) -> str:
+    """'2 persons, 1 car, ' style count of detections per class."""
+    s = ""
+    for c in det[:, 5].unique():
+        n = int((det[:, 5] == c).sum())
+        name = names[int(c)] if int(c) < len(names) else str(int(c))
+        s += f"{n} {name}{'s' * (n > 1)}, "
+    return s
+
+
+class VideoSaver:
+    """Keeps one ``cv2.VideoWriter`` per output path and closes the previous one when the path changes."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, path: Path, frame: np.ndarray, cap: cv2.VideoCapture) -> None:
+        target = str(path.with_suffix(".mp4"))
+        if target != self.path:
+            self.close()
+            fps = cap.get(cv2.CAP_PROP_FPS) or 30
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            self.path = target
+        self.writer.write(frame)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        self.path, self.writer = None, None
+
+
+def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
+    """Our checkpoint or an official YOLOv5 .pt -> (model in eval mode on ``device``, class names)."""
+    from utils.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(weights, device="cpu")
+    names = meta.get("names") or getattr(model, "names", None) or [str(i) for i in range(int(model.nc))]
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    return model.to(device).eval(), list(names)
+
+
+def show(window: str, im: np.ndarray) -> bool:
+    """Display a frame; False when this OpenCV build has no GUI (headless)."""
+    try:
+        cv2.imshow(window, im)
+        cv2.waitKey(1)
+        return True
+    except cv2.error:
+        print("WARNING: --view-img needs an OpenCV build with GUI support; not showing images")
+        return False
+
+
+@torch.no_grad()
+def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] = "data/images",
+        imgsz: int | Sequence[int] = (640, 640), conf_thres: float = 0.25, iou_thres: float = 0.45,
+        max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
+        save_conf: bool = False, save_crop: bool = False, nosave: bool = False, classes: Sequence[int] | None = None,
+        agnostic_nms: bool = False, project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
+        line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False) -> Path:
+    """Detect objects in every image / frame of ``source``; returns the run folder."""
+    save_img = not nosave
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+
+    device = select_device(device)
+    model, names = load_model(weights, device)
+    half &= device.type != "cpu"
+    if half:
+        model.half()
+    stride = int(model.stride.max())
+    imgsz = check_img_size([imgsz] * 2 if isinstance(imgsz, int) else imgsz, stride)
+    imgsz = imgsz * 2 if len(imgsz) == 1 else imgsz
+    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=True)
+
+    seen, times, video, show_ok = 0, [0.0, 0.0, 0.0], VideoSaver(), view_img
+    for path, im, im0, cap, s in dataset:
+        t0 = time.perf_counter()
+        x = torch.from_numpy(im).to(device)
+        x = (x.half() if half else x.float())[None] / 255  # (1, 3, h, w) 0..1
+        t1 = time.perf_counter()
+        pred = model(x)
+        t2 = time.perf_counter()
+        det = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)[0]
+        t3 = time.perf_counter()
+        times = [a + b for a, b in zip(times, (t1 - t0, t2 - t1, t3 - t2))]
+        seen += 1
+
+        p = Path(path)
+        det = det.float().cpu()
+        det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
+        s += "%gx%g " % tuple(x.shape[2:]) + summarize(det, names)
+        stem = p.stem if cap is None else f"{p.stem}_{dataset.frame}"
+        if save_txt:
+            write_labels(save_dir / "labels" / f"{stem}.txt", det, im0.shape[:2], save_conf)
+        if save_crop:
+            for *xyxy, _, cls in det.tolist():
+                c = int(cls)
+                folder = names[c] if c < len(names) else str(c)
+                save_one_box(xyxy, im0, file=save_dir / "crops" / folder / f"{p.stem}.jpg")
+        annotated = draw_detections(im0, det, names, line_thickness, hide_labels, hide_conf)
+        if show_ok:
+            show_ok = show(str(p), annotated)
+        if save_img:
+            if cap is None:
+                cv2.imwrite(str(save_dir / p.name), annotated)
+            else:
+                video.write(save_dir / p.name, annotated, cap)
+        print(f"{s}{'' if len(det) else '(no detections), '}{(t2 - t1) * 1e3:.1f}ms")
+    video.close()
+
+    per_image = tuple(t / max(seen, 1) * 1e3 for t in times)
+    print(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % per_image)
+    if save_txt or save_img:
+        n = len(list(save_dir.glob("labels/*.txt")))
+        extra = f"\n{n} label{'s' * (n != 1)} saved to {save_dir / 'labels'}" if save_txt else ""
+        print(f"Results saved to {save_dir}{extra}")
+    return save_dir
+
+
+def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path")
+    parser.add_argument("--source", type=str, default="data/images", help="file/dir/glob/.txt list/video")
+    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
+    parser.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
+    parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    parser.add_argument("--view-img", action="store_true", help="show results")
+    parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    parser.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    parser.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
+    parser.add_argument("--nosave", action="store_true", help="do not save images/videos")
+    parser.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
+    parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    parser.add_argument("--project", default="runs/detect", help="save results to project/name")
+    parser.add_argument("--name", default="exp", help="save results to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    parser.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    parser.add_argument("--hide-labels", action="store_true", help="hide labels")
+    parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (GPU only)")
+    opt = parser.parse_args(argv)
+    if len(opt.imgsz) > 2:
+        parser.error("--imgsz takes 1 or 2 integers")
+    opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
+    return opt
+
+
+def main(opt: argparse.Namespace) -> Path:
+    return run(**vars(opt))
+
+
+if __name__ == "__main__":
+    main(parse_opt())

@@ -1,0 +1,75 @@
+"""detect.py end to end on a tiny untrained model, plus the pieces it is built from (sources, run folders)."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from utils.paths import increment_path
+from utils.sources import LoadImages
+from utils.torch_utils import select_device
+
+
+@pytest.fixture()
+def image_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(src / "a.jpg"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    cv2.imwrite(str(src / "b.png"), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    (src / "list.txt").write_text("a.jpg\nb.png\n")  # relative to the list's folder
+    return src
+
+
+def test_load_images_sources(image_dir: Path):
+    for source in (image_dir, str(image_dir / "*.*"), image_dir / "list.txt", [image_dir / "b.png", image_dir / "a.jpg"]):
+        items = list(LoadImages(source, img_size=64, stride=32))
+        assert sorted(Path(p).name for p, *_ in items) == ["a.jpg", "b.png"]
+    path, im, im0, cap, s = next(iter(LoadImages(image_dir / "a.jpg", img_size=64, stride=32)))
+    assert im.shape == (3, 64, 64) and im.dtype == np.uint8 and im.flags.c_contiguous  # auto: 48 -> 64 already
+    assert im0.shape == (48, 64, 3) and cap is None and s.startswith("image 1/1 ")
+    assert (im[:, 8:56, :] == im0[:, :, ::-1].transpose(2, 0, 1)).all()  # RGB, no resize, 8 px pad top/bottom
+
+
+def test_load_images_errors(image_dir: Path, caplog):
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        LoadImages(image_dir / "missing.jpg")
+    (image_dir / "broken.jpg").write_bytes(b"not an image")
+    items = list(LoadImages(image_dir, img_size=64))
+    assert len(items) == 2 and "broken.jpg" in caplog.text
+
+
+def test_increment_path_and_device(tmp_path: Path):
+    assert increment_path(tmp_path / "exp", mkdir=True) == tmp_path / "exp"
+    assert increment_path(tmp_path / "exp", mkdir=True) == tmp_path / "exp2"
+    assert increment_path(tmp_path / "exp") == tmp_path / "exp3"
+    assert increment_path(tmp_path / "exp", exist_ok=True) == tmp_path / "exp"
+    assert select_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="invalid --device"):
+        select_device("gpu")
+
+
+def test_detect_end_to_end(tmp_path: Path, image_dir: Path):
+    yolo = pytest.importorskip("models.yolo", reason="models.yolo not written yet")
+    checkpoint = pytest.importorskip("utils.checkpoint", reason="utils.checkpoint not written yet")
+    import detect
+
+    torch.manual_seed(0)
+    model = yolo.Model("models/yolov5n.yaml", nc=2)
+    model.names = ["cat", "dog"]
+    weights = checkpoint.save_checkpoint(checkpoint.make_checkpoint(model), tmp_path / "w.pt")
+
+    save_dir = detect.run(weights=weights, source=image_dir / "list.txt", imgsz=[64], conf_thres=0.0, max_det=5,
+                          device="cpu", save_txt=True, save_conf=True, save_crop=True, project=tmp_path / "runs")
+    assert save_dir == tmp_path / "runs" / "exp"
+    assert (save_dir / "a.jpg").is_file() and (save_dir / "b.png").is_file()
+    for stem, (h, w) in (("a", (48, 64)), ("b", (40, 40))):
+        rows = np.loadtxt(save_dir / "labels" / f"{stem}.txt", ndmin=2)
+        assert rows.shape[1] == 6 and 0 < len(rows) <= 5  # cls x y w h conf
+        assert set(rows[:, 0]) <= {0, 1} and ((rows[:, 1:5] >= 0) & (rows[:, 1:5] <= 1)).all()
+    assert any((save_dir / "crops").rglob("a*.jpg"))
+    opt = detect.parse_opt(["--weights", str(weights), "--source", str(image_dir), "--img", "64", "--nosave",
+                            "--device", "cpu", "--project", str(tmp_path / "runs")])
+    assert opt.imgsz == [64, 64]
+    assert detect.main(opt) == tmp_path / "runs" / "exp2"
