@@ -157,7 +157,8 @@ class Model(nn.Module):
             LOGGER.info("overriding %s nc=%s with nc=%s", yaml_name, self.yaml["nc"], nc)
             self.yaml["nc"] = nc
         self.model, self.save = parse_model(self.yaml, ch, head_cls, yaml_name)
-        self.names = [str(i) for i in range(self.yaml["nc"])]
+        self.nc: int = self.yaml["nc"]
+        self.names = [str(i) for i in range(self.nc)]
         head_module = self.model[-1]
         self.register_buffer("stride", self._measure_strides(ch), persistent=False)
         head_module.initialize(self.stride.clone())
@@ -186,10 +187,6 @@ class Model(nn.Module):
     def head(self) -> nn.Module:
         """The detection head (the last layer)."""
         return self.model[-1]
-
-    @property
-    def nc(self) -> int:
-        return self.model[-1].nc
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.model[-1](self._features(x))
