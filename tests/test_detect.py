@@ -32,6 +32,18 @@ def test_load_images_sources(image_dir: Path):
     assert (im[:, 8:56, :] == im0[:, :, ::-1].transpose(2, 0, 1)).all()  # RGB, no resize, 8 px pad top/bottom
 
 
+def test_load_images_video(tmp_path: Path):
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4v")
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
+    writer.release()
+    items = list(LoadImages(tmp_path / "clip.mp4", img_size=64, stride=32))
+    assert len(items) == 3 and all(cap is not None for _, _, _, cap, _ in items)
+    assert items[-1][4].startswith("video 1/1 (3/3) ") and items[0][1].shape == (3, 64, 64)
+
+
 def test_load_images_errors(image_dir: Path, caplog):
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         LoadImages(image_dir / "missing.jpg")
