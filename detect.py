@@ -57,6 +57,14 @@ def summarize(det: torch.Tensor, names: Sequence[str]) -> str:
     return s
 
 
+def save_crops(det: torch.Tensor, im0: np.ndarray, crops_dir: Path, names: Sequence[str], stem: str) -> None:
+    """Save each detection (n, 6) xyxy px/conf/cls of the clean BGR image as crops_dir/<class>/<stem>*.jpg."""
+    for *xyxy, _, cls in det.tolist():
+        c = int(cls)
+        folder = names[c] if c < len(names) else str(c)
+        save_one_box(xyxy, im0, file=crops_dir / folder / f"{stem}.jpg")
+
+
 class VideoSaver:
     """Keeps one ``cv2.VideoWriter`` per output path and closes the previous one when the path changes."""
 
@@ -145,10 +153,7 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
         if save_txt:
             write_labels(save_dir / "labels" / f"{stem}.txt", det, im0.shape[:2], save_conf)
         if save_crop:
-            for *xyxy, _, cls in det.tolist():
-                c = int(cls)
-                folder = names[c] if c < len(names) else str(c)
-                save_one_box(xyxy, im0, file=save_dir / "crops" / folder / f"{p.stem}.jpg")
+            save_crops(det, im0, save_dir / "crops", names, p.stem)
         annotated = draw_detections(im0, det, names, line_thickness, hide_labels, hide_conf)
         if show_ok:
             show_ok = show(str(p), annotated)
