@@ -119,9 +119,6 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
         line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False) -> Path:
     """Detect objects in every image / frame of ``source``; returns the run folder."""
     save_img = not nosave
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-
     device = select_device(device)
     model, names = load_model(weights, device)
     half &= device.type != "cpu"
@@ -131,6 +128,8 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
     imgsz = check_img_size([imgsz] * 2 if isinstance(imgsz, int) else imgsz, stride)
     imgsz = imgsz * 2 if len(imgsz) == 1 else imgsz
     dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=True)
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # after the checks: no empty runs
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
 
     seen, times, video, show_ok = 0, [0.0, 0.0, 0.0], VideoSaver(), view_img
     for path, im, im0, cap, s in dataset:

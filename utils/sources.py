@@ -25,8 +25,11 @@ def _suffix(path: str) -> str:
 def _expand(source: str | Path) -> list[str]:
     """One source entry -> the files it names (a .txt list is read line by line, relative to its folder)."""
     p = str(source).strip()
-    if "*" in p:
-        return sorted(glob.glob(p, recursive=True))
+    if not os.path.exists(p) and glob.has_magic(p):
+        matches = sorted(glob.glob(p, recursive=True))
+        if not matches:
+            raise FileNotFoundError(f"source '{p}' matches no files")
+        return matches
     if os.path.isdir(p):
         return sorted(glob.glob(os.path.join(p, "*.*")))
     if os.path.isfile(p) and _suffix(p) == "txt":
