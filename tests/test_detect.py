@@ -47,6 +47,9 @@ def test_load_images_video(tmp_path: Path):
 def test_load_images_errors(image_dir: Path, caplog):
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         LoadImages(image_dir / "missing.jpg")
+    with pytest.raises(FileNotFoundError, match="matches no files"):
+        LoadImages(image_dir / "z*.jpg")
+    assert len(LoadImages(image_dir / "[ab].*")) == 2
     (image_dir / "broken.jpg").write_bytes(b"not an image")
     items = list(LoadImages(image_dir, img_size=64))
     assert len(items) == 2 and "broken.jpg" in caplog.text
