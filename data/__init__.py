@@ -1,0 +1,1 @@
+"""Dataset YAMLs and converters (VOC, COCO -> YOLO txt)."""

@@ -1,0 +1,1 @@
+"""Converters from other annotation formats to the YOLO txt layout."""

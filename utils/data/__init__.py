@@ -1,0 +1,1 @@
+"""Data loading pieces; import the public API from ``utils.dataloaders``."""

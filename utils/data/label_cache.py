@@ -1,0 +1,122 @@
+"""Scanning a split's images and labels once, with an on-disk cache.
+
+The cache is a JSON file next to the labels folder (``labels/train`` -> ``labels/train.cache``),
+plain data only. It is keyed by a SHA-256 of every image and label path with its size and mtime,
+plus ``nc`` and the cache version, so any change to the files rebuilds it. It is written to a
+temporary file and renamed, so a killed run never leaves a half-written cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from utils.data import verify
+
+LOGGER = logging.getLogger(__name__)
+CACHE_VERSION = 1
+NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
+
+
+def files_hash(files: list[str], nc: int | None) -> str:
+    """SHA-256 of paths + sizes + mtimes (missing files hash as missing) and ``nc``."""
+    h = hashlib.sha256(f"v{CACHE_VERSION} nc={nc}".encode())
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def cache_path_for(label_files: list[str]) -> Path:
+    """``.../labels/train/a.txt`` -> ``.../labels/train.cache``."""
+    return Path(label_files[0]).parent.with_suffix(".cache")
+
+
+def _record_to_json(r: verify.ImageRecord) -> list:
+    return [r.im_file, r.status, list(r.shape), r.labels.tolist(), r.message, r.dropped, r.clipped]
+
+
+def _record_from_json(x: list) -> verify.ImageRecord:
+    im_file, status, shape, labels, message, dropped, clipped = x
+    lb = np.array(labels, dtype=np.float32).reshape(-1, 5)
+    return verify.ImageRecord(im_file, lb, tuple(shape), status, message, dropped, clipped)
+
+
+def load_cache(path: Path, expected_hash: str) -> list[verify.ImageRecord] | None:
+    """Records from a cache file if it exists, parses and matches ``expected_hash``; else None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != CACHE_VERSION or data.get("hash") != expected_hash:
+            return None
+        return [_record_from_json(x) for x in data["records"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_cache(path: Path, file_hash: str, records: list[verify.ImageRecord], prefix: str = "") -> None:
+    """Write the cache atomically; an unwritable folder only costs a warning."""
+    data = {"version": CACHE_VERSION, "hash": file_hash, "records": [_record_to_json(r) for r in records]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, path)
+        LOGGER.info("%sNew cache created: %s", prefix, path)
+    except OSError as e:
+        LOGGER.warning("%sWARNING: cache directory %s is not writeable: %s", prefix, path.parent, e)
+        tmp.unlink(missing_ok=True)
+
+
+def scan_records(im_files: list[str], label_files: list[str], nc: int | None, prefix: str,
+                 ) -> list[verify.ImageRecord]:
+    """Check every pair in a thread pool, with a tqdm bar."""
+    records: list[verify.ImageRecord] = []
+    desc = f"{prefix}Scanning {Path(label_files[0]).parent}"
+    with ThreadPool(NUM_THREADS) as pool:
+        it = pool.imap(lambda p: verify.check_pair(p[0], p[1], nc), zip(im_files, label_files))
+        for rec in tqdm(it, desc=desc, total=len(im_files), disable=len(im_files) < 64):
+            records.append(rec)
+    return records
+
+
+def summarize(records: list[verify.ImageRecord], prefix: str = "") -> str:
+    """One line: ``train: 200 images, 3 backgrounds, 2 corrupt, 5 rows dropped, 1 clipped``."""
+    n_ok = sum(r.status != "corrupt" for r in records)
+    n_bg = sum(r.status == "background" for r in records)
+    n_bad = sum(r.status == "corrupt" for r in records)
+    dropped, clipped = sum(r.dropped for r in records), sum(r.clipped for r in records)
+    return (f"{prefix}{n_ok} images, {n_bg} backgrounds, {n_bad} corrupt, "
+            f"{dropped} rows dropped, {clipped} clipped")
+
+
+def load_labels(im_files: list[str], label_files: list[str], nc: int | None = None,
+                prefix: str = "", use_cache: bool = True) -> list[verify.ImageRecord]:
+    """Records for all images (cached when possible); warnings and the summary are logged each time.
+
+    Raises RuntimeError when no usable image is left.
+    """
+    cache_file = cache_path_for(label_files)
+    h = files_hash(im_files + label_files, nc)
+    records = load_cache(cache_file, h) if use_cache else None
+    if records is None:
+        records = scan_records(im_files, label_files, nc, prefix)
+        if use_cache:
+            save_cache(cache_file, h, records, prefix)
+    else:
+        LOGGER.info("%sUsing label cache %s", prefix, cache_file)
+    for r in records:
+        if r.message:
+            LOGGER.warning("%sWARNING: %s", prefix, r.message)
+    LOGGER.info(summarize(records, prefix))
+    if not any(r.status != "corrupt" for r in records):
+        raise RuntimeError(f"{prefix}no usable images among {len(records)} in "
+                           f"{Path(im_files[0]).parent} (see warnings above)")
+    return records

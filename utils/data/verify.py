@@ -1,0 +1,222 @@
+"""Checking one image and its YOLO label file.
+
+Label files hold one row per object: ``class x_centre y_centre width height``, coordinates
+normalised to 0..1 of the image. What happens to bad input (one warning line per file, never a
+crash):
+
+=============================================  ==============================================
+problem                                         action
+=============================================  ==============================================
+image unreadable, truncated, empty, not an      image skipped ("corrupt")
+image, smaller than ``MIN_IMAGE_SIDE`` px, or
+more than ``MAX_IMAGE_PIXELS`` pixels
+row with != 5 columns, non-numeric values,      image skipped ("corrupt"): keeping it with one
+negative / fractional class id, class >= nc     object unlabelled would teach it as background
+box corner outside [-BOX_TOL, 1 + BOX_TOL]      box clipped to the image, warning
+box corner outside by <= BOX_TOL                box clipped silently (converter rounding)
+centre outside [-0.5, 1.5] or w/h > 1.5         row dropped ("absurd")
+zero area (before or after clipping)            row dropped
+duplicate row                                   row dropped
+label file missing or empty                     background image (no objects)
+=============================================  ==============================================
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
+MIN_IMAGE_SIDE = 10  # px
+MAX_IMAGE_PIXELS = 20_000 * 20_000  # above this an image is treated as a decompression bomb
+BOX_TOL = 0.01  # normalised; corners this far outside the image are clipped without a warning
+ABSURD_CENTRE = (-0.5, 1.5)
+ABSURD_SIZE = 1.5
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class ImageRecord:
+    """Result of checking one image/label pair.
+
+    ``labels`` (n, 5) float32 ``[cls, x, y, w, h]`` normalised; ``shape`` = (w, h) px after EXIF
+    rotation; ``status`` one of ``ok``, ``background``, ``corrupt``; ``message`` one warning line
+    or ``''``; ``dropped`` rows removed (absurd, zero-area, duplicate); ``clipped`` rows clipped.
+    """
+
+    im_file: str
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), np.float32))
+    shape: tuple[int, int] = (0, 0)
+    status: str = "ok"
+    message: str = ""
+    dropped: int = 0
+    clipped: int = 0
+
+
+def img2label_paths(img_paths: list[str]) -> list[str]:
+    """Label path for each image: the last ``/images/`` becomes ``/labels/``, the suffix ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    out = []
+    for p in img_paths:
+        head, sep, tail = p.rpartition(sa)
+        p2 = head + sb + tail if sep else p
+        out.append(os.path.splitext(p2)[0] + ".txt")
+    return out
+
+
+def _exif_size(im: Image.Image) -> tuple[int, int]:
+    """(w, h) as cv2.imread will return it (cv2 applies the EXIF orientation)."""
+    w, h = im.size
+    try:
+        if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated 90 or 270 degrees
+            w, h = h, w
+    except Exception:  # broken EXIF does not make the pixels unusable
+        pass
+    return w, h
+
+
+def verify_image(im_file: str) -> tuple[tuple[int, int] | None, str]:
+    """Check an image file with PIL without trusting it. Returns ((w, h), '') or (None, reason)."""
+    try:
+        if os.path.getsize(im_file) == 0:
+            return None, "empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(im_file) as im:
+                fmt = (im.format or "").lower()
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    return None, f"{w}x{h} exceeds MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} (decompression bomb?)"
+                im.verify()  # must come right after open
+            with Image.open(im_file) as im:
+                w, h = _exif_size(im)
+        if fmt not in IMG_FORMATS:
+            return None, f"unsupported image format {fmt!r}"
+        if w < MIN_IMAGE_SIDE or h < MIN_IMAGE_SIDE:
+            return None, f"image size {w}x{h} < {MIN_IMAGE_SIDE} px"
+        if fmt in ("jpeg", "jpg") and not _jpeg_complete(im_file):
+            return None, "truncated JPEG"
+        return (w, h), ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return None, f"decompression bomb: {e}"
+    except Exception as e:  # PIL raises many types for broken files
+        return None, f"unreadable image ({type(e).__name__}: {e})"
+
+
+def _jpeg_complete(im_file: str) -> bool:
+    """A JPEG must end with the EOI marker or at least decode fully (trailing garbage is tolerated)."""
+    with open(im_file, "rb") as f:
+        f.seek(-2, 2)
+        if f.read() == b"\xff\xd9":
+            return True
+    try:
+        with Image.open(im_file) as im:
+            im.load()  # raises OSError "image file is truncated"
+        return True
+    except Exception:
+        return False
+
+
+def parse_label_file(lb_file: str, nc: int | None = None) -> tuple[np.ndarray | None, str, int, int]:
+    """Read and clean a YOLO label file.
+
+    Returns ``(labels (n, 5) float32 or None if the file is corrupt, message, dropped, clipped)``.
+    A missing or empty file gives an empty (0, 5) array.
+    """
+    if not os.path.isfile(lb_file):
+        return np.zeros((0, 5), np.float32), "", 0, 0
+    try:
+        with open(lb_file, encoding="utf-8") as f:
+            rows = [ln.split() for ln in f.read().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"unreadable label file ({type(e).__name__})", 0, 0
+    for i, r in enumerate(rows, 1):
+        if len(r) != 5:
+            return None, f"line {i}: {len(r)} columns, expected 5 (class x y w h)", 0, 0
+    try:
+        lb = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    except ValueError:
+        return None, "non-numeric value", 0, 0
+    if not np.isfinite(lb).all():
+        return None, "non-finite value", 0, 0
+    cls = lb[:, 0]
+    if (cls < 0).any() or (cls != np.round(cls)).any():
+        bad = cls[(cls < 0) | (cls != np.round(cls))][0]
+        return None, f"invalid class id {bad:g} (must be a non-negative integer)", 0, 0
+    if nc is not None and (cls >= nc).any():
+        return None, f"class id {int(cls.max())} >= nc={nc}", 0, 0
+    return _clean_boxes(lb)
+
+
+def _clean_boxes(lb: np.ndarray) -> tuple[np.ndarray, str, int, int]:
+    """Clip, drop absurd / zero-area / duplicate rows of (n, 5) ``[cls, x, y, w, h]``."""
+    problems = []
+    xy, wh = lb[:, 1:3], lb[:, 3:5]
+    absurd = ((xy < ABSURD_CENTRE[0]) | (xy > ABSURD_CENTRE[1])).any(1) | (wh > ABSURD_SIZE).any(1)
+    x1y1, x2y2 = xy - wh / 2, xy + wh / 2
+    outside = ((x1y1 < -BOX_TOL) | (x2y2 > 1 + BOX_TOL)).any(1) & ~absurd
+    x1y1, x2y2 = x1y1.clip(0, 1), x2y2.clip(0, 1)
+    zero = ((x2y2 - x1y1) <= 0).any(1) & ~absurd
+    keep = ~absurd & ~zero
+    out = np.concatenate((lb[:, :1], (x1y1 + x2y2) / 2, x2y2 - x1y1), 1)[keep].astype(np.float32)
+    if absurd.any():
+        problems.append(f"{int(absurd.sum())} absurd box(es) dropped (centre outside "
+                        f"{list(ABSURD_CENTRE)} or side > {ABSURD_SIZE})")
+    if zero.any():
+        problems.append(f"{int(zero.sum())} zero-area box(es) dropped")
+    n_clip = int((outside & keep).sum())
+    if n_clip:
+        problems.append(f"{n_clip} box(es) outside the image clipped")
+    _, first = np.unique(out, axis=0, return_index=True)
+    n_dup = len(out) - len(first)
+    if n_dup:
+        out = out[np.sort(first)]
+        problems.append(f"{n_dup} duplicate row(s) dropped")
+    return out, "; ".join(problems), int(absurd.sum() + zero.sum()) + n_dup, n_clip
+
+
+def check_pair(im_file: str, lb_file: str, nc: int | None = None) -> ImageRecord:
+    """Check one image and its label file (safe for worker processes: never raises)."""
+    rec = ImageRecord(im_file)
+    try:
+        shape, why = verify_image(im_file)
+        if shape is None:
+            rec.status, rec.message = "corrupt", f"{im_file}: ignoring corrupt image: {why}"
+            return rec
+        rec.shape = shape
+        labels, why, rec.dropped, rec.clipped = parse_label_file(lb_file, nc)
+        if labels is None:
+            rec.status, rec.message = "corrupt", f"{lb_file}: ignoring image and labels: {why}"
+            return rec
+        rec.labels = labels
+        rec.status = "ok" if len(labels) else "background"
+        if why:
+            rec.message = f"{lb_file}: {why}"
+    except Exception as e:  # last resort: one bad file must not stop the scan
+        rec.status, rec.message = "corrupt", f"{im_file}: ignoring: {type(e).__name__}: {e}"
+    return rec
+
+
+def list_images(path: str | Path | list) -> list[str]:
+    """Image files from a folder (recursive), a .txt list, a single image, or a list of those.
+
+    Relative lines in a .txt list are resolved against the .txt file's folder (YOLOv5's ``./``
+    convention). Raises FileNotFoundError naming a missing entry.
+    """
+    out: list[str] = []
+    for p in path if isinstance(path, (list, tuple)) else [path]:
+        p = Path(p)
+        if p.is_dir():
+            out += [str(f) for f in sorted(p.rglob("*.*")) if f.suffix[1:].lower() in IMG_FORMATS]
+        elif p.is_file() and p.suffix == ".txt":
+            lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            out += [str(f if f.is_absolute() else (p.parent / f)) for f in map(Path, lines)]
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+    return [os.path.abspath(f) for f in out if f.rsplit(".", 1)[-1].lower() in IMG_FORMATS]
