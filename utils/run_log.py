@@ -1,0 +1,97 @@
+"""Per-epoch records of a training run: ``results.csv`` in YOLOv5's layout, ``results.png``, and
+TensorBoard scalars when the optional ``tensorboard`` package is installed.
+
+On resume the CSV keeps only the rows of epochs before the resumed one, so a run killed and
+resumed ends with exactly one row per epoch.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+METRIC_KEYS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95")
+
+
+def result_keys(loss_names: tuple[str, ...]) -> list[str]:
+    """Column names after 'epoch': train losses, metrics, val losses, learning rates (YOLOv5 order)."""
+    return ([f"train/{n}_loss" for n in loss_names] + list(METRIC_KEYS) +
+            [f"val/{n}_loss" for n in loss_names] + ["x/lr0", "x/lr1", "x/lr2"])
+
+
+class ResultsLogger:
+    def __init__(self, save_dir: Path, loss_names: tuple[str, ...], resume_epoch: int = 0, tensorboard: bool = True):
+        self.file = Path(save_dir) / "results.csv"
+        self.keys = result_keys(loss_names)
+        self._truncate(resume_epoch)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(save_dir))
+                LOGGER.info("TensorBoard: start with 'tensorboard --logdir %s'", save_dir.parent)
+            except ImportError:
+                pass
+
+    def _truncate(self, first_epoch: int) -> None:
+        """Drop rows of epochs >= first_epoch (left by a run that was killed after writing them)."""
+        if not self.file.exists():
+            return
+        with open(self.file, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < first_epoch] if rows else []
+        tmp = self.file.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            f.writelines(",".join(r) + "\n" for r in kept)
+        tmp.replace(self.file)
+
+    def log(self, epoch: int, values: list[float]) -> None:
+        if len(values) != len(self.keys):
+            raise ValueError(f"results row has {len(values)} values for {len(self.keys)} columns")
+        new = not self.file.exists()
+        with open(self.file, "a") as f:
+            if new:
+                f.write(",".join(["%20s" % "epoch"] + ["%20s" % k for k in self.keys]) + "\n")
+            f.write(",".join(["%20i" % epoch] + ["%20.5g" % v for v in values]) + "\n")
+        if self.tb is not None:
+            for k, v in zip(self.keys, values):
+                self.tb.add_scalar(k, v, epoch)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_results(file: str | Path) -> tuple[list[str], list[list[float]]]:
+    """(column names, rows of floats) of a results.csv."""
+    with open(file, newline="") as f:
+        rows = [[c.strip() for c in r] for r in csv.reader(f) if r]
+    return rows[0], [[float(c) for c in r] for r in rows[1:]]
+
+
+def plot_results(file: str | Path) -> Path | None:
+    """results.png next to results.csv: one panel per column against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys, rows = read_results(file)
+    if not rows:
+        return None
+    cols = list(zip(*rows))
+    n = len(keys) - 1
+    ncol = (n + 1) // 2
+    fig, axes = plt.subplots(2, ncol, figsize=(3 * ncol, 6), tight_layout=True)
+    for i, ax in enumerate(axes.ravel()):
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.plot(cols[0], cols[i + 1], marker=".", linewidth=2, markersize=8)
+        ax.set_title(keys[i + 1], fontsize=10)
+    out = Path(file).with_name("results.png")
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
