@@ -69,6 +69,7 @@ def make_checkpoint(model: nn.Module, *, ema: Any = None, optimizer: torch.optim
     ``ema`` is a ``ModelEMA`` (with ``.ema`` and ``.updates``) or a bare module; ``opt`` the
     training arguments (Namespace or dict).
     """
+    model = getattr(model, "module", model)  # DataParallel / DDP wrapper
     ema_module = getattr(ema, "ema", ema)
     return {
         "format": FORMAT_TAG,
@@ -103,6 +104,14 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
     return path
 
 
@@ -227,7 +236,8 @@ def _restricted_load(path: Path) -> Any:
                 return _RestrictedUnpickler(f, archive, prefix, path.name).load()
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, KeyError, OSError, RuntimeError) as e:
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, KeyError, OSError, RuntimeError,
+            TypeError, ValueError, IndexError, AttributeError) as e:
         raise CheckpointError(f"'{path}' is truncated or not a checkpoint ({type(e).__name__}: {e})") from e
 
 
@@ -265,7 +275,8 @@ def _from_official(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     hyp = opt.get("hyp") or getattr(tree, "hyp", None)  # opt: as the user wrote it; model.hyp is rescaled
     return {
         "format": "yolov5-official",
-        "model": _inert_state_dict(tree),
+        # YOLOv5 <= v5.0 kept Detect.anchor_grid as a buffer; it is derived from anchors
+        "model": {k: v for k, v in _inert_state_dict(tree).items() if not k.endswith(".anchor_grid")},
         "ema": None,
         "yaml": yaml_dict,
         "head": "anchor",
