@@ -1,0 +1,150 @@
+"""train.py / val.py end to end on tiny data: run folder contents, resume without duplicate rows,
+a loss that falls, and val's AP equal to a hand computation on a constructed case."""
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import train as train_cli
+from models.yolo import Model
+from utils import trainer, validator
+from utils.dataloaders import create_dataloader
+from utils.hyp import load_hyp
+from utils.loss import build_loss
+from utils.shapes_dataset import make_shapes_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(root, n_train=8, n_val=4, imgsz=64, seed=3)
+    yaml_file = root / "tiny.yaml"
+    names = "{0: circle, 1: square, 2: triangle, 3: star, 4: cross}"
+    yaml_file.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: {names}\n")
+    return yaml_file
+
+
+def opts(data, project, *extra):
+    return train_cli.parse_opt(["--data", str(data), "--epochs", "2", "--img", "64", "--batch-size", "4",
+                                "--workers", "0", "--project", str(project), "--quiet", *extra])
+
+
+def read_rows(file):
+    with open(file, newline="") as f:
+        rows = [[c.strip() for c in r] for r in csv.reader(f)]
+    return rows[0], rows[1:]
+
+
+def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path):
+    res = trainer.train(opts(tiny_data, tmp_path))
+    run = tmp_path / "exp"
+    for f in ("weights/last.pt", "weights/best.pt", "hyp.yaml", "opt.yaml", "results.csv", "results.png", "labels.jpg"):
+        assert (run / f).is_file(), f
+    header, rows = read_rows(run / "results.csv")
+    assert header[:5] == ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision"]
+    assert "metrics/mAP_0.5:0.95" in header and header[-3:] == ["x/lr0", "x/lr1", "x/lr2"]
+    assert [r[0] for r in rows] == ["0", "1"]
+    ckpt = torch.load(run / "weights/last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["optimizer"] is None and ckpt["head"] == "anchor"
+    assert 0.0 <= res["map"] <= res["map50"] <= 1.0
+
+
+def test_resume_after_interrupt_gives_one_row_per_epoch(tiny_data, tmp_path, monkeypatch):
+    real_end = trainer.end_epoch
+
+    def end_then_interrupt(run, epoch, mloss):
+        stop = real_end(run, epoch, mloss)
+        if epoch == 0:
+            raise KeyboardInterrupt
+        return stop
+
+    monkeypatch.setattr(trainer, "end_epoch", end_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(opts(tiny_data, tmp_path))
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    monkeypatch.setattr(trainer, "end_epoch", real_end)
+    trainer.train(opts(tiny_data, tmp_path, "--resume", str(last)))
+    _, rows = read_rows(tmp_path / "exp" / "results.csv")
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert not (tmp_path / "exp2").exists()
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_data):
+    torch.manual_seed(0)
+    model = Model("models/yolov5n.yaml", nc=5)
+    loader, _ = create_dataloader(str(tiny_data.parent / "images" / "train"), 64, 4, 32, workers=0)
+    imgs, targets, _, _ = next(iter(loader))
+    imgs = imgs.float() / 255
+    loss_fn = build_loss(model, load_hyp("hyp.scratch.yaml"))
+    opt = torch.optim.Adam(model.parameters(), lr=0.002)
+    model.train()
+    losses = []
+    for _ in range(10):
+        loss, _ = loss_fn(model(imgs), targets, imgs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert all(b < a for a, b in zip(losses[3:], losses[4:])), losses
+
+
+class FixedDetector(nn.Module):
+    """Stands in for a model in eval mode: returns given boxes (original 64x64 pixels, xyxy) shifted
+    into the letterboxed batch, as ``(pred (bs, N, 5 + nc), raw)``."""
+
+    def __init__(self, boxes_per_image, nc=2):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(1))
+        self.boxes, self.nc = boxes_per_image, nc
+        self.stride = torch.tensor([8.0, 16.0, 32.0])
+
+    def forward(self, x):
+        bs, _, h, w = x.shape
+        padw, padh = (w - 64) / 2, (h - 64) / 2
+        out = torch.zeros(bs, 4, 5 + self.nc)
+        for i in range(bs):
+            for j, (x1, y1, x2, y2, conf) in enumerate(self.boxes[i]):
+                out[i, j, :4] = torch.tensor([(x1 + x2) / 2 + padw, (y1 + y2) / 2 + padh, x2 - x1, y2 - y1])
+                out[i, j, 4], out[i, j, 5] = conf, 1.0
+        return out, []
+
+
+def ap101(recall, precision):
+    """COCO/YOLOv5 101-point interpolated AP, written independently of utils.metrics."""
+    r = [0.0] + list(recall) + [1.0]
+    p = [1.0] + list(precision) + [0.0]
+    for k in range(len(p) - 2, -1, -1):
+        p[k] = max(p[k], p[k + 1])
+    xs = [k / 100 for k in range(101)]
+    ys = [float(np.interp(x, r, p)) for x in xs]
+    return sum((xs[k + 1] - xs[k]) * (ys[k] + ys[k + 1]) / 2 for k in range(100))
+
+
+def test_val_ap_equals_hand_computation(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    labels = {"a": [(10, 10, 30, 30)], "b": [(5, 5, 25, 25), (40, 40, 60, 60)]}
+    for name, boxes in labels.items():
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), np.full((64, 64, 3), 100, np.uint8))
+        rows = [f"0 {(x1 + x2) / 128} {(y1 + y2) / 128} {(x2 - x1) / 64} {(y2 - y1) / 64}" for x1, y1, x2, y2 in boxes]
+        (tmp_path / "labels" / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    loader, ds = create_dataloader(str(tmp_path / "images"), 64, 2, 32, rect=True, pad=0.5, workers=0)
+    order = [Path(f).stem for f in ds.im_files]
+    # image a: exact hit (0.9) and a false positive (0.8); image b: a box of IoU 0.8 with the first
+    # label (0.7), the second label missed. IoU 0.8 counts as TP at thresholds 0.50..0.80 (7 of 10).
+    dets = {"a": [(10, 10, 30, 30, 0.9), (40, 5, 60, 20, 0.8)], "b": [(5, 5, 25, 21, 0.7)]}
+    model = FixedDetector([dets[s] for s in order])
+    res = validator.run(model, loader, ["cell", "other"], plots=False, progress=False)
+    n_labels = 3
+    # detections by confidence: TP, FP, TP(only for IoU <= 0.8)
+    ap_low = ap101([1 / n_labels, 1 / n_labels, 2 / n_labels], [1, 1 / 2, 2 / 3])
+    ap_high = ap101([1 / n_labels, 1 / n_labels, 1 / n_labels], [1, 1 / 2, 1 / 3])
+    assert res["map50"] == pytest.approx(ap_low, abs=1e-9)
+    assert res["map"] == pytest.approx((7 * ap_low + 3 * ap_high) / 10, abs=1e-9)
+    assert res["seen"] == 2 and res["nt"].tolist() == [3, 0]
