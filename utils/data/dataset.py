@@ -172,7 +172,7 @@ class LoadImagesAndLabels(Dataset):
         img, (h0, w0), (h, w) = self.load_image(index)
         shape = tuple(self.batch_shapes[self.batch[index]]) if self.rect else self.img_size
         img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment)
-        shapes = (h0, w0), ((h / h0 * ratio[1], w / w0 * ratio[0]), pad)
+        shapes = (h0, w0), ((float(h / h0 * ratio[1]), float(w / w0 * ratio[0])), pad)
         labels = labels_to_pixels(self.labels[index], ratio[0] * w, ratio[1] * h, pad[0], pad[1])
         if self.augment:
             hp = self.hyp
