@@ -34,6 +34,15 @@ from utils.data.verify import img2label_paths, list_images
 LOGGER = logging.getLogger(__name__)
 
 
+def _reduced_flag(r: float) -> tuple[int, int]:
+    """(cv2.imread flag, k) decoding at the smallest 1/k scale (k = 8, 4, 2) still >= target scale r."""
+    for k, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                    (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        if r * k <= 1:
+            return flag, k
+    return cv2.IMREAD_COLOR, 1
+
+
 class LoadImagesAndLabels(Dataset):
     """Images + YOLO labels of one split.
 
@@ -77,8 +86,9 @@ class LoadImagesAndLabels(Dataset):
             self._make_rect(batch_size, pad)
         self.ims: list[np.ndarray | None] = [None] * self.n
         self.npy_files = [str(Path(f).with_suffix(".npy")) for f in self.im_files]
+        self.cache_mode = "ram" if cache_images is True else (cache_images or None)
         if cache_images:
-            self._cache_images("ram" if cache_images is True else str(cache_images))
+            self._cache_images(self.cache_mode)
 
     @property
     def mosaic(self) -> bool:
@@ -137,22 +147,32 @@ class LoadImagesAndLabels(Dataset):
         return self.n
 
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-        """Image i as BGR uint8 with its long side = img_size -> (im, (h0, w0), (h, w))."""
+        """Image i as BGR uint8 with its long side = img_size -> (im, (h0, w0), (h, w)).
+
+        When augmenting, a JPEG that shrinks by 2x or more is decoded at 1/2, 1/4 or 1/8 scale
+        (libjpeg DCT scaling, several times faster than a full decode + resize); validation
+        decodes fully and resizes with INTER_AREA, exactly as YOLOv5.
+        """
         if self.ims[i] is not None:  # ram cache holds the resized image
             im = self.ims[i]
-            h0, w0 = int(self.shapes[i, 1]), int(self.shapes[i, 0])
-            return im, (h0, w0), im.shape[:2]
-        if os.path.exists(self.npy_files[i]):
-            im = np.load(self.npy_files[i], allow_pickle=False)
+            return im, (int(self.shapes[i, 1]), int(self.shapes[i, 0])), im.shape[:2]
+        w0, h0 = (int(v) for v in self.shapes[i])
+        r = self.img_size / max(h0, w0)
+        flag, k = _reduced_flag(r) if self.augment else (cv2.IMREAD_COLOR, 1)
+        if self.cache_mode == "disk" and os.path.exists(self.npy_files[i]):
+            im, k = np.load(self.npy_files[i], allow_pickle=False), 1
         else:
-            im = cv2.imread(self.im_files[i])
+            im = cv2.imread(self.im_files[i], flag)
+            if im is not None and k > 1 and im.shape[:2] != (math.ceil(h0 / k), math.ceil(w0 / k)):
+                im, k = cv2.imread(self.im_files[i]), 1  # disagrees with the scanned size: decode fully
         if im is None:
             raise FileNotFoundError(f"Image Not Found {self.im_files[i]}")
-        h0, w0 = im.shape[:2]
-        r = self.img_size / max(h0, w0)
-        if r != 1:
+        if k == 1:
+            h0, w0 = im.shape[:2]
+        size = (math.ceil(w0 * r), math.ceil(h0 * r))
+        if (im.shape[1], im.shape[0]) != size:
             interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
-            im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
+            im = cv2.resize(im, size, interpolation=interp)
         return im, (h0, w0), im.shape[:2]
 
     def load_mosaic(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,4 +236,5 @@ class LoadImagesAndLabels(Dataset):
         im, label, path, shapes = zip(*batch)
         for i, lb in enumerate(label):
             lb[:, 0] = i
-        return torch.stack(im, 0), torch.cat(label, 0), path, shapes
+        # np.stack: torch.stack's intra-op threads stall when the cores are oversubscribed
+        return torch.from_numpy(np.stack([x.numpy() for x in im], 0)), torch.cat(label, 0), path, shapes

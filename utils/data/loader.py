@@ -6,6 +6,7 @@ import os
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, distributed
@@ -17,7 +18,11 @@ _SEED_OFFSET = 6148914691236517205  # YOLOv5's generator offset
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed Python and NumPy in each worker from torch's per-worker seed (augmentations use both)."""
+    """Seed Python and NumPy in each worker from torch's per-worker seed (augmentations use both).
+
+    Also turns off OpenCV's own threads inside the worker: the workers already use every core.
+    """
+    cv2.setNumThreads(0)
     worker_seed = torch.initial_seed() % 2 ** 32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
