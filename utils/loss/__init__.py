@@ -12,9 +12,11 @@ from torch import nn
 
 from utils.loss.base import LossStrategy
 from utils.loss.yolov5 import ComputeLoss
+from utils.loss.ssd import ComputeLossSSD
 
 LOSSES: dict[str, type[LossStrategy]] = {
     "yolov5": ComputeLoss,
+    "ssd": ComputeLossSSD,
 }
 
 DEFAULT_LOSS = "yolov5"

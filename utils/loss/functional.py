@@ -32,3 +32,28 @@ def bce_with_logits(logits: torch.Tensor, target: torch.Tensor, pos_weight: floa
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
+                       min_neg: int = 0) -> torch.Tensor:
+    """SSD's hard negative mining: per row, the negatives with the largest loss.
+
+    Args:
+        loss (Tensor[bs, m]): a per-anchor loss to rank negatives by (e.g. objectness BCE vs 0).
+        positive (BoolTensor[bs, m]): positive anchors; they are never selected.
+        ratio: negatives kept per positive; a row keeps ``floor(ratio * positives)`` of them, at least
+            ``min_neg``, at most all its negatives (mmdetection's ``ssd_head`` rule).
+        min_neg: the floor on negatives per row (0 = SSD, where a row without positives keeps none).
+
+    Returns:
+        BoolTensor[bs, m], the selected negatives. Equal losses are ranked by anchor index, lower
+        first (a stable sort), so the choice is reproducible.
+    """
+    num_pos = positive.sum(1)  # (bs,)
+    num_neg = (num_pos.to(torch.float64) * ratio).floor().long().clamp(min=int(min_neg))
+    num_neg = torch.minimum(num_neg, positive.shape[1] - num_pos)
+    ranked = loss.detach().masked_fill(positive, float("-inf"))
+    order = ranked.argsort(1, descending=True, stable=True)  # (bs, m) anchor indices, hardest first
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
+                                            .expand_as(order).contiguous())
+    return (rank < num_neg[:, None]) & ~positive

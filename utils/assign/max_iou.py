@@ -1,0 +1,62 @@
+"""SSD's MultiBox matching (Liu et al. 2016): every object keeps its best anchor, then IoU >= threshold.
+
+Two rules, applied to the IoU matrix of n objects against m anchor boxes:
+
+1. every object takes the anchor it overlaps most, however low that IoU is, so no object is left
+   without an anchor; when two objects share the same best anchor the later object (higher row)
+   wins, as in ssd.pytorch's ``match`` loop and mmdetection's ``MaxIoUAssigner``;
+2. every other anchor whose best IoU with some object is >= ``iou_thr`` takes that object (ties
+   between objects: the lower row); all remaining anchors are background.
+
+Rule 1 overrides rule 2, and an anchor serves at most one object.
+
+Worked example: anchors A0, A1, A2; object g0 overlaps them 0.30 / 0.10 / 0.00, object g1 overlaps
+them 0.60 / 0.70 / 0.55, threshold 0.5. Rule 2 gives A0 -> g1 (0.60 >= 0.5 and g1 > g0 there),
+A1 -> g1, A2 -> g1. Rule 1 gives g0 its best anchor A0 (IoU 0.30, below the threshold) and g1 its
+best anchor A1. Result: ``gt_index = [0, 1, 1]``, ``iou = [0.30, 0.70, 0.55]``.
+"""
+from __future__ import annotations
+
+import torch
+
+from utils.boxes import box_iou
+
+
+@torch.no_grad()
+def match_max_iou(gt_xyxy: torch.Tensor, anchors_xyxy: torch.Tensor,
+                  iou_thr: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSD matching of one image's objects to its anchor boxes.
+
+    Args:
+        gt_xyxy (Tensor[n, 4]): object boxes, x1y1x2y2, any unit shared with the anchors.
+        anchors_xyxy (Tensor[m, 4]): anchor boxes, x1y1x2y2.
+        iou_thr: rule 2's positive threshold (SSD: 0.5).
+
+    Returns:
+        gt_index (LongTensor[m]): the object (row of ``gt_xyxy``) each anchor serves, -1 = background.
+        iou (Tensor[m]): for an anchor that serves an object, its IoU with *that* object (a forced
+            rule-1 anchor reports its true IoU, which may be below ``iou_thr``); for background,
+            its largest IoU over all objects (0 when there are none). ssd.pytorch writes a sentinel
+            2 at forced anchors and mmdetection keeps the max over objects even where rule 1 gave
+            the anchor a different object; we return the IoU of the pair actually matched because
+            that is what an IoU-aware objectness target or a plot of the positives needs, and the
+            background values stay mmdetection's ``max_overlaps`` (useful for ignore bands).
+    """
+    m = anchors_xyxy.shape[0]
+    n = gt_xyxy.shape[0]
+    device = anchors_xyxy.device
+    if n == 0 or m == 0:
+        return (torch.full((m,), -1, dtype=torch.long, device=device),
+                torch.zeros(m, dtype=anchors_xyxy.dtype, device=device))
+    iou = box_iou(gt_xyxy.to(anchors_xyxy.dtype), anchors_xyxy)  # (n, m)
+    best_gt = iou.argmax(0)  # (m,) argmax returns the first maximum: ties go to the lower row
+    best_gt_iou = iou.gather(0, best_gt[None])[0]  # (m,)
+    gt_index = torch.where(best_gt_iou >= iou_thr, best_gt, torch.full_like(best_gt, -1))
+    # Rule 1. scatter_reduce(amax) makes the later object win a shared best anchor deterministically,
+    # which a plain indexed assignment with duplicate indices does not guarantee.
+    best_anchor = iou.argmax(1)  # (n,)
+    forced = torch.full((m,), -1, dtype=torch.long, device=device)
+    forced.scatter_reduce_(0, best_anchor, torch.arange(n, device=device), reduce="amax")
+    gt_index = torch.where(forced >= 0, forced, gt_index)
+    matched_iou = iou.gather(0, gt_index.clamp(min=0)[None])[0]
+    return gt_index, torch.where(gt_index >= 0, matched_iou, best_gt_iou)

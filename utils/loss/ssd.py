@@ -1,0 +1,187 @@
+"""Strategy ``ssd``: SSD MultiBox matching with hard negative mining, on the YOLOv5 head.
+
+Priors: one anchor box per (level, anchor, cell) = the cell centre plus the level's anchor w/h, in
+pixels of the input image, all levels together. Assignment: :func:`utils.assign.max_iou.match_max_iou`
+per image (each object forced onto its best-IoU anchor, then every anchor with IoU >= ``ssd_iou_thr``
+takes its best object). Losses, all summed and divided by the number of positives in the batch N
+(at least 1, so a batch without objects gives a finite loss):
+
+- box: 1 - CIoU of the YOLOv5-decoded prediction and the object, at positives;
+- cls: class BCE (mean over classes) at positives, against label-smoothed one-hot;
+- obj: BCE at positives toward the detached IoU of their prediction (``ssd_obj_iou``, YOLOv5's
+  quality target) or toward 1, plus BCE toward 0 at the hardest negatives of each image ranked by
+  that loss: ``ssd_neg_pos_ratio`` per positive, at least ``ssd_min_neg`` per image.
+
+Why CIoU and not SSD's smooth-L1 on encoded offsets (``(g - a) / (0.1 a)``, ``log(g / a) / 0.2``):
+the YOLOv5 head decodes with bounded sigmoids (``xy = 2 sigmoid - 0.5 + cell``, ``wh = (2 sigmoid)^2
+anchor``), not SSD's linear / exp decode, and val.py / detect.py and official checkpoints rely on that
+decode. Regressing SSD offsets would need either another head or logit-space targets that are
+infinite wherever the object lies at the edge of the decode's reach; CIoU on the decoded box is
+scale-invariant, needs no encoding variances and keeps the loss comparable with ``yolov5``'s.
+A consequence of SSD matching on this head: a large anchor can match (IoU >= 0.5) an object whose
+centre is more than one cell away, beyond the decode's reach; such positives saturate, and the IoU
+objectness target then scores them low.
+
+Zero-positive policy: SSD keeps ``3 x positives`` negatives, i.e. none from an image without objects,
+so background-only images would never teach "no object". Here every image keeps at least
+``ssd_min_neg`` hardest negatives (default 16), which leaves images with 6+ positives exactly as SSD.
+
+Gains: N is counted over all levels at once, where YOLOv5 sums one mean per level, so the defaults
+``box 0.15`` and ``cls 1.5`` equal YOLOv5's per-batch totals for 3 levels (0.05 and 0.5 per level);
+obj keeps 1.0 (4 N anchors / N is close to YOLOv5's level balance sum 5.4). train.py scales
+``box``, ``obj`` and ``cls`` as it does for ``yolov5``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from utils.assign.max_iou import match_max_iou
+from utils.assign.yolo_candidates import LevelCandidates
+from utils.boxes import bbox_iou, xywh2xyxy
+from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.functional import bce_with_logits, hard_negative_mask, smooth_bce_targets
+
+
+@dataclasses.dataclass(frozen=True)
+class SSDHyp(StrategyHyp):
+    box: float = 0.15
+    obj: float = 1.0
+    cls: float = 1.5
+    cls_pw: float = 1.0
+    obj_pw: float = 1.0
+    label_smoothing: float = 0.0
+    ssd_iou_thr: float = 0.5
+    ssd_neg_pos_ratio: float = 3.0
+    ssd_min_neg: int = 16
+    ssd_obj_iou: bool = True
+
+
+@dataclasses.dataclass
+class _Priors:
+    """All anchor boxes of one input shape, flattened level by level in (anchor, row, column) order."""
+
+    xyxy_px: torch.Tensor  # (m, 4)
+    level: torch.Tensor  # (m,) long
+    anchor: torch.Tensor  # (m,) long
+    gj: torch.Tensor  # (m,) long
+    gi: torch.Tensor  # (m,) long
+
+
+class ComputeLossSSD(LossStrategy):
+    """SSD matching + hard negative mining; ``names = ('box', 'obj', 'cls')``."""
+
+    head = "anchor"
+    names = ("box", "obj", "cls")
+    Hyp = SSDHyp
+
+    def __init__(self, model, hyp):
+        super().__init__(model, hyp)
+        det = head_of(model)
+        self.na: int = det.na
+        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
+        self.cp, self.cn = smooth_bce_targets(self.hyp.label_smoothing)
+        self._priors_key: tuple | None = None
+        self._priors: _Priors | None = None
+
+    def priors(self, grid_shapes: list[tuple[int, int]], device: torch.device) -> _Priors:
+        """The anchor boxes of every level for these grid shapes (cached for the last shape seen)."""
+        key = (tuple(grid_shapes), str(device))
+        if key == self._priors_key:
+            return self._priors
+        stride = self.stride.to(device=device, dtype=torch.float32)
+        anchors_px = self.anchors.to(device=device, dtype=torch.float32) * stride.view(-1, 1, 1)
+        parts = []
+        for i, (ny, nx) in enumerate(grid_shapes):
+            a, gj, gi = torch.meshgrid(torch.arange(self.na, device=device), torch.arange(ny, device=device),
+                                       torch.arange(nx, device=device), indexing="ij")
+            a, gj, gi = a.reshape(-1), gj.reshape(-1), gi.reshape(-1)  # (na * ny * nx,)
+            centre = (torch.stack((gi, gj), 1).float() + 0.5) * stride[i]
+            xyxy = xywh2xyxy(torch.cat((centre, anchors_px[i, a]), 1))
+            parts.append((xyxy, torch.full_like(a, i), a, gj, gi))
+        self._priors = _Priors(*(torch.cat(t) for t in zip(*parts)))
+        self._priors_key = key
+        return self._priors
+
+    @torch.no_grad()
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
+               imgs: torch.Tensor) -> list[LevelCandidates]:
+        """The positive (object, anchor, cell) rows of every level under SSD matching.
+
+        ``box_grid`` follows :mod:`utils.assign.yolo_candidates`: xy relative to the cell's top-left
+        corner, wh in grid units of the level.
+        """
+        device = preds[0].device
+        bs = preds[0].shape[0]
+        height, width = imgs.shape[-2:]
+        shapes = [(p.shape[2], p.shape[3]) for p in preds]
+        pri = self.priors(shapes, device)
+        targets = targets.to(device=device, dtype=torch.float32)
+        gt_xyxy = xywh2xyxy(targets[:, 2:6] * targets.new_tensor([width, height, width, height]))
+        image_of = targets[:, 0].long()
+        anchor_idx, target_idx = [], []
+        for b in range(bs):  # one (n_b, m) IoU matrix per image keeps memory at 640 px bounded
+            rows = (image_of == b).nonzero().squeeze(1)
+            if not len(rows):
+                continue
+            gt_index, _ = match_max_iou(gt_xyxy[rows], pri.xyxy_px, self.hyp.ssd_iou_thr)
+            pos = (gt_index >= 0).nonzero().squeeze(1)
+            anchor_idx.append(pos)
+            target_idx.append(rows[gt_index[pos]])
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        anchor_idx = torch.cat(anchor_idx) if anchor_idx else empty
+        target_idx = torch.cat(target_idx) if target_idx else empty
+        level = pri.level[anchor_idx]
+        out = []
+        for i, (ny, nx) in enumerate(shapes):
+            k = level == i
+            a, gj, gi, t = pri.anchor[anchor_idx[k]], pri.gj[anchor_idx[k]], pri.gi[anchor_idx[k]], target_idx[k]
+            box = targets[t, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (n, 4) grid units
+            box[:, 0] -= gi
+            box[:, 1] -= gj
+            out.append(LevelCandidates(image=image_of[t], anchor=a, gj=gj, gi=gi, target=t,
+                                       cls=targets[t, 1].long(), box_grid=box,
+                                       anchor_wh=self.anchors.to(device)[i, a].float()))
+        return out
+
+    def __call__(self, preds, targets, imgs):
+        return self.losses(preds, self.assign(preds, targets, imgs))
+
+    def losses(self, preds: list[torch.Tensor],
+               matches: list[LevelCandidates]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box / cls at the positives and objectness with hard negatives, all divided by N."""
+        h = self.hyp
+        dev = preds[0].device
+        bs = preds[0].shape[0]
+        n_pos = max(sum(len(m) for m in matches), 1)
+        lbox = torch.zeros(1, device=dev)
+        lcls = torch.zeros(1, device=dev)
+        obj_logits, obj_target, positive = [], [], []
+        for pi, m in zip(preds, matches):
+            tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=dev)  # (bs, na, ny, nx)
+            pos = torch.zeros(pi.shape[:4], dtype=torch.bool, device=dev)
+            if len(m):
+                pxy, pwh, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((2, 2, 1, self.nc), 1)
+                pxy = pxy.sigmoid() * 2 - 0.5
+                pwh = (pwh.sigmoid() * 2) ** 2 * m.anchor_wh.to(pi.dtype)
+                iou = bbox_iou(torch.cat((pxy, pwh), 1), m.box_grid.to(pi.dtype), CIoU=True).squeeze(-1)
+                lbox = lbox + (1.0 - iou).sum()
+                pos[m.image, m.anchor, m.gj, m.gi] = True
+                tobj[m.image, m.anchor, m.gj, m.gi] = (iou.detach().clamp(0).type(tobj.dtype)
+                                                       if h.ssd_obj_iou else 1.0)
+                if self.nc > 1:
+                    t = torch.full_like(pcls, self.cn)
+                    t[torch.arange(len(m), device=dev), m.cls] = self.cp
+                    lcls = lcls + bce_with_logits(pcls, t, h.cls_pw, reduction="none").mean(1).sum()
+            obj_logits.append(pi[..., 4].reshape(bs, -1))
+            obj_target.append(tobj.reshape(bs, -1))
+            positive.append(pos.reshape(bs, -1))
+        obj_logits, obj_target, positive = (torch.cat(x, 1) for x in (obj_logits, obj_target, positive))
+        obj_loss = bce_with_logits(obj_logits, obj_target, h.obj_pw, reduction="none")  # (bs, m)
+        negative = hard_negative_mask(obj_loss, positive, h.ssd_neg_pos_ratio, h.ssd_min_neg)
+        lobj = (obj_loss * (positive | negative)).sum().view(1)
+        lbox = lbox * h.box / n_pos
+        lobj = lobj * h.obj / n_pos
+        lcls = lcls * h.cls / n_pos
+        return (lbox + lobj + lcls).sum() * bs, torch.cat((lbox, lobj, lcls)).detach()
