@@ -321,8 +321,11 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
                 run.last_opt_step = ni
             mloss = (mloss * i + items) / (i + 1)
         mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-        pbar.set_description(("%11s" * 2 + "%11.4g" * (len(names) + 2))
-                             % (f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
+        desc = (("%11s" * 2 + "%11.4g" * (len(names) + 2))
+                % (f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
+        pbar.set_description(desc)
+    if opt.quiet:
+        LOGGER.info(desc)
     return mloss
 
 
