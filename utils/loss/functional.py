@@ -53,7 +53,7 @@ def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
     num_neg = (num_pos.to(torch.float64) * ratio).floor().long().clamp(min=int(min_neg))
     num_neg = torch.minimum(num_neg, positive.shape[1] - num_pos)
     ranked = loss.detach().masked_fill(positive, float("-inf"))
-    order = ranked.argsort(1, descending=True, stable=True)  # (bs, m) anchor indices, hardest first
+    order = ranked.sort(dim=1, descending=True, stable=True).indices  # (bs, m) anchor indices, hardest first
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
                                             .expand_as(order).contiguous())
     return (rank < num_neg[:, None]) & ~positive
