@@ -94,6 +94,8 @@ def test_label_cache_hit_and_rebuild(dataset_root, monkeypatch):
     assert len(calls) == len(SIZES) and (dataset_root / "labels" / "train.cache").is_file()
     ds = LoadImagesAndLabels(path, img_size=64)
     assert len(calls) == len(SIZES)  # cache hit: nothing parsed
+    ds = LoadImagesAndLabels(path, img_size=64, nc=1)  # nc is applied after the cache
+    assert len(calls) == len(SIZES) and ds.n == 3  # images with class 1 are rejected
     lb = dataset_root / "labels" / "train" / "002.txt"
     lb.write_text("1 0.5 0.5 0.25 0.25\n")
     os.utime(lb, ns=(1, 1))  # a different mtime even on coarse clocks

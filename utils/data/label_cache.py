@@ -2,7 +2,9 @@
 
 The cache is a JSON file next to the labels folder (``labels/train`` -> ``labels/train.cache``),
 plain data only. It is keyed by a SHA-256 of every image and label path with its size and mtime,
-plus ``nc`` and the cache version, so any change to the files rebuilds it. It is written to a
+plus the cache version, so any change to the files rebuilds it. The cache holds the labels
+checked without ``nc``; class ids >= nc are rejected after loading, so runs with different
+``nc`` (e.g. ``--single-cls``) share one cache. It is written to a
 temporary file and renamed, so a killed run never leaves a half-written cache.
 """
 from __future__ import annotations
@@ -24,9 +26,9 @@ CACHE_VERSION = 1
 NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
 
 
-def files_hash(files: list[str], nc: int | None) -> str:
-    """SHA-256 of paths + sizes + mtimes (missing files hash as missing) and ``nc``."""
-    h = hashlib.sha256(f"v{CACHE_VERSION} nc={nc}".encode())
+def files_hash(files: list[str]) -> str:
+    """SHA-256 of paths + sizes + mtimes (missing files hash as missing)."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     for f in files:
         try:
             st = os.stat(f)
@@ -75,16 +77,23 @@ def save_cache(path: Path, file_hash: str, records: list[verify.ImageRecord], pr
         tmp.unlink(missing_ok=True)
 
 
-def scan_records(im_files: list[str], label_files: list[str], nc: int | None, prefix: str,
-                 ) -> list[verify.ImageRecord]:
+def scan_records(im_files: list[str], label_files: list[str], prefix: str) -> list[verify.ImageRecord]:
     """Check every pair in a thread pool, with a tqdm bar."""
     records: list[verify.ImageRecord] = []
     desc = f"{prefix}Scanning {Path(label_files[0]).parent}"
     with ThreadPool(NUM_THREADS) as pool:
-        it = pool.imap(lambda p: verify.check_pair(p[0], p[1], nc), zip(im_files, label_files))
+        it = pool.imap(lambda p: verify.check_pair(p[0], p[1]), zip(im_files, label_files))
         for rec in tqdm(it, desc=desc, total=len(im_files), disable=len(im_files) < 64):
             records.append(rec)
     return records
+
+
+def _check_nc(rec: verify.ImageRecord, nc: int, label_file: str) -> verify.ImageRecord:
+    """A copy marked corrupt when a class id is >= nc (the cache is built without nc)."""
+    if rec.status == "corrupt" or not len(rec.labels) or rec.labels[:, 0].max() < nc:
+        return rec
+    msg = f"{label_file}: ignoring image and labels: class id {int(rec.labels[:, 0].max())} >= nc={nc}"
+    return verify.ImageRecord(rec.im_file, rec.labels, rec.shape, "corrupt", msg, rec.dropped, rec.clipped)
 
 
 def summarize(records: list[verify.ImageRecord], prefix: str = "") -> str:
@@ -104,14 +113,16 @@ def load_labels(im_files: list[str], label_files: list[str], nc: int | None = No
     Raises RuntimeError when no usable image is left.
     """
     cache_file = cache_path_for(label_files)
-    h = files_hash(im_files + label_files, nc)
+    h = files_hash(im_files + label_files)
     records = load_cache(cache_file, h) if use_cache else None
     if records is None:
-        records = scan_records(im_files, label_files, nc, prefix)
+        records = scan_records(im_files, label_files, prefix)
         if use_cache:
             save_cache(cache_file, h, records, prefix)
     else:
         LOGGER.info("%sUsing label cache %s", prefix, cache_file)
+    if nc is not None:
+        records = [_check_nc(r, nc, lb) for r, lb in zip(records, label_files)]
     for r in records:
         if r.message:
             LOGGER.warning("%sWARNING: %s", prefix, r.message)
