@@ -349,8 +349,10 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
     if fi > run.best_fitness or run.best_epoch < 0:
         run.best_fitness, run.best_epoch = max(fi, run.best_fitness), epoch
     run.results.log(epoch, mloss.tolist() + metrics + val_loss + lrs)
-    save_epoch(run, epoch, is_best=run.best_epoch == epoch)
-    if epoch - run.best_epoch >= opt.patience:
+    stop = epoch - run.best_epoch >= opt.patience
+    if not opt.nosave or final or stop:
+        save_epoch(run, epoch, is_best=run.best_epoch == epoch)
+    if stop:
         LOGGER.info("Stopping training early as no improvement observed in last %d epochs. Best results observed "
                     "at epoch %d, best model saved as best.pt.", opt.patience, run.best_epoch)
         return True
