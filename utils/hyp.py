@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from utils.augmentations import HYP_DEFAULTS
 from utils.loss import LOSSES, loss_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +29,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "loss": "yolov5",
 }
 
-# Training augmentations (utils/augmentations.py), YOLOv5 scratch-low values.
-AUG_DEFAULTS: dict[str, float] = {
-    "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.1, "scale": 0.5,
-    "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0, "mixup": 0.0,
-    "copy_paste": 0.0,
-}
+# Training augmentations: their keys and YOLOv5 scratch-low defaults live with the augmentations.
+AUG_DEFAULTS = HYP_DEFAULTS
 
 
 class HypError(ValueError):
