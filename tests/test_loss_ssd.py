@@ -50,6 +50,21 @@ def test_hard_negatives_ties_take_the_lower_index_and_min_neg_floor():
     assert hard_negative_mask(loss, positive, 0.5).sum() == 0  # floor(0.5 * 1) = 0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_hard_negatives_equal_a_stable_sort_on_tied_losses(seed):
+    g = torch.Generator().manual_seed(seed)
+    loss = torch.randint(0, 5, (4, 60), generator=g).float() / 4  # many exact ties
+    positive = torch.rand(4, 60, generator=g) < 0.1
+    positive[3] = False
+    ratio, min_neg = [1.0, 3.0, 2.5, 7.0][seed], [0, 0, 4, 10][seed]
+    got = hard_negative_mask(loss, positive, ratio, min_neg)
+    for b in range(4):
+        negatives = [i for i in range(60) if not positive[b, i]]
+        k = min(max(int(int(positive[b].sum()) * ratio), min_neg), len(negatives))
+        chosen = sorted(negatives, key=lambda i: (-loss[b, i].item(), i))[:k]
+        assert got[b].nonzero().squeeze(1).tolist() == sorted(chosen)
+
+
 # --- assignment ---------------------------------------------------------------------------------
 
 def one_level_loss(hyp=None, nc=3, anchors_grid=((2.0, 2.0),), stride=8):

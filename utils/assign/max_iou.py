@@ -49,12 +49,11 @@ def match_max_iou(gt_xyxy: torch.Tensor, anchors_xyxy: torch.Tensor,
         return (torch.full((m,), -1, dtype=torch.long, device=device),
                 torch.zeros(m, dtype=anchors_xyxy.dtype, device=device))
     iou = box_iou(gt_xyxy.to(anchors_xyxy.dtype), anchors_xyxy)  # (n, m)
-    best_gt = iou.argmax(0)  # (m,) argmax returns the first maximum: ties go to the lower row
-    best_gt_iou = iou.gather(0, best_gt[None])[0]  # (m,)
+    best_gt_iou, best_gt = iou.max(0)  # (m,) torch returns the first maximum: ties go to the lower row
     gt_index = torch.where(best_gt_iou >= iou_thr, best_gt, torch.full_like(best_gt, -1))
     # Rule 1. scatter_reduce(amax) makes the later object win a shared best anchor deterministically,
     # which a plain indexed assignment with duplicate indices does not guarantee.
-    best_anchor = iou.argmax(1)  # (n,)
+    best_anchor = iou.argmax(1)  # (n,) first maximum: ties go to the lower anchor
     forced = torch.full((m,), -1, dtype=torch.long, device=device)
     forced.scatter_reduce_(0, best_anchor, torch.arange(n, device=device), reduce="amax")
     gt_index = torch.where(forced >= 0, forced, gt_index)

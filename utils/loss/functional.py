@@ -53,7 +53,14 @@ def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
     num_neg = (num_pos.to(torch.float64) * ratio).floor().long().clamp(min=int(min_neg))
     num_neg = torch.minimum(num_neg, positive.shape[1] - num_pos)
     ranked = loss.detach().masked_fill(positive, float("-inf"))
-    order = ranked.sort(dim=1, descending=True, stable=True).indices  # (bs, m) anchor indices, hardest first
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
-                                            .expand_as(order).contiguous())
-    return (rank < num_neg[:, None]) & ~positive
+    k = int(num_neg.max()) if num_neg.numel() else 0
+    if k == 0:
+        return torch.zeros_like(positive)
+    # The num_neg-th largest value of each row is its threshold; losses equal to it are taken in
+    # anchor order until the count is met. Same result as a stable full sort, at top-k cost.
+    kth = ranked.topk(k, dim=1).values.gather(1, (num_neg - 1).clamp(min=0)[:, None])  # (bs, 1)
+    above = ranked > kth
+    at = (ranked == kth) & ~positive
+    need = num_neg - above.sum(1)
+    keep = above | (at & (at.cumsum(1) <= need[:, None]))
+    return keep & ~positive & (num_neg > 0)[:, None]
