@@ -28,7 +28,8 @@ class LevelCandidates:
     image (long): batch index; anchor (long): anchor index at this level; gj, gi (long): cell row
     and column; target (long): row of the target in the loader's ``targets``; cls (long): class;
     box_grid (float (n, 4)): target xywh in grid units, xy relative to the cell's top-left
-    corner; anchor_wh (float (n, 2)): the anchor's w, h in grid units.
+    corner; anchor_wh (float (n, 2)): the anchor's w, h in grid units; weight (float (n,) or
+    None): a soft assignment weight where a strategy has one (e.g. ``dw``), else None.
     """
 
     image: torch.Tensor
@@ -39,13 +40,15 @@ class LevelCandidates:
     cls: torch.Tensor
     box_grid: torch.Tensor
     anchor_wh: torch.Tensor
+    weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.image.shape[0]
 
     def select(self, keep: torch.Tensor) -> "LevelCandidates":
         """Rows picked by a bool mask or an index tensor."""
-        return LevelCandidates(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
+        return LevelCandidates(*(None if getattr(self, f) is None else getattr(self, f)[keep]
+                                 for f in self.__dataclass_fields__))
 
 
 @torch.no_grad()

@@ -1,0 +1,56 @@
+"""Cells whose centre lies inside an object, and a Gaussian prior on their distance to its centre.
+
+FCOS-style candidates (used by ``dw``): a grid cell of a level is a candidate of an object when
+the cell's centre ``((gi + 0.5), (gj + 0.5))`` in grid units (``* stride`` in pixels) lies strictly
+inside the object's box, as mmdetection's ``bbox_targets.min(-1) > 0``.
+
+Worked example, one level with a 4x4 grid: an object spanning x 0.6..2.4 and y 1.2..1.8 (grid
+units) holds the centres x = 1.5 (0.5 < 0.6 is outside, 2.5 > 2.4 outside) and y = 1.5, so its
+only cell is (gi=1, gj=1). An object with x 0.9..1.1 holds no centre: it has no candidate at this
+level.
+"""
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def cells_inside_boxes(boxes_xyxy_grid: torch.Tensor, grid_shape: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (object, cell) pair whose cell centre lies strictly inside the object.
+
+    Args:
+        boxes_xyxy_grid (Tensor[n, 4]): boxes in grid units of the level.
+        grid_shape: ``(ny, nx)``.
+
+    Returns:
+        obj, gj, gi (LongTensor[k] each): the pair's object row, cell row and cell column; pairs
+        are ordered by object, then row, then column.
+    """
+    ny, nx = grid_shape
+    device = boxes_xyxy_grid.device
+    # centre c = g + 0.5 inside (lo, hi) strictly  <=>  floor(lo - 0.5) + 1 <= g <= ceil(hi - 0.5) - 1
+    lo = (torch.floor(boxes_xyxy_grid[:, :2] - 0.5) + 1).clamp(min=0).long()  # (n, 2) first gi, gj
+    hi = (torch.ceil(boxes_xyxy_grid[:, 2:] - 0.5) - 1).long()  # (n, 2) last gi, gj
+    hi[:, 0].clamp_(max=nx - 1)
+    hi[:, 1].clamp_(max=ny - 1)
+    span = (hi - lo + 1).clamp(min=0)  # (n, 2) columns, rows
+    count = span[:, 0] * span[:, 1]  # (n,)
+    obj = torch.repeat_interleave(torch.arange(len(count), device=device), count)  # (k,)
+    start = torch.cumsum(count, 0) - count
+    k = torch.arange(len(obj), device=device) - start[obj]  # index of the cell inside its box
+    cols = span[obj, 0]
+    return obj, lo[obj, 1] + k // cols, lo[obj, 0] + k % cols
+
+
+def gaussian_centre_prior(offset_grid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``exp(-dx^2 / (2 sigma^2)) * exp(-dy^2 / (2 sigma^2))`` of (cell centre - object centre).
+
+    Args:
+        offset_grid (Tensor[k, 2]): the offset in grid units, i.e. in units of the level's stride
+            (DW's ``CenterPrior`` with mean 0 and the same sigma on both axes).
+
+    Returns:
+        Tensor[k].
+    """
+    return torch.exp(-(offset_grid ** 2).sum(-1) / (2 * sigma ** 2))
