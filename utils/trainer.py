@@ -11,6 +11,7 @@ The loss strategy is the hyp file's ``loss`` key; the model is built with the he
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import random
@@ -71,7 +72,28 @@ class Run:
     last_opt_step: int = -1
     bad_steps: int = 0
     scaler: Any = None
-    metrics: dict = field(default_factory=dict)
+    speed: "SpeedStats" = field(default_factory=lambda: SpeedStats())
+
+
+@dataclass
+class SpeedStats:
+    """Throughput of this process's training epochs (for compare.py and benchmarks)."""
+
+    images: int = 0
+    train_seconds: float = 0.0
+    loss_seconds: float = 0.0
+    loss_calls: int = 0
+
+    def summary(self, device: torch.device) -> dict[str, float]:
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        else:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        return {"train_images_per_s": self.images / max(self.train_seconds, 1e-9),
+                "loss_step_ms": 1e3 * self.loss_seconds / max(self.loss_calls, 1),
+                "peak_memory_mib": peak}
 
 
 def init_seeds(seed: int) -> None:
@@ -293,6 +315,13 @@ def check_finite(run: Run, loss: torch.Tensor, items: torch.Tensor) -> bool:
     return False
 
 
+def synced_time(device: torch.device) -> float:
+    """perf_counter after the device's queued work is done (so GPU time is counted where it is spent)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     """One pass over the training set; returns the mean loss items."""
     model, opt = run.model, run.opt
@@ -306,6 +335,7 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     LOGGER.info(("%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
     pbar = tqdm(enumerate(run.train_loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}", disable=opt.quiet)
     run.optimizer.zero_grad()
+    t_epoch = time.perf_counter()
     for i, (imgs, targets, _, _) in pbar:
         ni = i + nb * epoch
         imgs = imgs.to(run.device, non_blocking=True).float() / 255
@@ -313,7 +343,10 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
             warmup(run, ni, nw, epoch)
         with torch.autocast(run.device.type, enabled=run.device.type == "cuda"):
             preds = model(imgs)
+            t_loss = synced_time(run.device)
             loss, items = run.compute_loss(preds, targets.to(run.device), imgs)
+            run.speed.loss_seconds += synced_time(run.device) - t_loss
+            run.speed.loss_calls += 1
         if check_finite(run, loss, items):
             run.scaler.scale(loss).backward()
             if ni - run.last_opt_step >= run.accumulate:
@@ -324,6 +357,8 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
         desc = (("%11s" * 2 + "%11.4g" * (len(names) + 2))
                 % (f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
         pbar.set_description(desc)
+    run.speed.train_seconds += time.perf_counter() - t_epoch
+    run.speed.images += len(run.train_loader.dataset)
     if opt.quiet:
         LOGGER.info(desc)
     return mloss
@@ -389,8 +424,22 @@ def finish(run: Run) -> dict[str, Any]:
     res = validator.run(model, run.val_loader, model.names, single_cls=run.opt.single_cls,
                         save_dir=run.save_dir, plots=not run.opt.noplots, verbose=len(model.names) > 1,
                         progress=not run.opt.quiet)
+    write_summary(run, res, best)
     LOGGER.info("Results saved to %s", run.save_dir)
     return res
+
+
+def write_summary(run: Run, res: dict[str, Any], weights: Path) -> None:
+    """summary.json: the final validation of best.pt (overall and per class) and the run's speed."""
+    names = list(run.ema.ema.names)
+    # every class with labels; those without a single correct detection score 0
+    per_class = {names[c]: {"p": 0.0, "r": 0.0, "ap50": 0.0, "ap": 0.0} for c in np.flatnonzero(res["nt"])}
+    for c, p, r, a50, a in zip(res["ap_class"], res["class_p"], res["class_r"], res["class_ap50"], res["class_ap"]):
+        per_class[names[c]] = {"p": float(p), "r": float(r), "ap50": float(a50), "ap": float(a)}
+    summary = {"loss": run.hyp.get("loss", "yolov5"), "weights": str(weights), "epochs": run.opt.epochs,
+               "seed": run.opt.seed, "p": res["p"], "r": res["r"], "map50": res["map50"], "map": res["map"],
+               "per_class": per_class, **run.speed.summary(run.device)}
+    (run.save_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
 def train(opt: argparse.Namespace) -> dict[str, Any]:
