@@ -23,6 +23,7 @@ import yaml
 from torch import nn
 
 from models.common import Conv
+from models.dfl_head import DFLDetect
 from models.fuse import fuse_conv_and_bn
 from models.parse import parse_model
 from models.summary import count_params, gflops
@@ -111,7 +112,7 @@ class Detect(nn.Module):
         return torch.cat(out, 1)
 
 
-HEADS: dict[str, type[nn.Module]] = {"anchor": Detect}
+HEADS: dict[str, type[nn.Module]] = {"anchor": Detect, "dfl": DFLDetect}
 
 
 def _head_class(head: str | None) -> tuple[str, type[nn.Module]]:

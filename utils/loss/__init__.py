@@ -13,10 +13,12 @@ from torch import nn
 from utils.loss.base import LossStrategy
 from utils.loss.yolov5 import ComputeLoss
 from utils.loss.ssd import ComputeLossSSD
+from utils.loss.gfl import ComputeLossGFL
 
 LOSSES: dict[str, type[LossStrategy]] = {
     "yolov5": ComputeLoss,
     "ssd": ComputeLossSSD,
+    "gfl": ComputeLossGFL,
 }
 
 DEFAULT_LOSS = "yolov5"

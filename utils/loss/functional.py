@@ -64,3 +64,55 @@ def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
     need = num_neg - above.sum(1)
     keep = above | (at & (at.cumsum(1) <= need[:, None]))
     return keep & ~positive & (num_neg > 0)[:, None]
+
+
+def quality_focal_loss(logits: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+                       beta: float = 2.0) -> torch.Tensor:
+    """Quality Focal Loss (GFL, Li et al. 2020), element-wise, no reduction.
+
+    Every logit is pushed towards 0 with ``BCE(x, 0) * sigmoid(x) ** beta``; at a positive row
+    ``i`` the entry of its class ``labels[i]`` is pushed towards the soft target ``scores[i]``
+    (an IoU in 0..1) with ``BCE(x, s) * |s - sigmoid(x)| ** beta``.
+
+    Args:
+        logits (Tensor[n, nc]): joint class-quality logits.
+        labels (LongTensor[n]): class of each row; ``-1`` or ``>= nc`` marks background.
+        scores (Tensor[n]): quality target of each row (read at positive rows only).
+        beta: the focusing exponent.
+
+    Returns:
+        Tensor[n, nc], the loss of every entry.
+    """
+    prob = logits.sigmoid()
+    loss = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none") * prob.pow(beta)
+    nc = logits.shape[1]
+    pos = ((labels >= 0) & (labels < nc)).nonzero().squeeze(1)
+    if pos.numel():
+        cls = labels[pos].long()
+        x, s = logits[pos, cls], scores[pos].to(logits.dtype)
+        pos_loss = F.binary_cross_entropy_with_logits(x, s, reduction="none") * (s - prob[pos, cls]).abs().pow(beta)
+        loss = loss.index_put((pos, cls), pos_loss)
+    return loss
+
+
+def distribution_focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Distribution Focal Loss (GFL): cross-entropy on the two bins around a continuous target.
+
+    With ``left = floor(t)`` and ``right = left + 1`` the loss is
+    ``CE(logits, left) * (right - t) + CE(logits, right) * (t - left)``; it is smallest when the
+    softmax puts probability ``right - t`` on ``left`` and ``t - left`` on ``right``.
+
+    Args:
+        logits (Tensor[n, reg_max + 1]): distance logits over the bins 0..reg_max.
+        target (Tensor[n]): distance in bins, in ``[0, reg_max)`` (callers clamp, e.g. to reg_max - 0.1).
+
+    Returns:
+        Tensor[n], the loss of every row.
+    """
+    target = target.to(logits.dtype)
+    left = target.long()
+    right = left + 1
+    w_left = right.to(logits.dtype) - target
+    w_right = target - left.to(logits.dtype)
+    return (F.cross_entropy(logits, left, reduction="none") * w_left
+            + F.cross_entropy(logits, right, reduction="none") * w_right)

@@ -1,0 +1,152 @@
+"""ATSS: Adaptive Training Sample Selection (Zhang et al., CVPR 2020), as GFL uses it.
+
+Priors are grid-cell centres ``((gi + 0.5) * stride, (gj + 0.5) * stride)`` with, for the IoU
+only, a virtual square box of side ``anchor_scale * stride`` (GFL: one anchor of octave scale 8).
+For every object:
+
+1. on every level, the ``topk`` cell centres nearest (Euclidean) to the object's centre are its
+   candidates (``min(topk, cells of the level)`` where a level is tiny);
+2. the IoU of each candidate's virtual box with the object; threshold = mean + std (Bessel
+   corrected, ``torch.std``'s default, as mmdetection) of those IoUs over all candidates;
+3. a candidate is positive when its IoU >= the threshold and its centre lies inside the object
+   by more than ``eps`` pixels on all four sides (mmdetection's 0.01);
+4. a cell that is positive for several objects of one image goes to the one with the largest IoU
+   (the lowest object row on an exact tie).
+
+Worked example, one level of stride 8 on a 64x64 image (8x8 cells), ``topk=9``, one object with
+pixel box xyxy (8, 8, 56, 56): its centre (32, 32) lies on a cell corner, so the 4 cells around it
+(gj, gi in {3, 4}) are 5.66 px away, the next 8 are 12.65 px away (the 9th candidate is picked by
+``topk`` among equals). The 64x64 px virtual boxes of the 4 nearest contain the object: IoU
+2304 / 4096 = 0.5625; the others reach IoU 0.4925. mean + std of (4 x 0.5625, 5 x 0.4925) is
+0.5605, so exactly the 4 nearest cells are positive (their centres lie inside the object).
+
+Everything runs over all objects of the batch at once (no Python loop over images or objects);
+only step 4 looks at which image an object belongs to.
+"""
+from __future__ import annotations
+
+import torch
+
+from utils.assign.yolo_candidates import LevelCandidates
+from utils.boxes import xywh2xyxy
+
+INSIDE_EPS = 0.01  # pixels a centre must lie inside the object (mmdetection's ATSSAssigner)
+
+
+def cell_centres(ny: int, nx: int, stride: float, device: torch.device) -> torch.Tensor:
+    """Cell centres (ny * nx, 2) as (x, y) pixels, rows in raster order (y major)."""
+    gy, gx = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32),
+                            torch.arange(nx, device=device, dtype=torch.float32), indexing="ij")
+    return (torch.stack((gx, gy), -1).view(-1, 2) + 0.5) * stride
+
+
+def _empty(device: torch.device, anchor_scale: float) -> LevelCandidates:
+    z = torch.zeros(0, dtype=torch.long, device=device)
+    return LevelCandidates(image=z, anchor=z, gj=z, gi=z, target=z, cls=z,
+                           box_grid=torch.zeros((0, 4), device=device),
+                           anchor_wh=torch.zeros((0, 2), device=device))
+
+
+def _candidates(centres: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float],
+                topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per object the topk nearest cells of every level.
+
+    Returns (cand (nt, K) global cell index, points (N, 2) pixel centres, point_stride (N,)),
+    K = sum over levels of min(topk, ny * nx), cells numbered level by level in raster order.
+    """
+    device = centres.device
+    cand, points, point_stride, offset = [], [], [], 0
+    for (ny, nx), s in zip(grid_shapes, strides):
+        pts = cell_centres(ny, nx, s, device)  # (n, 2)
+        d2 = (centres[:, None, :] - pts[None]).pow(2).sum(-1)  # (nt, n) same order as the distance
+        k = min(topk, pts.shape[0])
+        cand.append(d2.topk(k, dim=1, largest=False).indices + offset)
+        points.append(pts)
+        point_stride.append(torch.full((pts.shape[0],), float(s), device=device))
+        offset += pts.shape[0]
+    return torch.cat(cand, 1), torch.cat(points), torch.cat(point_stride)
+
+
+def _virtual_box_iou(pts: torch.Tensor, side: torch.Tensor, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+    """IoU of square boxes (centre pts (nt, K, 2), side (nt, K)) with boxes_xyxy (nt, 1, 4) -> (nt, K)."""
+    half = side[..., None] / 2
+    lt = torch.maximum(pts - half, boxes_xyxy[..., :2])
+    rb = torch.minimum(pts + half, boxes_xyxy[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (boxes_xyxy[..., 2:] - boxes_xyxy[..., :2]).clamp(min=0).prod(-1)
+    return inter / (side * side + area - inter)
+
+
+def _resolve_conflicts(t: torch.Tensor, cell: torch.Tensor, image: torch.Tensor, iou: torch.Tensor,
+                       n_cells: int) -> torch.Tensor:
+    """Keep, per (image, cell), the positive with the largest IoU (lowest object row on ties).
+
+    t, cell, image, iou: (p,) one entry per positive pair. Returns the kept entries' indices sorted
+    by image, then cell.
+    """
+    if t.numel() == 0:
+        return t
+    key = image * n_cells + cell
+    uniq, inv = torch.unique(key, return_inverse=True)
+    best = torch.full((uniq.shape[0],), -1.0, device=iou.device).scatter_reduce(0, inv, iou, "amax")
+    keep = iou == best[inv]
+    first = torch.full((uniq.shape[0],), torch.iinfo(t.dtype).max, device=t.device, dtype=t.dtype)
+    first = first.scatter_reduce(0, inv[keep], t[keep], "amin")
+    keep &= t == first[inv]
+    idx = keep.nonzero().squeeze(1)
+    return idx[key[idx].argsort()]
+
+
+@torch.no_grad()
+def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float] | torch.Tensor,
+                img_hw: tuple[int, int], topk: int = 9, anchor_scale: float = 8.0) -> list[LevelCandidates]:
+    """ATSS positives of every level (see the module docstring for the rule).
+
+    Args:
+        targets (Tensor[nt, 6]): ``[image, class, x, y, w, h]``, xywh normalised 0..1 of the image.
+        grid_shapes: ``(ny, nx)`` of each level.
+        strides: pixels per cell of each level.
+        img_hw: (height, width) of the (letterboxed) input image in pixels.
+        topk: candidates per level per object.
+        anchor_scale: side of the virtual prior box, in strides.
+
+    Returns:
+        one :class:`LevelCandidates` per level, one row per positive cell, ordered by image, then
+        cell (raster order); ``anchor`` is 0; ``box_grid`` is the object's xywh in grid units with
+        xy relative to the cell's top-left corner (so the cell centre is (0.5, 0.5)); ``anchor_wh``
+        is the virtual box (anchor_scale, anchor_scale) in grid units.
+    """
+    device = targets.device
+    strides = [float(s) for s in strides]
+    nt = targets.shape[0]
+    if nt == 0:
+        return [_empty(device, anchor_scale) for _ in grid_shapes]
+    h, w = img_hw
+    boxes_xywh = targets[:, 2:6].float() * torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
+    boxes_xyxy = xywh2xyxy(boxes_xywh)  # (nt, 4) pixels
+    cand, points, point_stride = _candidates(boxes_xywh[:, :2], grid_shapes, strides, topk)  # (nt, K)
+    cand_pts = points[cand]  # (nt, K, 2)
+    iou = _virtual_box_iou(cand_pts, point_stride[cand] * anchor_scale, boxes_xyxy[:, None])  # (nt, K)
+    std = iou.std(1) if iou.shape[1] > 1 else torch.zeros_like(iou[:, 0])
+    thr = iou.mean(1) + std  # (nt,)
+    ltrb = torch.cat((cand_pts - boxes_xyxy[:, None, :2], boxes_xyxy[:, None, 2:] - cand_pts), -1)
+    pos = (iou >= thr[:, None]) & (ltrb.min(-1).values > INSIDE_EPS)  # (nt, K)
+    t, k = pos.nonzero(as_tuple=True)
+    cell = cand[t, k]
+    keep = _resolve_conflicts(t, cell, targets[t, 0].long(), iou[t, k], points.shape[0])
+    t, cell = t[keep], cell[keep]
+
+    out, offset = [], 0
+    for (ny, nx), s in zip(grid_shapes, strides):
+        on = (cell >= offset) & (cell < offset + ny * nx)
+        tl, local = t[on], cell[on] - offset
+        gj, gi = local // nx, local % nx
+        box_grid = boxes_xywh[tl] / s
+        box_grid[:, 0] -= gi
+        box_grid[:, 1] -= gj
+        out.append(LevelCandidates(
+            image=targets[tl, 0].long(), anchor=torch.zeros_like(tl), gj=gj, gi=gi, target=tl,
+            cls=targets[tl, 1].long(), box_grid=box_grid,
+            anchor_wh=torch.full((tl.shape[0], 2), float(anchor_scale), device=device)))
+        offset += ny * nx
+    return out

@@ -1,0 +1,146 @@
+"""Strategy ``gfl``: Generalized Focal Loss (Li et al., NeurIPS 2020) on the ``dfl`` head.
+
+priors -> assign -> losses:
+
+* priors: one point per grid cell, centre ``(g + 0.5) * stride`` (models/dfl_head.py);
+* assign: ATSS (:func:`utils.assign.atss.atss_assign`: top-9 nearest cells per level, IoU of a
+  virtual ``8 * stride`` box, threshold mean + std, centre inside the object);
+* losses, as GFocal's ``gfl_head.py`` / mmdetection's ``GFLHead``:
+    - ``qfl``: Quality Focal Loss over every cell and class; the soft target at a positive is the
+      IoU of its decoded (detached) box with its object, 0 elsewhere; summed and divided by the
+      number of positives (each image counted as at least 1);
+    - ``box``: 1 - GIoU of the decoded box, weighted by the positive's quality (max class sigmoid,
+      no gradient), divided by the sum of those weights (at least 1);
+    - ``dfl``: Distribution Focal Loss on the two bins around each side's distance (target in
+      strides, clamped to [0, reg_max - 0.1] as GFocal / mmdetection's ``bbox2distance``), mean of
+      the four sides, same weights and normaliser as ``box``.
+
+Gains: ``qfl``, ``giou`` and ``dfl`` multiply the three terms (GFL: 1.0, 2.0, 0.25); the total is
+multiplied by the batch size (YOLOv5 convention). hyp/hyp.gfl.yaml explains the values it uses.
+Boxes are compared in grid units of their level (GFL divides by the stride too), so IoUs and DFL
+targets do not depend on the level.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from utils.assign.atss import atss_assign
+from utils.assign.yolo_candidates import LevelCandidates
+from utils.boxes import bbox_iou, xywh2xyxy
+from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.functional import distribution_focal_loss
+
+DFL_TARGET_EPS = 0.1  # DFL targets stay below reg_max by this much (bbox2distance's eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class GFLHyp(StrategyHyp):
+    qfl: float = 1.0  # Quality Focal Loss gain
+    qfl_beta: float = 2.0  # QFL focusing exponent
+    giou: float = 2.0  # GIoU box loss gain
+    dfl: float = 0.25  # Distribution Focal Loss gain
+    reg_max: int = 16  # must equal the dfl head's reg_max (bins 0..reg_max per side)
+    atss_topk: int = 9  # ATSS candidates per level per object
+    atss_scale: float = 8.0  # side of ATSS's virtual prior box, in strides
+
+
+def qfl_background(logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Sum over all entries of QFL with target 0: ``softplus(x) * sigmoid(x) ** beta``."""
+    prob = logits.sigmoid()
+    return (F.softplus(logits) * (prob * prob if beta == 2.0 else prob.pow(beta))).sum()
+
+
+def qfl_positive_correction(logits: torch.Tensor, scores: torch.Tensor, beta: float) -> torch.Tensor:
+    """Sum of (QFL towards ``scores`` - QFL towards 0) for the positive entries ``logits`` (n,)."""
+    prob = logits.sigmoid()
+    pos = F.binary_cross_entropy_with_logits(logits, scores, reduction="none") * (scores - prob).abs().pow(beta)
+    return (pos - F.softplus(logits) * prob.pow(beta)).sum()
+
+
+class ComputeLossGFL(LossStrategy):
+    """GFL loss on the ``dfl`` head; ``names = ('qfl', 'box', 'dfl')``.
+
+    preds: per level ``(bs, 1, ny, nx, 4 * (reg_max + 1) + nc)`` raw logits (see
+    :class:`models.dfl_head.DFLDetect`).
+    """
+
+    head = "dfl"
+    names = ("qfl", "box", "dfl")
+    Hyp = GFLHyp
+
+    def __init__(self, model, hyp):
+        super().__init__(model, hyp)
+        det = head_of(model)
+        if self.hyp.reg_max != det.reg_max:
+            raise ValueError(f"hyp reg_max {self.hyp.reg_max} differs from the dfl head's reg_max {det.reg_max}")
+        self.reg_max: int = det.reg_max
+        self.n_dist: int = 4 * (det.reg_max + 1)
+        self.project = torch.arange(det.reg_max + 1, dtype=torch.float32)
+
+    @torch.no_grad()
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
+               imgs: torch.Tensor) -> list[LevelCandidates]:
+        """ATSS positives of every level (see :mod:`utils.assign.atss`)."""
+        shapes = [(p.shape[2], p.shape[3]) for p in preds]
+        return atss_assign(targets.float(), shapes, self.stride.tolist(), tuple(imgs.shape[-2:]),
+                           self.hyp.atss_topk, self.hyp.atss_scale)
+
+    def __call__(self, preds, targets, imgs):
+        return self.losses(preds, self.assign(preds, targets, imgs))
+
+    def _decode(self, dist_logits: torch.Tensor) -> torch.Tensor:
+        """(n, 4 * (reg_max + 1)) logits -> (n, 4) xyxy in grid units relative to the cell corner."""
+        if self.project.device != dist_logits.device:
+            self.project = self.project.to(dist_logits.device)
+        ltrb = dist_logits.view(-1, 4, self.reg_max + 1).softmax(-1) @ self.project  # (n, 4)
+        return torch.cat((0.5 - ltrb[:, :2], 0.5 + ltrb[:, 2:]), 1)
+
+    def _positive_losses(self, p: torch.Tensor, m: LevelCandidates) -> tuple[torch.Tensor, ...]:
+        """QFL correction, weighted GIoU and DFL sums and the weight sum of one level's positives.
+
+        p (n, no) float logits at the matched cells.
+        """
+        h = self.hyp
+        dist, cls_logits = p[:, :self.n_dist], p[:, self.n_dist:]
+        pred_xyxy = self._decode(dist)
+        target_xyxy = xywh2xyxy(m.box_grid.float())  # (n, 4) grid units, cell corner origin
+        with torch.no_grad():
+            score = bbox_iou(pred_xyxy, target_xyxy, xywh=False).squeeze(1).clamp(0)
+            weight = cls_logits.sigmoid().max(1).values  # (n,)
+        x = cls_logits.gather(1, m.cls[:, None]).squeeze(1)
+        qfl = qfl_positive_correction(x, score, h.qfl_beta)
+        giou = bbox_iou(pred_xyxy, target_xyxy, xywh=False, GIoU=True).squeeze(1)
+        box = ((1.0 - giou) * weight).sum()
+        target_ltrb = torch.cat((0.5 - target_xyxy[:, :2], target_xyxy[:, 2:] - 0.5), 1)
+        target_ltrb = target_ltrb.clamp(0, self.reg_max - DFL_TARGET_EPS)
+        dfl = distribution_focal_loss(dist.reshape(-1, self.reg_max + 1), target_ltrb.reshape(-1))
+        dfl = (dfl.view(-1, 4).mean(1) * weight).sum()
+        return qfl, box, dfl, weight.sum()
+
+    def losses(self, preds: list[torch.Tensor],
+               matches: list[LevelCandidates]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The three GFL losses given the positives of each level -> (loss * bs, items)."""
+        h = self.hyp
+        dev = preds[0].device
+        bs = preds[0].shape[0]
+        lqfl = torch.zeros((), device=dev)
+        lbox = torch.zeros((), device=dev)
+        ldfl = torch.zeros((), device=dev)
+        wsum = torch.zeros((), device=dev)
+        pos_per_image = torch.zeros(bs, device=dev)
+        for pi, m in zip(preds, matches):
+            lqfl = lqfl + qfl_background(pi[..., self.n_dist:].float(), h.qfl_beta)
+            if len(m):
+                p = pi[m.image, m.anchor, m.gj, m.gi].float()  # (n, no)
+                q, b, d, w = self._positive_losses(p, m)
+                lqfl, lbox, ldfl, wsum = lqfl + q, lbox + b, ldfl + d, wsum + w
+                pos_per_image += torch.bincount(m.image, minlength=bs).to(pos_per_image.dtype)
+        lqfl = lqfl / pos_per_image.clamp(min=1).sum() * h.qfl
+        wsum = wsum.clamp(min=1)
+        lbox = lbox / wsum * h.giou
+        ldfl = ldfl / wsum * h.dfl
+        items = torch.stack((lqfl, lbox, ldfl)).detach()
+        return (lqfl + lbox + ldfl) * bs, items
