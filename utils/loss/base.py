@@ -40,6 +40,11 @@ class StrategyHyp:
             if isinstance(f.default, bool):
                 if not isinstance(v, bool):
                     raise ValueError(f"hyp key '{f.name}' must be true or false, got {v!r}")
+            elif isinstance(f.default, int):
+                if isinstance(v, bool) or not (isinstance(v, numbers.Integral)
+                                               or (isinstance(v, float) and v.is_integer())):
+                    raise ValueError(f"hyp key '{f.name}' must be a whole number, got {v!r}")
+                v = int(v)
             elif isinstance(f.default, numbers.Real) and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
                 raise ValueError(f"hyp key '{f.name}' must be a number, got {v!r}")
             values[f.name] = type(f.default)(v) if isinstance(f.default, float) else v
