@@ -1,0 +1,58 @@
+"""compare.py on a tiny built-in dataset: 2 strategies x 1 epoch, table read back, failures reported,
+rerun reads finished runs back instead of training again."""
+import csv
+import json
+
+import pytest
+
+import compare as compare_cli
+from utils.compare import hyp_for
+from utils.shapes_dataset import make_shapes_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(root, n_train=4, n_val=2, imgsz=64, seed=5)
+    f = root / "tiny.yaml"
+    f.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
+                 "names: [circle, square, triangle, star, cross]\n")
+    return f
+
+
+def args(data, project, losses):
+    return compare_cli.parse_opt(["--data", str(data), "--img", "64", "--epochs", "1", "--batch-size", "4",
+                                  "--workers", "0", "--losses", losses, "--seeds", "0", "--project", str(project)])
+
+
+def test_compare_two_strategies_and_rerun(tiny_yaml, tmp_path):
+    assert compare_cli.main(args(tiny_yaml, tmp_path, "yolov5,ssd")) == 0
+    exp = tmp_path / "exp"
+    with open(exp / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["loss"] for r in rows] == ["yolov5", "ssd"]
+    for r in rows:
+        assert r["runs"] == "1/1" and r["failed"] == ""
+        summary = json.loads((exp / "runs" / f"{r['loss']}-s0" / "summary.json").read_text())
+        assert r["mAP50-95"] == f"{summary['map']:.3f} ± 0.000"
+        assert float(r["loss ms/step"]) > 0 and float(r["train img/s"]) > 0
+    assert (exp / "results.md").read_text().count("\n| ") == 3
+    assert (exp / "map_vs_epoch.png").is_file()
+    mtime = (exp / "runs" / "yolov5-s0" / "summary.json").stat().st_mtime
+    assert compare_cli.main(args(tiny_yaml, tmp_path, "yolov5,ssd")) == 0  # same command: same folder, read back
+    assert not (tmp_path / "exp2").exists()
+    assert (exp / "runs" / "yolov5-s0" / "summary.json").stat().st_mtime == mtime
+
+
+def test_a_failing_run_is_reported_and_others_go_on(tiny_yaml, tmp_path):
+    bad = args(tiny_yaml, tmp_path, "yolov5")
+    bad.cfg = str(tmp_path / "missing.yaml")
+    assert compare_cli.main(bad) == 2
+    with open(next(tmp_path.glob("exp*/results.csv")), newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["runs"] == "0/1" and row["failed"] == "yolov5-s0" and row["mAP50-95"] == "-"
+
+
+def test_unknown_strategy_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown loss 'otaa'"):
+        hyp_for("otaa")
