@@ -1,0 +1,60 @@
+"""show_assign draws exactly what each strategy's own assign() returns."""
+import numpy as np
+import torch
+
+from utils import assign_view as av
+from utils.assign.yolo_candidates import yolo_candidates
+from utils.compare import hyp_for
+
+
+def fixed_input():
+    torch.manual_seed(0)
+    imgs = torch.rand(1, 3, 128, 160)
+    targets = torch.tensor([[0, 1, 0.30, 0.40, 0.20, 0.25], [0, 0, 0.70, 0.60, 0.50, 0.55],
+                            [0, 2, 0.10, 0.90, 0.05, 0.06]])
+    return imgs, targets
+
+
+def test_yolov5_panel_equals_the_candidate_rule():
+    imgs, targets = fixed_input()
+    s = av.strategy_for("yolov5", hyp_for("yolov5"), None, 3, "models/yolov5n.yaml", 160)
+    matches = av.positives(s, imgs, targets)
+    head = s.model.model[-1]
+    expected = yolo_candidates(targets, head.anchors, [(16, 20), (8, 10), (4, 5)], 4.0)
+    for got, want in zip(matches, expected):
+        assert torch.equal(got.gi, want.gi) and torch.equal(got.gj, want.gj) and torch.equal(got.target, want.target)
+    levels = av.cell_centres(matches, s.model.stride.tolist())
+    for (xy, tgt, w), m, stride in zip(levels, matches, (8, 16, 32)):
+        assert np.array_equal(xy, np.stack(((m.gi.numpy() + 0.5) * stride, (m.gj.numpy() + 0.5) * stride), 1))
+        assert np.array_equal(tgt, m.target.numpy()) and w is None
+
+
+def test_ssd_panel_is_the_loss_assignment():
+    imgs, targets = fixed_input()
+    s = av.strategy_for("ssd", hyp_for("ssd"), None, 3, "models/yolov5n.yaml", 160)
+    _, raw = s.model(imgs)
+    own = s.loss.assign(raw, targets, imgs)
+    drawn = av.positives(s, imgs, targets)
+    assert [len(m) for m in own] == [len(m) for m in drawn] and sum(len(m) for m in own) >= 3
+    for a, b in zip(own, drawn):
+        assert torch.equal(a.gi, b.gi) and torch.equal(a.gj, b.gj) and torch.equal(a.anchor, b.anchor)
+
+
+def test_positives_per_object_counts_distinct_cells_by_size():
+    from utils.assign.yolo_candidates import LevelCandidates
+
+    def rows(target, cells):
+        n = len(cells)
+        z = torch.zeros(n, dtype=torch.long)
+        return LevelCandidates(z, torch.tensor([c[0] for c in cells]), torch.tensor([c[1] for c in cells]),
+                               torch.tensor([c[2] for c in cells]), torch.full((n,), target), z,
+                               torch.zeros(n, 4), torch.zeros(n, 2))
+
+    # target 0 small (10x10 px of 100x100), target 1 large (100x100); a duplicated row counts once
+    targets = torch.tensor([[0, 0, 0.5, 0.5, 0.1, 0.1], [0, 0, 0.5, 0.5, 1.0, 1.0]])
+    m = rows(0, [(0, 1, 1), (0, 1, 1), (1, 1, 1)])
+    m2 = rows(1, [(0, 2, 2)])
+    cat = LevelCandidates(*(torch.cat((getattr(m, f), getattr(m2, f))) for f in ("image", "anchor", "gj", "gi",
+                                                                                 "target", "cls", "box_grid", "anchor_wh")))
+    out = av.positives_per_object([cat], targets, (100, 100))
+    assert out == {"small": [2], "medium": [], "large": [1]}

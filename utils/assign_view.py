@@ -1,0 +1,148 @@
+"""What each loss strategy makes positive: per-image pictures and per-dataset statistics.
+
+Everything here calls the strategy's own ``assign(preds, targets, imgs)`` (the code path its loss
+uses), never a copy of it. Positives are the (level, anchor, cell) rows it returns; soft strategies
+(``dw``, ``freeanchor``) also return a weight per row, drawn as dot size.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.yolo import Model
+from utils.assign.yolo_candidates import LevelCandidates
+from utils.hyp import load_hyp
+from utils.loss import build_loss, loss_class
+from utils.trainer import scaled_loss_hyp
+
+LOGGER = logging.getLogger(__name__)
+LEVEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")
+SIZE_BINS = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96 ** 2, float("inf")))
+
+
+@dataclass
+class Strategy:
+    """A strategy ready to assign: its loss object and the model (with the head it trains)."""
+
+    name: str
+    model: nn.Module
+    loss: object
+
+
+def strategy_for(name: str, hyp_file: str | Path, base: Model | None, nc: int, cfg: str | dict,
+                 imgsz: int) -> Strategy:
+    """The model to predict with (``base`` when its head fits the strategy, else a fresh model of
+    ``cfg`` with the strategy's head) and the strategy's loss built as train.py builds it."""
+    hyp = load_hyp(hyp_file)
+    head = loss_class(name).head
+    if base is not None and base.head_kind == head:
+        model = base
+    else:
+        if base is not None:
+            LOGGER.info("%s trains a '%s' head; the checkpoint has '%s': using a fresh model", name, head, base.head_kind)
+        model = Model(cfg, nc=nc, head=head)
+    model.eval()
+    return Strategy(name, model, build_loss(model, scaled_loss_hyp(hyp, model.model[-1].nl, nc, imgsz, 0.0)))
+
+
+@torch.no_grad()
+def positives(strategy: Strategy, imgs: torch.Tensor, targets: torch.Tensor) -> list[LevelCandidates]:
+    """The strategy's assignment for a batch: ``imgs`` float 0..1 (bs, 3, H, W), ``targets`` (n, 6)."""
+    _, raw = strategy.model(imgs)
+    return strategy.loss.assign(raw, targets, imgs)
+
+
+def cell_centres(matches: list[LevelCandidates], strides: list[float], image: int = 0):
+    """Per level: (x, y) pixel centres (k, 2), target rows (k,), weights (k,) or None, for one image."""
+    out = []
+    for m, s in zip(matches, strides):
+        keep = m.image == image
+        xy = torch.stack(((m.gi[keep] + 0.5) * s, (m.gj[keep] + 0.5) * s), 1)
+        out.append((xy.cpu().numpy(), m.target[keep].cpu().numpy(),
+                    None if m.weight is None else m.weight[keep].cpu().numpy()))
+    return out
+
+
+def draw_panels(img: np.ndarray, boxes_xyxy: np.ndarray, panels: dict[str, list], file: Path) -> Path:
+    """One panel per strategy: the image, its ground truth boxes, and dots on positive cells
+    (colour = level, size = weight where the strategy has one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(panels)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 5 * rows), squeeze=False)
+    for ax, (name, levels) in zip(axes.ravel(), panels.items()):
+        ax.imshow(img)
+        for x1, y1, x2, y2 in boxes_xyxy:
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="white", linewidth=1.5))
+        total = 0
+        for lv, (xy, _, w) in enumerate(levels):
+            if len(xy):
+                size = 12.0 if w is None else 4 + 160 * w / max(float(np.max(w)), 1e-9)
+                ax.scatter(xy[:, 0], xy[:, 1], s=size, c=LEVEL_COLOURS[lv % len(LEVEL_COLOURS)],
+                           alpha=0.7, edgecolors="black", linewidths=0.3, label=f"P{lv + 3}")
+                total += len(xy)
+        ax.set_title(f"{name}: {total} positives for {len(boxes_xyxy)} objects")
+        ax.axis("off")
+        ax.legend(loc="lower right", fontsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(file, dpi=130)
+    plt.close(fig)
+    return file
+
+
+def positives_per_object(matches: list[LevelCandidates], targets: torch.Tensor, img_hw: tuple[int, int]) -> dict:
+    """Count distinct (level, anchor, cell) positives of every target, grouped by COCO size bin of
+    the target's area in pixels of the letterboxed image. Returns {bin: list of counts}."""
+    nt = targets.shape[0]
+    counts = torch.zeros(nt, dtype=torch.long)
+    for lv, m in enumerate(matches):
+        if len(m):
+            key = torch.stack((m.target, m.anchor, m.gj, m.gi), 1).cpu()
+            counts += torch.bincount(torch.unique(key, dim=0)[:, 0], minlength=nt)
+    area = (targets[:, 4] * img_hw[1] * targets[:, 5] * img_hw[0]).cpu()
+    return {name: counts[(area >= lo) & (area < hi)].tolist() for name, lo, hi in SIZE_BINS}
+
+
+def stats_table(stats: dict[str, dict[str, list[int]]]) -> str:
+    """Markdown table: mean positives per object per strategy and size bin (object counts in header)."""
+    first = next(iter(stats.values()))
+    header = "| strategy | " + " | ".join(f"{b} (n={len(first[b])})" for b, _, _ in SIZE_BINS) + " | all |"
+    lines = [header, "|---" * (len(SIZE_BINS) + 2) + "|"]
+    for name, bins in stats.items():
+        allc = sum((bins[b] for b, _, _ in SIZE_BINS), [])
+        cells = [f"{np.mean(bins[b]):.2f}" if bins[b] else "-" for b, _, _ in SIZE_BINS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(allc):.2f} |" if allc else f"| {name} | - |")
+    return "\n".join(lines)
+
+
+def stats_chart(stats: dict[str, dict[str, list[int]]], file: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(stats)
+    x = np.arange(len(SIZE_BINS))
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(8, 4.5), tight_layout=True)
+    for i, name in enumerate(names):
+        ax.bar(x + i * width, [np.mean(stats[name][b]) if stats[name][b] else 0 for b, _, _ in SIZE_BINS],
+               width, label=name)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, [b for b, _, _ in SIZE_BINS])
+    ax.set(ylabel="positives per object", title="positives per object by object size")
+    ax.legend()
+    fig.savefig(file, dpi=130)
+    plt.close(fig)
+    return file
