@@ -125,8 +125,10 @@ def test_simota_conflict_goes_to_argmin_over_all_targets():
     # column 0: claimed by 0, 1 and 2 -> argmin = 2; column 1: claimed by 0 only -> 0
     assert fg.tolist() == [[True, True, False]] and matched[0, :2].tolist() == [2, 0]
     # padding is inert: an extra invalid target and column change nothing
-    pad_cost = torch.nn.functional.pad(cost, (0, 1, 0, 1), value=-1.0)
-    pad_iou = torch.nn.functional.pad(iou, (0, 1, 0, 1), value=1.0)
+    pad_cost = torch.nn.functional.pad(cost, (0, 1, 0, 1), value=float("inf"))
+    pad_cost[0, 3, :3] = -1.0  # an invalid target is never an owner, however cheap
+    pad_iou = torch.nn.functional.pad(iou, (0, 1, 0, 1), value=0.0)
+    pad_iou[0, 3, :3] = 1.0
     m2, fg2 = simota_match(pad_cost, pad_iou, torch.tensor([[True] * 3 + [False]]),
                            torch.tensor([[True] * 3 + [False]]))
     assert fg2.tolist() == [[True, True, False, False]] and m2[0, :2].tolist() == [2, 0]

@@ -55,43 +55,32 @@ def pairwise_iou(boxes1_xyxy: torch.Tensor, boxes2_xyxy: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def joint_score_bce(cls_logits: torch.Tensor, obj_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-column parts of YOLOv7's class cost, so no ``(targets, columns, classes)`` tensor is needed.
+def class_cost_table(cls_logits: torch.Tensor, obj_logits: torch.Tensor) -> torch.Tensor:
+    """YOLOv7's class cost of every column for every class, without a (targets x columns x classes) tensor.
 
-    The score is ``y = sqrt(sigmoid(cls) * sigmoid(obj))`` and the cost of a target of class t is
-    ``sum_c BCE(y_c, onehot_c) = sum_c BCE(y_c, 0) + [BCE(y_t, 1) - BCE(y_t, 0)]``: the first term
-    depends on the column only, the bracket on the column and the target's class
-    (:func:`class_cost`). Computed in float32 whatever the input dtype; ``y`` is kept below 1 so a
-    saturated logit gives a large finite cost (YOLOv7's ``log(y / (1 - y))`` gives inf or NaN there).
+    The score is ``y = sqrt(sigmoid(cls) * sigmoid(obj))`` and the cost for a target of class t is
+    ``sum_c BCE(y_c, onehot_c) = sum_c BCE(y_c, 0) + [BCE(y_t, 1) - BCE(y_t, 0)]``
+    ``= -sum_c log(1 - y_c) - log(y_t) + log(1 - y_t)``: one row per column, one entry per class, so
+    a (target, column) pair costs one gather. Computed in float32 whatever the input dtype; ``y`` is
+    kept inside (0, 1) so saturated logits give large finite costs (YOLOv7's ``log(y / (1 - y))``
+    gives inf or NaN there).
 
     Args:
         cls_logits (Tensor[N, nc]); obj_logits (Tensor[N]).
 
     Returns:
-        y (Tensor[N, nc]): the joint score; log_1my (Tensor[N, nc]): ``log(1 - y)``.
+        Tensor[N + 1, nc]: entry (n, t) = class cost of column n for a target of class t; the extra
+        last row is +inf, the cost of a padded column.
     """
+    n, nc = cls_logits.shape
     y = cls_logits.float().sigmoid().mul_(obj_logits.float().sigmoid()[:, None]).sqrt_()
-    log_1my = torch.neg(y).clamp_(min=-(1.0 - 2.0 ** -24)).log1p_()
-    return y, log_1my
-
-
-@torch.no_grad()
-def class_cost(y: torch.Tensor, log_1my: torch.Tensor, column: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    """``sum_c BCE(y[column, c], onehot(cls)_c)`` for every (target, column) pair of every image.
-
-    Args:
-        y, log_1my (Tensor[N, nc]): from :func:`joint_score_bce`.
-        column (Tensor[B, C] long): row of ``y`` in each column slot (any valid row where padded).
-        cls (Tensor[B, G] long): class of each target slot.
-
-    Returns:
-        Tensor[B, G, C].
-    """
-    nc = y.shape[1]
-    negative_sum = -log_1my.sum(1)[column]  # (B, C)
-    flat = (column * nc)[:, None, :] + cls[:, :, None]  # (B, G, C) index into y.view(-1)
-    y_t = y.view(-1)[flat].clamp_(min=torch.finfo(torch.float32).tiny)
-    return (log_1my.view(-1)[flat] - y_t.log_()).add_(negative_sum[:, None, :])
+    table = y.new_empty((n + 1, nc))
+    body = table[:n]
+    torch.log1p(torch.neg(y).clamp_(min=-(1.0 - 2.0 ** -24)), out=body)  # log(1 - y)
+    log_1my_sum = body.sum(1, keepdim=True)
+    body.sub_(y.clamp_(min=torch.finfo(torch.float32).tiny).log_()).sub_(log_1my_sum)
+    table[n] = float("inf")
+    return table
 
 
 @torch.no_grad()
@@ -110,15 +99,13 @@ def dynamic_k(iou: torch.Tensor, topk: int = 10) -> torch.Tensor:
 def cheapest_first(cost: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the ``k`` smallest values along the last dim, equal values lowest index first.
 
-    A float64 key ``cost + (|cost| + 1e-30) * index * 2^-26 / C`` keeps the order of distinct
-    float32 costs (they differ by at least 2^-24 relative) and orders equal ones by index, so
+    The float64 key ``cost * (1 + index * 2^-26 / C)`` keeps the order of distinct non-negative
+    float32 costs (neighbours differ by at least 2^-24 relative) and orders equal ones by index, so
     ``topk`` gives the same answer on every device and for any padding of the batch dimension.
     """
     c = cost.shape[-1]
-    cost64 = cost.double()
-    ramp = torch.arange(c, device=cost.device, dtype=torch.float64) * (2.0 ** -26 / c)
-    key = cost64 + (cost64.abs() + 1e-30) * ramp
-    return key.topk(k, dim=-1, largest=False).indices
+    ramp = torch.arange(c, device=cost.device, dtype=torch.float64).mul_(2.0 ** -26 / c).add_(1.0)
+    return cost.double().mul_(ramp).topk(k, dim=-1, largest=False).indices
 
 
 @torch.no_grad()
@@ -127,8 +114,9 @@ def simota_match(cost: torch.Tensor, iou: torch.Tensor, gt_valid: torch.Tensor, 
     """SimOTA's dynamic-k matching on padded per-image cost matrices.
 
     Args:
-        cost (Tensor[B, G, C]): matching cost of target slot g and column c (lower is better).
-        iou (Tensor[B, G, C]): IoU of the same pairs, for the dynamic k.
+        cost (Tensor[B, G, C]): matching cost (>= 0) of target slot g and column c; must be +inf
+            at padded columns.
+        iou (Tensor[B, G, C]): IoU of the same pairs, for the dynamic k; must be 0 at padded columns.
         gt_valid (Tensor[B, G] bool), col_valid (Tensor[B, C] bool): real (unpadded) slots.
         topk: how many of a target's largest IoUs are summed for its k.
 
@@ -141,8 +129,7 @@ def simota_match(cost: torch.Tensor, iou: torch.Tensor, gt_valid: torch.Tensor, 
     matched = torch.zeros((b, c), dtype=torch.long, device=dev)
     if g == 0 or c == 0:
         return matched, torch.zeros((b, c), dtype=torch.bool, device=dev)
-    cost = cost.masked_fill(~col_valid[:, None], float("inf"))
-    k = dynamic_k(iou.masked_fill(~col_valid[:, None], 0.0), topk) * gt_valid  # (B, G), each <= topk; 0 for padded targets
+    k = dynamic_k(iou, topk) * gt_valid  # (B, G), each <= topk; 0 for padded targets
     kk = min(topk, c)
     order = cheapest_first(cost, kk)  # (B, G, kk)
     take = torch.arange(kk, device=dev) < k[..., None]

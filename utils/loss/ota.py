@@ -22,7 +22,11 @@ Differences from YOLOv7's code, on purpose:
   that to ``torch.topk``.
 - No Python loop over images or targets, no per-target sync; the pairwise tensors are built for
   groups of images of at most ``max_pair_elems`` (targets x columns) elements, and the class cost
-  never materialises a (targets x columns x classes) tensor.
+  never materialises a (targets x columns x classes) tensor: a (columns x classes) table holds
+  ``sum_c BCE(y_c, 0) + BCE(y_t, 1) - BCE(y_t, 0)`` and each pair gathers one entry
+  (:func:`utils.assign.simota.class_cost_table`). All matching maths runs in float32 under autocast.
+- Saturated logits (``sigmoid`` = 1.0 in float32) give a large finite class cost; YOLOv7's
+  ``log(y / (1 - y))`` round trip gives inf/NaN there.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import dataclasses
 
 import torch
 
-from utils.assign.simota import class_cost, joint_score_bce, pairwise_iou, simota_match, slots_in_groups
+from utils.assign.simota import class_cost_table, pairwise_iou, simota_match, slots_in_groups
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import xywh2xyxy
 from utils.loss.yolov5 import ComputeLoss, YOLOv5Hyp
@@ -66,6 +70,8 @@ class ComputeLossOTA(ComputeLoss):
     Hyp = OTAHyp
 
     def __init__(self, model, hyp, max_pair_elems: int = 2 ** 21):
+        """``max_pair_elems``: memory bound of the padded (images, targets, columns) tensors of one
+        group of images (at least one image per group); results do not depend on it."""
         super().__init__(model, hyp)
         self.max_pair_elems = max_pair_elems
 
@@ -128,9 +134,12 @@ class ComputeLossOTA(ComputeLoss):
         t_cls = padded(targets[t_order, 1].long(), t_image, t_slot, n_g)  # (B, G)
         t_index = padded(t_order, t_image, t_slot, n_g)  # (B, G) row in targets
         gt_valid = padded(torch.ones_like(t_image, dtype=torch.bool), t_image, t_slot, n_g, False)
-        c_index = padded(torch.arange(len(cols.image), device=dev), cols.image, col_slot, n_c)  # (B, C)
-        col_valid = padded(torch.ones_like(cols.image, dtype=torch.bool), cols.image, col_slot, n_c, False)
-        y, log_1my = joint_score_bce(cols.cls_logits, cols.obj_logits)  # (N, nc) each
+        n_cols = len(cols.image)
+        # padded column slots point at the table's +inf row
+        c_index = padded(torch.arange(n_cols, device=dev), cols.image, col_slot, n_c, n_cols)  # (B, C)
+        col_valid = c_index < n_cols
+        table = class_cost_table(cols.cls_logits, cols.obj_logits)  # (N + 1, nc)
+        flat_table, nc = table.view(-1), table.shape[1]
 
         matched = torch.zeros((bs, n_c), dtype=torch.long, device=dev)
         fg = torch.zeros((bs, n_c), dtype=torch.bool, device=dev)
@@ -138,7 +147,7 @@ class ComputeLossOTA(ComputeLoss):
         for s in range(0, bs, step):
             sl = slice(s, s + step)
             iou = pairwise_iou(t_boxes[sl], c_boxes[sl])  # (b, G, C)
-            cost = class_cost(y, log_1my, c_index[sl], t_cls[sl])
+            cost = flat_table[(c_index[sl] * nc)[:, None, :] + t_cls[sl][:, :, None]]  # (b, G, C)
             cost.add_(torch.log(iou + 1e-8), alpha=-h.ota_iou_weight)
             matched[sl], fg[sl] = simota_match(cost, iou, gt_valid[sl], col_valid[sl], h.ota_topk)
         matched_target = t_index.gather(1, matched)  # (B, C)
