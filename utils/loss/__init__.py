@@ -14,12 +14,14 @@ from utils.loss.base import LossStrategy
 from utils.loss.yolov5 import ComputeLoss
 from utils.loss.ota import ComputeLossOTA
 from utils.loss.ssd import ComputeLossSSD
+from utils.loss.freeanchor import ComputeLossFreeAnchor
 from utils.loss.gfl import ComputeLossGFL
 
 LOSSES: dict[str, type[LossStrategy]] = {
     "yolov5": ComputeLoss,
     "ota": ComputeLossOTA,
     "ssd": ComputeLossSSD,
+    "freeanchor": ComputeLossFreeAnchor,
     "gfl": ComputeLossGFL,
 }
 

@@ -116,3 +116,58 @@ def distribution_focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch
     w_right = target - left.to(logits.dtype)
     return (F.cross_entropy(logits, left, reduction="none") * w_left
             + F.cross_entropy(logits, right, reduction="none") * w_right)
+
+
+# --- FreeAnchor (Zhang et al., NeurIPS 2019), as in zhangxiaosong18/FreeAnchor and mmdetection ---------
+# Probabilities in, float32 and outside autocast (``F.binary_cross_entropy`` refuses autocast).
+
+FREEANCHOR_EPS = 1e-12
+
+
+def positive_bag_loss(bag_prob: torch.Tensor) -> torch.Tensor:
+    """FreeAnchor's recall term per object: ``BCE(mean-max(bag_prob), 1)``, no reduction.
+
+    Mean-max weights each bag member by ``1 / (1 - p)`` (``1 - p`` clamped at 1e-12), normalised over
+    the bag, so it is the mean for a flat bag and tends to the max as one member approaches 1; the
+    weights are not detached (as in the reference).
+
+    Args:
+        bag_prob (Tensor[n_obj, bag]): P_cls * P_loc of each object's bag members, in [0, 1].
+
+    Returns:
+        Tensor[n_obj]: ``-log(bag probability)`` (BCE's log clamp at -100 included).
+    """
+    weight = 1.0 / torch.clamp(1.0 - bag_prob, min=FREEANCHOR_EPS)
+    weight = weight / weight.sum(dim=1, keepdim=True)
+    mean_max = (weight * bag_prob).sum(dim=1)  # (n_obj,)
+    return F.binary_cross_entropy(mean_max, torch.ones_like(mean_max), reduction="none")
+
+
+def negative_bag_loss(prob: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """FreeAnchor's precision term, element-wise: ``prob**gamma * BCE(prob, 0)``, no reduction.
+
+    ``prob`` (any shape) = P(anchor has the class and is not matched to an object of it); it is clamped
+    to [1e-12, 1 - 1e-12] first, mmdetection's fix (PR #4082) for the infinite log at 0 and 1.
+    """
+    prob = prob.clamp(min=FREEANCHOR_EPS, max=1.0 - FREEANCHOR_EPS)
+    return prob ** gamma * F.binary_cross_entropy(prob, torch.zeros_like(prob), reduction="none")
+
+
+def saturated_linear(iou: torch.Tensor, thr: float = 0.6) -> torch.Tensor:
+    """FreeAnchor's P(anchor j -> object i) from the IoU of j's predicted box with object i.
+
+    Per object (row): 0 at or below ``thr``, 1 at the object's best IoU, linear in between, i.e.
+    ``clamp((iou - thr) / (max_j iou - thr), 0, 1)``. A row whose best IoU is not above ``thr`` is all
+    0 (the reference divides by a clamped 1e-12 there, which gives 0 below ``thr`` and 0/0 at it).
+
+    Args:
+        iou (Tensor[n_obj, n_anchor]).
+
+    Returns:
+        Tensor[n_obj, n_anchor] in [0, 1].
+    """
+    if iou.shape[-1] == 0:
+        return iou.clone()
+    best = iou.max(dim=-1, keepdim=True).values  # (n_obj, 1)
+    span = (best - thr).clamp(min=torch.finfo(iou.dtype).tiny)
+    return torch.where(best > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))

@@ -38,6 +38,7 @@ import dataclasses
 import torch
 
 from utils.assign.max_iou import match_max_iou
+from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import LossStrategy, StrategyHyp, head_of
@@ -58,17 +59,6 @@ class SSDHyp(StrategyHyp):
     ssd_obj_iou: bool = True
 
 
-@dataclasses.dataclass
-class _Priors:
-    """All anchor boxes of one input shape, flattened level by level in (anchor, row, column) order."""
-
-    xyxy_px: torch.Tensor  # (m, 4)
-    level: torch.Tensor  # (m,) long
-    anchor: torch.Tensor  # (m,) long
-    gj: torch.Tensor  # (m,) long
-    gi: torch.Tensor  # (m,) long
-
-
 class ComputeLossSSD(LossStrategy):
     """SSD matching + hard negative mining; ``names = ('box', 'obj', 'cls')``."""
 
@@ -82,27 +72,11 @@ class ComputeLossSSD(LossStrategy):
         self.na: int = det.na
         self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
         self.cp, self.cn = smooth_bce_targets(self.hyp.label_smoothing)
-        self._priors_key: tuple | None = None
-        self._priors: _Priors | None = None
+        self._prior_cache = PriorCache(self.anchors, self.stride)
 
-    def priors(self, grid_shapes: list[tuple[int, int]], device: torch.device) -> _Priors:
+    def priors(self, grid_shapes: list[tuple[int, int]], device: torch.device) -> AnchorPriors:
         """The anchor boxes of every level for these grid shapes (cached for the last shape seen)."""
-        key = (tuple(grid_shapes), str(device))
-        if key == self._priors_key:
-            return self._priors
-        stride = self.stride.to(device=device, dtype=torch.float32)
-        anchors_px = self.anchors.to(device=device, dtype=torch.float32) * stride.view(-1, 1, 1)
-        parts = []
-        for i, (ny, nx) in enumerate(grid_shapes):
-            a, gj, gi = torch.meshgrid(torch.arange(self.na, device=device), torch.arange(ny, device=device),
-                                       torch.arange(nx, device=device), indexing="ij")
-            a, gj, gi = a.reshape(-1), gj.reshape(-1), gi.reshape(-1)  # (na * ny * nx,)
-            centre = (torch.stack((gi, gj), 1).float() + 0.5) * stride[i]
-            xyxy = xywh2xyxy(torch.cat((centre, anchors_px[i, a]), 1))
-            parts.append((xyxy, torch.full_like(a, i), a, gj, gi))
-        self._priors = _Priors(*(torch.cat(t) for t in zip(*parts)))
-        self._priors_key = key
-        return self._priors
+        return self._prior_cache(grid_shapes, device)
 
     @torch.no_grad()
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,

@@ -1,0 +1,370 @@
+"""Strategy ``freeanchor``: FreeAnchor (Zhang et al., NeurIPS 2019), learning to match, on the YOLOv5 head.
+
+priors -> bags (no grad) -> likelihoods:
+
+1. Priors: one anchor box per (level, anchor, cell) = cell centre + the level's anchor w/h, all
+   levels together (:mod:`utils.assign.priors`). Class probability of anchor j for class c:
+   ``p_jc = sigmoid(obj_j) * sigmoid(cls_jc)``, the score val.py and detect.py rank by.
+2. Bag of object i: the ``fa_bag_size`` priors with the highest IoU between prior box and object.
+3. Recall (positive) term, per object: mean-max over its bag of ``P_cls * P_loc``
+   (:func:`~utils.loss.functional.positive_bag_loss`), averaged over the objects of the batch,
+   weight ``fa_alpha``.
+4. Precision (negative) term: ``P(j -> i)`` = :func:`~utils.loss.functional.saturated_linear` of the
+   IoU between j's decoded prediction and object i (threshold ``fa_iou_thr``, no gradient); per anchor
+   and class its max over the objects of that class, ``B_jc``; focal BCE against 0 of
+   ``p_jc * (1 - B_jc)`` (:func:`~utils.loss.functional.negative_bag_loss`, gamma ``fa_gamma``)
+   summed over every anchor, class and image, divided by ``objects x bag size``, weight
+   ``1 - fa_alpha``. The dense sum is taken over ``p_jc`` and corrected at the few (j, c) with
+   ``B_jc > 0``, which equals the reference's dense ``p * (1 - B)`` without building ``B``.
+
+L_loc: FreeAnchor's own, ``fa_bbox_weight * sum smooth-L1(beta = fa_bbox_beta)`` of the RetinaNet
+deltas ``((x - x_a) / (0.1 w_a), (y - y_a) / (0.1 h_a), log(w / w_a) / 0.2, log(h / h_a) / 0.2)`` of the
+YOLOv5-decoded prediction minus those of the object, both relative to the bag member's prior box.
+Why: P_loc = exp(-L_loc) is a probability whose scale the paper tuned together with the bag size, the
+mean-max and the 0.6 threshold; expressing the decoded box in the reference's delta coordinates keeps
+that scale while the head and its decode (``xy = 2 sigmoid - 0.5 + cell``, ``wh = (2 sigmoid)^2 anchor``,
+so the predicted deltas are ``(2 sigmoid - 1) stride / (0.1 w_a)`` and ``2 log(2 sigmoid) / 0.2``) stay
+YOLOv5's. A bag member whose object lies beyond the decode's reach (centre more than a cell away, or
+over 4x the anchor) keeps a large L_loc, so mean-max gives it little weight: the bag learns to prefer
+members that can regress the box.
+
+Gain and scale: the loss is multiplied by the batch size (YOLOv5 convention, with YOLOv5's lr 0.01,
+warm-up and gradient accumulation to 64 images). The paper's loss is a per-object mean at lr 0.01 for
+16 images, so unscaled it would push ~60x (64 accumulated images) harder than the paper and ~10-15x
+harder per object than ``yolov5``'s box and class terms. ``fa_gain`` (default 0.1, on both terms)
+brings it to the order of ``yolov5``'s gradients. There are no ``box``/``obj``/``cls`` keys, so
+train.py does not rescale it by image size or class count: the negative term is normalised by
+objects, as in the paper, not by anchors.
+
+Classifier prior: the paper starts the class logits at p = 0.02. The YOLOv5 head starts objectness at
+``8 / (img/stride)^2`` (1e-3 at P3, 0.02 at P5 for 640 px) and classes at ``0.6 / (nc - 0.99)``, so
+p_jc starts at 1e-5 to 5e-3: lower than the paper's, which keeps the early negative term tiny (focal
+``p^2``) and makes the first positive losses large but with bounded logit gradients (``-log sigmoid``).
+It trains without change, and YOLOv5 checkpoints keep their meaning.
+
+Numerics (faults the reference's users hit): probabilities in the negative term are clamped away from
+0 and 1 (mmdetection PR #4082); mean-max clamps ``1 - p`` at 1e-12; the whole loss runs in float32
+outside autocast (``F.binary_cross_entropy`` refuses autocast). Images without objects contribute the
+negative term only, with gradients to objectness and classes (mmdetection PR #3176); a batch without
+any object divides that term by ``bag size`` instead of the reference's 1, so an empty batch is not
+weighted 50x more than a batch with one object.
+
+``assign`` returns every bag member (``fa_bag_size`` rows per object); ``assign_weights`` gives each
+row its mean-max weight within its bag, which is where FreeAnchor's learned matching shows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from utils.assign.priors import AnchorPriors, PriorCache
+from utils.assign.yolo_candidates import LevelCandidates
+from utils.boxes import box_iou, xywh2xyxy
+from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.functional import FREEANCHOR_EPS, negative_bag_loss, positive_bag_loss, saturated_linear
+
+DELTA_STDS = (0.1, 0.1, 0.2, 0.2)  # RetinaNet's box-coder normalisation (x, y, w, h)
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeAnchorHyp(StrategyHyp):
+    fa_gain: float = 0.1
+    fa_bag_size: int = 50
+    fa_iou_thr: float = 0.6
+    fa_alpha: float = 0.5
+    fa_gamma: float = 2.0
+    fa_bbox_beta: float = 0.11
+    fa_bbox_weight: float = 0.75
+
+    def __post_init__(self):
+        if self.fa_bag_size < 1:
+            raise ValueError(f"hyp key 'fa_bag_size' must be >= 1, got {self.fa_bag_size}")
+        if not 0.0 <= self.fa_alpha <= 1.0:
+            raise ValueError(f"hyp key 'fa_alpha' must be in [0, 1], got {self.fa_alpha}")
+        if not 0.0 <= self.fa_iou_thr < 1.0:
+            raise ValueError(f"hyp key 'fa_iou_thr' must be in [0, 1), got {self.fa_iou_thr}")
+        for key in ("fa_gain", "fa_gamma", "fa_bbox_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"hyp key '{key}' must be >= 0, got {getattr(self, key)}")
+        if self.fa_bbox_beta <= 0:
+            raise ValueError(f"hyp key 'fa_bbox_beta' must be > 0, got {self.fa_bbox_beta}")
+
+
+@dataclasses.dataclass
+class _Bags:
+    """The objects of a batch and their bags."""
+
+    image: torch.Tensor  # (nt,) long
+    cls: torch.Tensor  # (nt,) long
+    box_xywh_px: torch.Tensor  # (nt, 4)
+    member: torch.Tensor  # (nt, k) long, prior index, highest prior IoU first
+
+
+class _FlatPreds:
+    """The head's per-level outputs addressed by (image, prior index) without concatenating them."""
+
+    def __init__(self, preds: list[torch.Tensor]):
+        self.bs, self.no = preds[0].shape[0], preds[0].shape[-1]
+        self.levels = [p.float().reshape(self.bs, -1, self.no) for p in preds]  # (bs, m_i, no)
+        sizes = [x.shape[1] for x in self.levels]
+        self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.m = sum(sizes)
+
+    def rows(self, image: torch.Tensor, prior: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Prediction rows (n, no) of the given images and priors (``level`` = each prior's level)."""
+        out = self.levels[0].new_zeros(prior.shape[0], self.no)
+        for i, (x, start) in enumerate(zip(self.levels, self.starts)):
+            k = (level == i).nonzero().squeeze(1)
+            out = out.index_copy(0, k, x[image[k], prior[k] - start])
+        return out
+
+    @property
+    def box_logits(self) -> torch.Tensor:
+        """The box columns of every prediction, (bs, m, 4), detached."""
+        return torch.cat([x[..., :4].detach() for x in self.levels], 1)
+
+
+@torch.no_grad()
+def decode_xyxy(box_logits: torch.Tensor, pri: AnchorPriors) -> torch.Tensor:
+    """YOLOv5 decode of (bs, m, 4) box logits at their priors -> (bs, m, 4) x1y1x2y2 pixels."""
+    t = box_logits.sigmoid() * 2
+    xy = pri.xywh_px[:, :2] + (t[..., :2] - 1) * pri.stride_px[:, None]
+    half = t[..., 2:] ** 2 * pri.xywh_px[:, 2:] / 2
+    return torch.cat((xy - half, xy + half), -1)
+
+
+def paired_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """IoU of row-aligned x1y1x2y2 boxes: a, b (Tensor[n, 4]) -> (Tensor[n])."""
+    a, b = a.T.contiguous(), b.T.contiguous()  # (4, n): contiguous columns are much faster on CPU
+    iw = (torch.minimum(a[2], b[2]) - torch.maximum(a[0], b[0])).clamp_(min=0)
+    ih = (torch.minimum(a[3], b[3]) - torch.maximum(a[1], b[1])).clamp_(min=0)
+    inter = iw * ih
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (area_a + area_b - inter + eps)
+
+
+@torch.no_grad()
+def reachable(box_xywh_px: torch.Tensor, pri: AnchorPriors, thr: float) -> torch.Tensor:
+    """(n, m) bool: pairs where prior j's prediction can overlap object i with IoU above ``thr``.
+
+    The YOLOv5 decode keeps a prediction's centre within one stride of its prior's centre and its
+    size below 4x the anchor, so it lies within ``stride + 2 * anchor`` of the prior centre (it must
+    reach the object), and its area is at most 16x the anchor's (IoU <= that / the object's area).
+    A pair outside both bounds has IoU <= ``thr`` whatever the head predicts.
+    """
+    g = box_xywh_px[:, None]  # (n, 1, 4)
+    reach = pri.stride_px[:, None] + 2 * pri.xywh_px[:, 2:]  # (m, 2)
+    near = ((g[..., :2] - pri.xywh_px[:, :2]).abs() < reach + g[..., 2:] / 2).all(-1)
+    big = 16 * pri.xywh_px[:, 2] * pri.xywh_px[:, 3] > thr * g[..., 2] * g[..., 3]
+    return near & big
+
+
+class _DenseNegative(torch.autograd.Function):
+    """``negative_bag_loss(sigmoid(obj) * sigmoid(cls), gamma).sum()`` with a hand-written backward.
+
+    Same value and gradient as autograd through :func:`~utils.loss.functional.negative_bag_loss`
+    (tested), at a third of the memory traffic: this is the one (bs, m, nc) tensor of the loss.
+    """
+
+    @staticmethod
+    def forward(ctx, obj: torch.Tensor, cls: torch.Tensor, gamma: float) -> torch.Tensor:
+        ctx.save_for_backward(obj, cls)
+        ctx.gamma = gamma
+        p = cls.sigmoid().mul_(obj.sigmoid()).clamp_(FREEANCHOR_EPS, 1 - FREEANCHOR_EPS)
+        bce = torch.log1p(-p).neg_().clamp_(max=100)  # F.binary_cross_entropy clamps its log at -100
+        return p.pow_(gamma).mul_(bce).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        obj, cls = ctx.saved_tensors
+        gamma = ctx.gamma
+        s_obj, s_cls = obj.sigmoid(), cls.sigmoid()
+        p = s_cls * s_obj
+        inside = p >= FREEANCHOR_EPS  # the clamp passes no gradient below it
+        p.clamp_(FREEANCHOR_EPS, 1 - FREEANCHOR_EPS)
+        # d/dp [p^g * bce(p)] = g p^(g-1) bce + p^g / (1 - p); times p = dp/dlogit / (1 - sigmoid)
+        d = torch.log1p(-p).neg_().clamp_(max=100).mul_(gamma)
+        d.add_(p / (1 - p).clamp_(min=FREEANCHOR_EPS)).mul_(p.pow_(gamma)).mul_(inside).mul_(grad)
+        grad_obj = d.sum(-1, keepdim=True).mul_(1 - s_obj)
+        return grad_obj, d.mul_(s_cls.neg_().add_(1)), None
+
+
+def smooth_l1(diff: torch.Tensor, beta: float) -> torch.Tensor:
+    """Element-wise smooth-L1 of a difference (quadratic below ``beta``)."""
+    a = diff.abs()
+    return torch.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
+
+
+class ComputeLossFreeAnchor(LossStrategy):
+    """FreeAnchor on the YOLOv5 head; ``names = ('pos', 'neg')`` (recall and precision terms)."""
+
+    head = "anchor"
+    names = ("pos", "neg")
+    Hyp = FreeAnchorHyp
+    max_pair_elems = 1 << 22  # objects x priors per chunk of the pairwise IoU tensors
+
+    def __init__(self, model, hyp):
+        super().__init__(model, hyp)
+        det = head_of(model)
+        self.na: int = det.na
+        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
+        self._prior_cache = PriorCache(self.anchors, self.stride)
+
+    def priors(self, preds: list[torch.Tensor]) -> AnchorPriors:
+        return self._prior_cache([(p.shape[2], p.shape[3]) for p in preds], preds[0].device)
+
+    def __call__(self, preds, targets, imgs):
+        with torch.autocast(preds[0].device.type, enabled=False):
+            return self.losses(preds, targets, imgs)
+
+    # --- bags (no grad) -------------------------------------------------------------------------
+
+    def _chunks(self, n: int, m: int):
+        step = max(1, self.max_pair_elems // max(m, 1))
+        return (slice(s, min(s + step, n)) for s in range(0, n, step))
+
+    @torch.no_grad()
+    def bags(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> _Bags:
+        """Every object's bag: the priors with the highest IoU with it, all levels together."""
+        pri = self.priors(preds)
+        height, width = imgs.shape[-2:]
+        t = targets.to(device=preds[0].device, dtype=torch.float32)
+        box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
+        k = min(self.hyp.fa_bag_size, len(pri))
+        member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
+        gt_xyxy = xywh2xyxy(box)
+        for s in self._chunks(len(t), len(pri)):
+            member[s] = box_iou(gt_xyxy[s], pri.xyxy_px).topk(k, dim=1).indices
+        return _Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
+
+    @torch.no_grad()
+    def matched_class_prob(self, flat: _FlatPreds, pri: AnchorPriors,
+                           bags: _Bags) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nonzero entries of B (image, prior, class) = max over objects of that class of P(j -> i).
+
+        P(j -> i) is :func:`~utils.loss.functional.saturated_linear` of the IoU of j's decoded
+        prediction with i. Only (object, prior) pairs whose prediction can reach IoU > ``fa_iou_thr``
+        under the YOLOv5 decode are decoded (see :func:`reachable`); the others are 0 in the dense
+        formula too, so the result is the same. Returns flat indices into ``(bs, m, nc)`` (unique,
+        ascending) and their values.
+        """
+        thr = self.hyp.fa_iou_thr
+        obj, prior = [], []
+        for s in self._chunks(len(bags.image), flat.m):
+            o, j = reachable(bags.box_xywh_px[s], pri, thr).nonzero(as_tuple=True)
+            obj.append(o + s.start)
+            prior.append(j)
+        empty = torch.zeros(0, dtype=torch.long, device=bags.image.device)
+        obj = torch.cat(obj) if obj else empty
+        prior = torch.cat(prior) if prior else empty
+        pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
+        iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
+        best = iou.new_full((len(bags.image),), -1.0).scatter_reduce(0, obj, iou, reduce="amax")
+        span = (best[obj] - thr).clamp(min=torch.finfo(iou.dtype).tiny)
+        prob = torch.where(best[obj] > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))
+        keep = prob > 0
+        keys = (bags.image[obj[keep]] * flat.m + prior[keep]) * self.nc + bags.cls[obj[keep]]
+        unique, inverse = keys.unique(return_inverse=True)
+        values = prob.new_zeros(len(unique)).scatter_reduce(0, inverse, prob[keep], reduce="amax")
+        return unique, values
+
+    # --- likelihoods ----------------------------------------------------------------------------
+
+    def bag_probs(self, flat: _FlatPreds, pri: AnchorPriors, bags: _Bags) -> torch.Tensor:
+        """P_cls * P_loc of every bag member, (nt, k), with gradient."""
+        nt, k = bags.member.shape
+        j = bags.member.reshape(-1)
+        rows = flat.rows(bags.image.repeat_interleave(k), j, pri.level[j])  # (nt * k, no)
+        c = bags.cls.repeat_interleave(k)
+        p_cls = rows[:, 4].sigmoid() * rows[:, 5:].gather(1, c[:, None]).squeeze(1).sigmoid()
+        anchor = pri.xywh_px[j]  # (nt * k, 4)
+        sx, sy, sw, sh = DELTA_STDS
+        pred = torch.cat((
+            (rows[:, 0:2].sigmoid() * 2 - 1) * pri.stride_px[j, None] / anchor[:, 2:] / sx,
+            2 * (math.log(2.0) + F.logsigmoid(rows[:, 2:4])) / sw), 1)  # sx == sy, sw == sh
+        gt = bags.box_xywh_px.repeat_interleave(k, 0)
+        target = torch.cat(((gt[:, :2] - anchor[:, :2]) / anchor[:, 2:] / sx,
+                            torch.log(gt[:, 2:].clamp(min=1e-6) / anchor[:, 2:]) / sw), 1)
+        del sy, sh
+        loc = self.hyp.fa_bbox_weight * smooth_l1(pred - target, self.hyp.fa_bbox_beta).sum(1)
+        return (p_cls * torch.exp(-loc)).view(nt, k)
+
+    def negative_sum(self, flat: _FlatPreds, keys: torch.Tensor, box_prob: torch.Tensor) -> torch.Tensor:
+        """Sum over images, priors and classes of the focal term of ``p * (1 - B)``."""
+        g = self.hyp.fa_gamma
+        total = sum(_DenseNegative.apply(x[..., 4:5], x[..., 5:], g) for x in flat.levels)
+        if len(keys):
+            c = keys % self.nc
+            jb = keys // self.nc
+            image, prior = jb // flat.m, jb % flat.m
+            level = torch.bucketize(prior, prior.new_tensor(flat.starts), right=True) - 1
+            rows = flat.rows(image, prior, level)
+            p = rows[:, 4].sigmoid() * rows[:, 5:].gather(1, c[:, None]).squeeze(1).sigmoid()
+            total = total + (negative_bag_loss(p * (1 - box_prob), g) - negative_bag_loss(p, g)).sum()
+        return total
+
+    def losses(self, preds: list[torch.Tensor], targets: torch.Tensor,
+               imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hyp
+        flat = _FlatPreds(preds)
+        pri = self.priors(preds)
+        bags = self.bags(preds, targets, imgs)
+        nt, k = bags.member.shape
+        keys, box_prob = self.matched_class_prob(flat, pri, bags)
+        neg = self.negative_sum(flat, keys, box_prob) / (max(nt, 1) * k)
+        pos = positive_bag_loss(self.bag_probs(flat, pri, bags)).sum() / max(nt, 1)
+        lpos = (pos * h.fa_alpha * h.fa_gain).view(1)
+        lneg = (neg * (1 - h.fa_alpha) * h.fa_gain).view(1)
+        return (lpos + lneg).sum() * flat.bs, torch.cat((lpos, lneg)).detach()
+
+    # --- for plots of the matching --------------------------------------------------------------
+
+    @torch.no_grad()
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
+               imgs: torch.Tensor) -> list[LevelCandidates]:
+        """Every bag member of every object, per level (``fa_bag_size`` rows per object in all).
+
+        Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_grid``
+        follows :mod:`utils.assign.yolo_candidates` (xy relative to the cell's top-left corner, wh in
+        grid units). :meth:`assign_weights` gives the rows' weights in the same order.
+        """
+        pri = self.priors(preds)
+        bags = self.bags(preds, targets, imgs)
+        nt, k = bags.member.shape
+        j = bags.member.reshape(-1)
+        target = torch.arange(nt, device=j.device).repeat_interleave(k)
+        out = []
+        for i, p in enumerate(preds):
+            ny, nx = p.shape[2], p.shape[3]
+            sel = (pri.level[j] == i).nonzero().squeeze(1)
+            ji, ti = j[sel], target[sel]
+            box = bags.box_xywh_px[ti] / pri.stride_px[ji, None]  # (n, 4) grid units
+            box[:, 0] -= pri.gi[ji]
+            box[:, 1] -= pri.gj[ji]
+            a = pri.anchor[ji]
+            out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
+                                       target=ti, cls=bags.cls[ti], box_grid=box,
+                                       anchor_wh=self.anchors.to(j.device)[i, a].float()))
+        return out
+
+    @torch.no_grad()
+    def assign_weights(self, preds: list[torch.Tensor], targets: torch.Tensor,
+                       imgs: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, the mean-max weight of each row of :meth:`assign` (a bag's weights sum to 1).
+
+        The weight ``(1 / (1 - p)) / sum over the bag`` is how much the member counts in its object's
+        likelihood: near-uniform early in training, concentrated on the learned match later.
+        """
+        flat = _FlatPreds(preds)
+        pri = self.priors(preds)
+        bags = self.bags(preds, targets, imgs)
+        p = self.bag_probs(flat, pri, bags)  # (nt, k)
+        w = 1.0 / (1.0 - p).clamp(min=1e-12)
+        w = (w / w.sum(1, keepdim=True)).reshape(-1)
+        level = pri.level[bags.member.reshape(-1)]
+        return [w[level == i] for i in range(len(preds))]
