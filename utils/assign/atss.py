@@ -47,6 +47,34 @@ def _empty(device: torch.device, anchor_scale: float) -> LevelCandidates:
                            anchor_wh=torch.zeros((0, 2), device=device))
 
 
+WINDOW = 7  # cells per side searched around an object's centre when topk <= 9 (see _level_candidates)
+
+
+def _level_candidates(centres: torch.Tensor, ny: int, nx: int, stride: float, topk: int) -> torch.Tensor:
+    """Indices (nt, min(topk, ny * nx)) of the cells of one level nearest to each centre (pixels).
+
+    For topk <= 9 only a 7x7 window of cells around the centre's cell (shifted to stay inside the
+    grid) is searched: 9 cells closer than 3.5 cells always lie inside it, and every cell outside is
+    at least 3.5 cells away, so the result equals a search of the whole grid (up to equal distances).
+    """
+    device = centres.device
+    c = centres / stride  # (nt, 2) grid units
+    if topk > 9 or min(ny, nx) < WINDOW:
+        gy, gx = torch.arange(ny, device=device), torch.arange(nx, device=device)
+        wy, wx = gy.expand(c.shape[0], ny), gx.expand(c.shape[0], nx)
+    else:
+        r = torch.arange(WINDOW, device=device)
+        start_x = (c[:, 0].floor().long() - WINDOW // 2).clamp(0, nx - WINDOW)
+        start_y = (c[:, 1].floor().long() - WINDOW // 2).clamp(0, ny - WINDOW)
+        wx, wy = start_x[:, None] + r, start_y[:, None] + r  # (nt, W)
+    dx2 = (wx + 0.5 - c[:, :1]).pow(2)  # (nt, Wx)
+    dy2 = (wy + 0.5 - c[:, 1:]).pow(2)  # (nt, Wy)
+    d2 = (dy2[:, :, None] + dx2[:, None, :]).flatten(1)  # (nt, Wy * Wx)
+    k = min(topk, ny * nx)
+    local = d2.topk(k, dim=1, largest=False).indices
+    return wy.gather(1, local // wx.shape[1]) * nx + wx.gather(1, local % wx.shape[1])
+
+
 def _candidates(centres: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float],
                 topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per object the topk nearest cells of every level.
@@ -57,13 +85,10 @@ def _candidates(centres: torch.Tensor, grid_shapes: list[tuple[int, int]], strid
     device = centres.device
     cand, points, point_stride, offset = [], [], [], 0
     for (ny, nx), s in zip(grid_shapes, strides):
-        pts = cell_centres(ny, nx, s, device)  # (n, 2)
-        d2 = (centres[:, None, :] - pts[None]).pow(2).sum(-1)  # (nt, n) same order as the distance
-        k = min(topk, pts.shape[0])
-        cand.append(d2.topk(k, dim=1, largest=False).indices + offset)
-        points.append(pts)
-        point_stride.append(torch.full((pts.shape[0],), float(s), device=device))
-        offset += pts.shape[0]
+        cand.append(_level_candidates(centres, ny, nx, s, topk) + offset)
+        points.append(cell_centres(ny, nx, s, device))
+        point_stride.append(torch.full((ny * nx,), float(s), device=device))
+        offset += ny * nx
     return torch.cat(cand, 1), torch.cat(points), torch.cat(point_stride)
 
 

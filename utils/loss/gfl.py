@@ -47,10 +47,44 @@ class GFLHyp(StrategyHyp):
     atss_scale: float = 8.0  # side of ATSS's virtual prior box, in strides
 
 
-def qfl_background(logits: torch.Tensor, beta: float) -> torch.Tensor:
-    """Sum over all entries of QFL with target 0: ``softplus(x) * sigmoid(x) ** beta``."""
-    prob = logits.sigmoid()
-    return (F.softplus(logits) * (prob * prob if beta == 2.0 else prob.pow(beta))).sum()
+class _BackgroundQFLAndRows(torch.autograd.Function):
+    """One level's ``(sum of softplus(x) * sigmoid(x) ** beta over pred[..., start:], pred rows)``.
+
+    The first output is QFL with target 0 summed over every cell and class (equal to summing
+    :func:`utils.loss.functional.quality_focal_loss` with no positives); the second is
+    ``pred.view(-1, no)[rows]``, the positive cells. Both in one function because this runs over
+    every cell and class: the analytic gradient d/dx = p^beta * (p + beta * softplus(x) * (1 - p))
+    is formed in the forward pass from the same sigmoid, softplus is taken from it as
+    ``relu(x) - log1p(-min(p, 1 - p))`` (exact for both signs of x, cheaper than ``F.softplus`` on
+    the strided class slice), and the backward pass writes both gradients into one zero tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, rows: torch.Tensor, start: int, beta: float):
+        x = pred[..., start:].float()
+        prob = x.sigmoid()
+        one_minus = 1.0 - prob
+        log_max = torch.minimum(prob, one_minus).neg_().log1p_()  # log(max(p, 1 - p))
+        softplus = x.clamp(min=0).sub_(log_max)
+        del log_max
+        prob_beta = prob * prob if beta == 2.0 else prob.pow(beta)
+        loss = torch.dot(softplus.view(-1), prob_beta.view(-1))
+        ctx.grad = None
+        if ctx.needs_input_grad[0]:
+            ctx.grad = torch.addcmul(prob, softplus, one_minus, value=beta).mul_(prob_beta)
+        ctx.save_for_backward(rows)
+        ctx.start, ctx.shape, ctx.dtype = start, pred.shape, pred.dtype
+        return loss, pred.reshape(-1, pred.shape[-1])[rows]
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, grad_rows: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        g, ctx.grad = ctx.grad, None
+        out = torch.zeros(ctx.shape, dtype=ctx.dtype, device=g.device)
+        out[..., ctx.start:] = g.mul_(grad_loss)
+        if grad_rows is not None and rows.numel():
+            out.view(-1, ctx.shape[-1]).index_add_(0, rows, grad_rows.to(ctx.dtype))
+        return out, None, None, None
 
 
 def qfl_positive_correction(logits: torch.Tensor, scores: torch.Tensor, beta: float) -> torch.Tensor:
@@ -98,19 +132,21 @@ class ComputeLossGFL(LossStrategy):
         ltrb = dist_logits.view(-1, 4, self.reg_max + 1).softmax(-1) @ self.project  # (n, 4)
         return torch.cat((0.5 - ltrb[:, :2], 0.5 + ltrb[:, 2:]), 1)
 
-    def _positive_losses(self, p: torch.Tensor, m: LevelCandidates) -> tuple[torch.Tensor, ...]:
-        """QFL correction, weighted GIoU and DFL sums and the weight sum of one level's positives.
+    def _positive_losses(self, p: torch.Tensor, cls: torch.Tensor,
+                         box_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """QFL correction, weighted GIoU and DFL sums and the weight sum of the positives.
 
-        p (n, no) float logits at the matched cells.
+        p (n, no) float logits at the positive cells; cls (n,) their classes; box_grid (n, 4) their
+        objects' xywh in grid units relative to the cell corner (levels may be mixed).
         """
         h = self.hyp
         dist, cls_logits = p[:, :self.n_dist], p[:, self.n_dist:]
         pred_xyxy = self._decode(dist)
-        target_xyxy = xywh2xyxy(m.box_grid.float())  # (n, 4) grid units, cell corner origin
+        target_xyxy = xywh2xyxy(box_grid.float())  # (n, 4) grid units, cell corner origin
         with torch.no_grad():
             score = bbox_iou(pred_xyxy, target_xyxy, xywh=False).squeeze(1).clamp(0)
             weight = cls_logits.sigmoid().max(1).values  # (n,)
-        x = cls_logits.gather(1, m.cls[:, None]).squeeze(1)
+        x = cls_logits.gather(1, cls[:, None]).squeeze(1)
         qfl = qfl_positive_correction(x, score, h.qfl_beta)
         giou = bbox_iou(pred_xyxy, target_xyxy, xywh=False, GIoU=True).squeeze(1)
         box = ((1.0 - giou) * weight).sum()
@@ -127,17 +163,23 @@ class ComputeLossGFL(LossStrategy):
         dev = preds[0].device
         bs = preds[0].shape[0]
         lqfl = torch.zeros((), device=dev)
-        lbox = torch.zeros((), device=dev)
-        ldfl = torch.zeros((), device=dev)
-        wsum = torch.zeros((), device=dev)
+        lbox = ldfl = wsum = torch.zeros((), device=dev)
         pos_per_image = torch.zeros(bs, device=dev)
+        rows, pos = [], []
         for pi, m in zip(preds, matches):
-            lqfl = lqfl + qfl_background(pi[..., self.n_dist:].float(), h.qfl_beta)
+            _, na, ny, nx, _ = pi.shape
+            flat = ((m.image * na + m.anchor) * ny + m.gj) * nx + m.gi
+            background, p = _BackgroundQFLAndRows.apply(pi, flat, self.n_dist, h.qfl_beta)
+            lqfl = lqfl + background
             if len(m):
-                p = pi[m.image, m.anchor, m.gj, m.gi].float()  # (n, no)
-                q, b, d, w = self._positive_losses(p, m)
-                lqfl, lbox, ldfl, wsum = lqfl + q, lbox + b, ldfl + d, wsum + w
-                pos_per_image += torch.bincount(m.image, minlength=bs).to(pos_per_image.dtype)
+                rows.append(p)  # (n, no)
+                pos.append(m)
+        if rows:  # the positive terms do not depend on the level (grid units): one pass for all
+            cls, box_grid = torch.cat([m.cls for m in pos]), torch.cat([m.box_grid for m in pos])
+            q, lbox, ldfl, wsum = self._positive_losses(torch.cat(rows).float(), cls, box_grid)
+            lqfl = lqfl + q
+            image = torch.cat([m.image for m in pos])
+            pos_per_image += torch.bincount(image, minlength=bs).to(pos_per_image.dtype)
         lqfl = lqfl / pos_per_image.clamp(min=1).sum() * h.qfl
         wsum = wsum.clamp(min=1)
         lbox = lbox / wsum * h.giou
