@@ -4,11 +4,13 @@
     python train.py --hyp hyp.ota.yaml                   # a bare hyp name is looked up in hyp/
     python train.py --data data/bccd.yaml --cfg models/yolov5n.yaml --hyp hyp/hyp.scratch.yaml --img 320
     python train.py --resume                             # continue the latest run (or --resume path/to/last.pt)
+    torchrun --nproc_per_node 2 train.py --batch-size 32 # DDP: NCCL on GPUs, Gloo on CPU; --batch-size is the total
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +50,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (DDP on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     opt = p.parse_args(argv)
     if not opt.cfg and not opt.weights:
@@ -72,5 +75,7 @@ def main(opt: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # under torchrun only rank 0 logs progress; the other ranks report warnings and errors
+    main_rank = int(os.getenv("RANK", "-1")) in (-1, 0)
+    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s")
     sys.exit(main(parse_opt()))

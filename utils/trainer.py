@@ -31,14 +31,14 @@ from utils import validator
 from utils.autoanchor import check_anchors
 from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
 from utils.dataloaders import check_dataset, create_dataloader
-from utils.ema import ModelEMA
+from utils.distributed import DistInfo, broadcast, cleanup, dist_info, init_distributed, replicas_identical
+from utils.ema import ModelEMA, unwrap
 from utils.hyp import load_hyp
 from utils.loss import build_loss, loss_class
 from utils.metrics import fitness
 from utils.optim import build_optimizer, lr_lambda
 from utils.paths import increment_path
 from utils.run_log import ResultsLogger, plot_results
-from utils.torch_utils import select_device
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +61,10 @@ class Run:
     compute_loss: Any
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    ema: ModelEMA
+    ema: ModelEMA | None  # rank 0 only
     train_loader: Any
-    val_loader: Any
-    results: ResultsLogger
+    val_loader: Any  # rank 0 only
+    results: ResultsLogger | None  # rank 0 only
     start_epoch: int = 0
     best_fitness: float = 0.0
     best_epoch: int = -1
@@ -72,6 +72,7 @@ class Run:
     last_opt_step: int = -1
     bad_steps: int = 0
     scaler: Any = None
+    info: DistInfo = field(default_factory=DistInfo)
     speed: "SpeedStats" = field(default_factory=lambda: SpeedStats())
 
 
@@ -196,25 +197,51 @@ def freeze_layers(model: nn.Module, freeze: list[int]) -> None:
             v.requires_grad = False
 
 
+def make_save_dir(opt: argparse.Namespace, info: DistInfo) -> Path:
+    """runs/train/exp* chosen by rank 0 and shared with the other ranks."""
+    if opt.resume:
+        save_dir = Path(opt.save_dir)
+    else:
+        save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok) if info.main else None
+        save_dir = broadcast(save_dir, info)
+        opt.save_dir = str(save_dir)
+    if info.main:
+        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+    return save_dir
+
+
+def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: bool) -> nn.Module:
+    """DDP wrapper (its construction broadcasts rank 0's parameters and buffers, AutoAnchor's anchors included)."""
+    if info.world <= 1:
+        return model
+    if sync_bn and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        LOGGER.info("using SyncBatchNorm")
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+
+
 def setup(opt: argparse.Namespace) -> Run:
     """Everything before the first epoch."""
+    info = dist_info()
+    device = init_distributed(info, opt.device)
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_checkpoint(opt)
-        save_dir = Path(opt.save_dir)
-    else:
-        save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
-        opt.save_dir = str(save_dir)
-    (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-    device = select_device(opt.device)
-    init_seeds(opt.seed + 1)
+    save_dir = make_save_dir(opt, info)
+    init_seeds(opt.seed + 1 + max(info.rank, 0))
     hyp = load_hyp(ckpt["hyp"] if ckpt else opt.hyp)
-    data = check_dataset(opt.data)
+    data = check_dataset(opt.data) if info.main else None
+    broadcast(None, info)  # a barrier: rank 0 has generated / converted the dataset
+    data = data or check_dataset(opt.data)
     resolve_defaults(opt, data)
+    if opt.batch_size % info.world:
+        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world} processes")
     names = ["item"] if opt.single_cls else data["names"]
     nc = len(names)
-    yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
-    yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)
+    if info.main:
+        yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
+        yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)
 
     model = build_model(opt, hyp, nc, names, device)
     freeze_layers(model, opt.freeze)
@@ -227,43 +254,44 @@ def setup(opt: argparse.Namespace) -> Run:
     accumulate = max(round(NBS / opt.batch_size), 1)
     decay = hyp["weight_decay"] * opt.batch_size * accumulate / NBS
     optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
-    lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
-    ema = ModelEMA(model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr))
 
     train_loader, train_set = create_dataloader(
-        data["train"], imgsz, opt.batch_size, gs, opt.single_cls, hyp=hyp, augment=True, cache=opt.cache,
-        rect=opt.rect, workers=opt.workers, prefix="train: ", shuffle=True, seed=opt.seed, nc=len(data["names"]))
-    val_loader, _ = create_dataloader(
-        data["val"], imgsz, opt.batch_size * 2, gs, opt.single_cls, hyp=hyp, cache=opt.cache, rect=True,
-        workers=opt.workers, pad=0.5, prefix="val: ", nc=len(data["names"]))
-    if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
-        check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
-        ema = ModelEMA(model)
-    if not opt.resume and not opt.noplots:
-        from utils.plots import plot_labels
+        data["train"], imgsz, opt.batch_size // info.world, gs, opt.single_cls, hyp=hyp, augment=True,
+        cache=opt.cache, rect=opt.rect, workers=opt.workers, prefix="train: ", shuffle=True, seed=opt.seed,
+        rank=info.rank, nc=len(data["names"]))
+    val_loader = None
+    if info.main:
+        val_loader, _ = create_dataloader(
+            data["val"], imgsz, opt.batch_size // info.world * 2, gs, opt.single_cls, hyp=hyp, cache=opt.cache,
+            rect=True, workers=opt.workers, pad=0.5, prefix="val: ", nc=len(data["names"]))
+        if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
+            check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
+        if not opt.resume and not opt.noplots:
+            from utils.plots import plot_labels
 
-        plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
-
-    compute_loss = build_loss(model, scaled_loss_hyp(hyp, model.model[-1].nl, nc, imgsz, opt.label_smoothing))
+            plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
+    ema = ModelEMA(model) if info.main else None
+    model = wrap_ddp(model, info, device, opt.sync_bn)
+    compute_loss = build_loss(model, scaled_loss_hyp(hyp, unwrap(model).model[-1].nl, nc, imgsz, opt.label_smoothing))
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
               compute_loss=compute_loss, optimizer=optimizer, scheduler=scheduler, ema=ema,
-              train_loader=train_loader, val_loader=val_loader, accumulate=accumulate,
-              results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0),
+              train_loader=train_loader, val_loader=val_loader, accumulate=accumulate, info=info,
+              results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0) if info.main else None,
               scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"))
     if ckpt:
         restore(run, ckpt)
-    LOGGER.info("%s: %d train / %d val images, %d classes, loss '%s', image size %d, batch %d, %d epochs; "
-                "logging to %s", Path(data["yaml_file"]).name, len(train_set), len(val_loader.dataset), nc,
+    LOGGER.info("%s: %d train images, %d classes, loss '%s', image size %d, batch %d, %d epochs; "
+                "logging to %s", Path(data["yaml_file"]).name, len(train_set), nc,
                 hyp.get("loss", "yolov5"), imgsz, opt.batch_size, opt.epochs, save_dir)
     return run
 
 
 def restore(run: Run, ckpt: dict[str, Any]) -> None:
     """Put a resumed run back where its last checkpoint left it."""
-    run.model.load_state_dict(ckpt["model"])
+    unwrap(run.model).load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt.get("ema"):
+    if run.ema is not None and ckpt.get("ema"):
         run.ema.ema.load_state_dict(ckpt["ema"])
         run.ema.updates = ckpt.get("updates") or 0
     extra = ckpt.get("extra") or {}
@@ -296,7 +324,8 @@ def optimizer_step(run: Run) -> None:
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad()
-    run.ema.update(run.model)
+    if run.ema is not None:
+        run.ema.update(run.model)
 
 
 def check_finite(run: Run, loss: torch.Tensor, items: torch.Tensor) -> bool:
@@ -333,7 +362,8 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     names = run.compute_loss.names
     mloss = torch.zeros(len(names), device=run.device)
     LOGGER.info(("%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
-    pbar = tqdm(enumerate(run.train_loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}", disable=opt.quiet)
+    pbar = tqdm(enumerate(run.train_loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}",
+                disable=opt.quiet or not run.info.main)
     run.optimizer.zero_grad()
     t_epoch = time.perf_counter()
     for i, (imgs, targets, _, _) in pbar:
@@ -345,6 +375,8 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
             preds = model(imgs)
             t_loss = synced_time(run.device)
             loss, items = run.compute_loss(preds, targets.to(run.device), imgs)
+            if run.info.world > 1:
+                loss = loss * run.info.world  # DDP averages gradients over processes; YOLOv5 sums them
             run.speed.loss_seconds += synced_time(run.device) - t_loss
             run.speed.loss_calls += 1
         if check_finite(run, loss, items):
@@ -359,7 +391,7 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
         pbar.set_description(desc)
     run.speed.train_seconds += time.perf_counter() - t_epoch
     run.speed.images += len(run.train_loader.dataset)
-    if opt.quiet:
+    if opt.quiet and run.info.main:
         LOGGER.info(desc)
     return mloss
 
@@ -369,6 +401,8 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
     opt = run.opt
     lrs = [g["lr"] for g in run.optimizer.param_groups]
     run.scheduler.step()
+    if not run.info.main:
+        return broadcast(None, run.info)  # rank 0's early-stopping decision
     run.ema.update_attr(run.model)
     final = epoch + 1 == opt.epochs
     n_losses = len(run.compute_loss.names)
@@ -387,6 +421,7 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
     stop = epoch - run.best_epoch >= opt.patience
     if not opt.nosave or final or stop:
         save_epoch(run, epoch, is_best=run.best_epoch == epoch)
+    broadcast(stop, run.info)
     if stop:
         LOGGER.info("Stopping training early as no improvement observed in last %d epochs. Best results observed "
                     "at epoch %d, best model saved as best.pt.", opt.patience, run.best_epoch)
@@ -397,7 +432,7 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
 def save_epoch(run: Run, epoch: int, is_best: bool) -> None:
     extra = {"best_epoch": run.best_epoch, "last_opt_step": run.last_opt_step,
              "rng": rng_state()}
-    ckpt = make_checkpoint(run.model, ema=run.ema, optimizer=run.optimizer, epoch=epoch,
+    ckpt = make_checkpoint(unwrap(run.model), ema=run.ema, optimizer=run.optimizer, epoch=epoch,
                            best_fitness=run.best_fitness, hyp=run.hyp, opt=run.opt, extra=extra)
     w = run.save_dir / "weights"
     save_checkpoint(ckpt, w / "last.pt")
@@ -455,10 +490,21 @@ def train(opt: argparse.Namespace) -> dict[str, Any]:
             if end_epoch(run, epoch, mloss):
                 break
     except KeyboardInterrupt:
-        LOGGER.warning("interrupted: %s holds the last finished epoch; continue with "
-                       "python train.py --resume %s", run.save_dir / "weights" / "last.pt",
-                       run.save_dir / "weights" / "last.pt")
-        run.results.close()
+        if run.info.main:
+            LOGGER.warning("interrupted: %s holds the last finished epoch; continue with "
+                           "python train.py --resume %s", run.save_dir / "weights" / "last.pt",
+                           run.save_dir / "weights" / "last.pt")
+            run.results.close()
+        cleanup(run.info)
         raise
+    if not replicas_identical(unwrap(run.model), run.info):
+        cleanup(run.info)
+        raise RuntimeError("DDP ranks ended with different weights")
+    if not run.info.main:
+        cleanup(run.info)
+        return {}
     LOGGER.info("%d epochs completed in %.3f hours.", run.opt.epochs - run.start_epoch, (time.time() - t0) / 3600)
-    return finish(run)
+    try:
+        return finish(run)
+    finally:
+        cleanup(run.info)
