@@ -106,5 +106,7 @@ def check_dataset(yaml_path: str | Path) -> dict[str, Any]:
         for p in paths:
             if not Path(p).exists():
                 raise DatasetError(f"{yaml_file}: key '{key}': path {p} does not exist")
+            if not Path(p).is_relative_to(root):
+                LOGGER.warning("%s: key '%s' reads %s, outside the dataset root %s", yaml_file, key, p, root)
         out[key] = paths if isinstance(data[key], (list, tuple)) else paths[0]
     return out
