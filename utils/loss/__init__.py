@@ -16,6 +16,7 @@ from utils.loss.ota import ComputeLossOTA
 from utils.loss.ssd import ComputeLossSSD
 from utils.loss.freeanchor import ComputeLossFreeAnchor
 from utils.loss.gfl import ComputeLossGFL
+from utils.loss.dw import ComputeLossDW
 
 LOSSES: dict[str, type[LossStrategy]] = {
     "yolov5": ComputeLoss,
@@ -23,6 +24,7 @@ LOSSES: dict[str, type[LossStrategy]] = {
     "ssd": ComputeLossSSD,
     "freeanchor": ComputeLossFreeAnchor,
     "gfl": ComputeLossGFL,
+    "dw": ComputeLossDW,
 }
 
 DEFAULT_LOSS = "yolov5"

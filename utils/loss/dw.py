@@ -1,0 +1,250 @@
+"""Strategy ``dw``: Dual Weighting label assignment (Li et al., CVPR 2022) on the YOLOv5 head.
+
+The joint score of an anchor for class c is ``s = sigmoid(cls_c) * sigmoid(obj)``: objectness plays
+the part of DW's centerness branch, so inference stays YOLOv5's ``obj * cls``. Behaviour pinned to
+strongwolf/DW ``dw_head.py`` (``_loss_single``, ``loss``, ``CenterPrior``).
+
+priors -> assign (no grad) -> losses:
+
+1. Candidates (:func:`utils.assign.centre_prior.cells_inside_boxes`): every cell of every level whose
+   centre lies strictly inside an object. Each of the cell's ``na`` anchors is a separate candidate
+   (its own box, obj and cls outputs), all with the cell's prior: the Gaussian
+   ``exp(-d^2 / (2 * dw_sigma^2))`` per axis of the centre distance in strides (official sigma
+   1.11, mean 0, fixed), 0 outside the box. Anchors whose decode cannot reach the object
+   (``wh <= 4 * anchor``) simply earn a low ``p_loc`` and so a low weight.
+2. Weights of every (candidate, object) pair, no gradient
+   (:func:`utils.loss.functional.dw_pos_weights_pairs`, :func:`~utils.loss.functional.dw_neg_iou_weights_pairs`):
+   ``p_loc = exp(-5 * (1 - GIoU))`` of the decoded box, ``p_cls = s`` of the object's class,
+   ``p = p_cls * p_loc``; ``w_pos = exp(5p) p prior / sum over the object's pairs of exp(3p) p prior``.
+   The negative IoU factor ``(1 - IoU^2) / 0.75``, min-max normalised over the object's pairs, 1 below
+   IoU 0.5; 1 for every (anchor, class) not paired with an object of that class.
+3. Losses, summed over the batch:
+
+   - ``cls_pos = dw_pos_weight * sum w_pos * -log(p_cls) / N_obj``;
+   - ``loc = dw_pos_weight * sum w_pos * -log(p_loc) / N_obj`` (``-log p_loc = 5 * GIoU loss``);
+   - ``cls_neg = dw_neg_weight * sum over (anchor, class) of w_neg_iou * s^2 * -log(1 - s) /
+     max(1, sum (1 - w_neg_iou))``.
+
+   ``N_obj`` is the number of objects in the batch (at least 1), candidates or not, as the official
+   ``pos_avg_factor``. The log terms are computed exactly from the logits (``-log p_cls`` as softplus terms,
+   ``1 - s`` as ``sigmoid(-a) + sigmoid(a) sigmoid(-b)``, so it stays accurate as ``s`` nears 1 and
+   autocast is safe); the official BCE on probabilities clamps each term at 100.
+
+Decisions where the official code is silent or differs on purpose:
+
+- An (anchor, class) paired with several objects of that class (overlapping boxes of one class)
+  takes the smallest IoU factor (it is a good positive of one of them). The official code writes
+  the factors with an indexed assignment whose winner among duplicates is unspecified.
+- As in the official code, the IoU factor is detached but the ``s^2`` importance keeps its
+  gradient (a focal-loss-style modulating factor); ``w_pos`` is detached.
+- Gains: the official losses are means over the batch (mmdetection); here, as every strategy, the
+  total is multiplied by the batch size (YOLOv5 convention) and trained with YOLOv5's SGD recipe.
+  DW's per-image loss is ~10x YOLOv5's at the start (weights of an object sum to 1..e^2, the loc
+  term carries the factor 5), so ``dw_gain`` (default 0.1) scales all three terms to YOLOv5's
+  magnitude; it is DW's own key, so train.py's per-level / image-size / class-count scaling of
+  ``box`` / ``obj`` / ``cls`` does not apply (DW's normalisers do not depend on those).
+- The model keeps YOLOv5's bias initialisation (obj ~8 objects per 640 image, cls 0.6 / nc); DW's
+  classifier prior 0.02 is not imposed from the loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
+from utils.assign.yolo_candidates import LevelCandidates
+from utils.boxes import bbox_iou, xywh2xyxy
+from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.functional import dw_neg_iou_weights_pairs, dw_pos_weights_pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class DWHyp(StrategyHyp):
+    dw_sigma: float = 1.11  # centre prior sigma, in strides
+    dw_loc_scale: float = 5.0  # p_loc = exp(-dw_loc_scale * GIoU loss)
+    dw_pos_weight: float = 0.25  # weight of both positive terms (official 0.25)
+    dw_neg_weight: float = 1.0  # weight of the negative term (official 1.0)
+    dw_gain: float = 0.1  # overall gain, for YOLOv5's loss x batch-size convention
+
+    def __post_init__(self):
+        for key in ("dw_sigma", "dw_loc_scale"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"hyp key '{key}' must be > 0, got {getattr(self, key)}")
+        for key in ("dw_pos_weight", "dw_neg_weight", "dw_gain"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"hyp key '{key}' must be >= 0, got {getattr(self, key)}")
+
+
+@dataclasses.dataclass
+class _PairTerms:
+    """Per-pair quantities of all levels, concatenated level by level."""
+
+    cls_logit: torch.Tensor  # (k,) logit of the object's class
+    obj_logit: torch.Tensor  # (k,)
+    giou: torch.Tensor  # (k,) GIoU of the decoded box with the object, with gradient
+    iou: torch.Tensor  # (k,) IoU, detached
+    prior: torch.Tensor  # (k,)
+    target: torch.Tensor  # (k,) long, row in ``targets``
+
+
+class ComputeLossDW(LossStrategy):
+    """Dual Weighting on the YOLOv5 head; ``names = ('loc', 'cls_pos', 'cls_neg')``."""
+
+    head = "anchor"
+    names = ("loc", "cls_pos", "cls_neg")
+    Hyp = DWHyp
+
+    def __init__(self, model, hyp):
+        super().__init__(model, hyp)
+        det = head_of(model)
+        self.na: int = det.na
+        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
+
+    @torch.no_grad()
+    def candidates(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[LevelCandidates]:
+        """Every (object, anchor, cell) whose cell centre lies inside the object, per level.
+
+        ``box_grid`` follows :mod:`utils.assign.yolo_candidates`: xy relative to the cell's top-left
+        corner, wh in grid units; so the centre offset of the prior is ``box_grid[:, :2] - 0.5``.
+        """
+        device = preds[0].device
+        targets = targets.to(device=device, dtype=torch.float32)
+        anchors = self.anchors.to(device=device, dtype=torch.float32)
+        out = []
+        for i, p in enumerate(preds):
+            ny, nx = p.shape[2:4]
+            box = targets[:, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (nt, 4) xywh grid units
+            obj, gj, gi = cells_inside_boxes(xywh2xyxy(box), (ny, nx))  # (k,) each
+            t = obj.repeat_interleave(self.na)  # (k * na,), each cell's anchors side by side
+            gj, gi = gj.repeat_interleave(self.na), gi.repeat_interleave(self.na)
+            a = torch.arange(self.na, device=device).repeat(len(obj))
+            b = box[t]
+            b[:, 0] -= gi
+            b[:, 1] -= gj
+            out.append(LevelCandidates(image=targets[t, 0].long(), anchor=a, gj=gj, gi=gi, target=t,
+                                       cls=targets[t, 1].long(), box_grid=b, anchor_wh=anchors[i, a]))
+        return out
+
+    def pair_terms(self, preds: list[torch.Tensor], cands: list[LevelCandidates]) -> _PairTerms:
+        """Decode each candidate's prediction (YOLOv5 v6/v7 decode) and score it against its object.
+
+        All levels are decoded together: boxes are in grid units of their own level, and IoU / GIoU
+        do not depend on the unit.
+        """
+        rows = torch.cat([pi.reshape(-1, pi.shape[-1])[_flat_anchor(pi, m)].float()
+                          for pi, m in zip(preds, cands)])  # (k, no)
+        cat = lambda f: torch.cat([getattr(m, f) for m in cands])  # noqa: E731
+        box_grid, cls, anchor_wh = cat("box_grid"), cat("cls"), cat("anchor_wh")
+        pxy = rows[:, :2].sigmoid() * 2 - 0.5
+        pwh = (rows[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh
+        pbox = torch.cat((pxy, pwh), 1)  # (k, 4) xywh, xy relative to the cell
+        giou = bbox_iou(pbox, box_grid, GIoU=True).squeeze(-1)
+        with torch.no_grad():
+            iou = bbox_iou(pbox, box_grid).squeeze(-1)
+        prior = gaussian_centre_prior(box_grid[:, :2] - 0.5, self.hyp.dw_sigma)
+        return _PairTerms(cls_logit=rows[:, 5:].gather(1, cls[:, None]).squeeze(1), obj_logit=rows[:, 4],
+                          giou=giou, iou=iou, prior=prior, target=cat("target"))
+
+    def weights(self, terms: _PairTerms, n_obj: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``w_pos`` and the negative IoU factor of every pair (detached)."""
+        with torch.no_grad():
+            p_cls = torch.sigmoid(terms.cls_logit) * torch.sigmoid(terms.obj_logit)
+            p_loc = torch.exp(-self.hyp.dw_loc_scale * (1 - terms.giou))
+            w_pos = dw_pos_weights_pairs(p_cls * p_loc, terms.prior, terms.target, n_obj)
+            w_neg_iou = dw_neg_iou_weights_pairs(terms.iou, terms.target, n_obj)
+        return w_pos, w_neg_iou
+
+    @torch.no_grad()
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
+               imgs: torch.Tensor) -> list[LevelCandidates]:
+        """All candidates of every level, with ``weight`` = their DW positive weight."""
+        cands = self.candidates(preds, targets)
+        w_pos, _ = self.weights(self.pair_terms(preds, cands), targets.shape[0])
+        for m, w in zip(cands, w_pos.split([len(m) for m in cands])):
+            m.weight = w
+        return cands
+
+    def __call__(self, preds, targets, imgs):
+        h = self.hyp
+        bs = preds[0].shape[0]
+        cands = self.candidates(preds, targets)
+        terms = self.pair_terms(preds, cands)
+        w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
+        n_obj = max(targets.shape[0], 1)
+        neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
+        neg_log_p_loc = h.dw_loc_scale * (1 - terms.giou)
+        lcls_pos = ((w_pos * neg_log_p_cls).sum() * h.dw_pos_weight / n_obj).view(1)
+        lloc = ((w_pos * neg_log_p_loc).sum() * h.dw_pos_weight / n_obj).view(1)
+        neg_sum, neg_norm = 0.0, 0.0
+        for pi, m, w in zip(preds, cands, w_neg_iou.split([len(m) for m in cands])):
+            level_sum, level_norm = self._negative_level(pi, m, w)
+            neg_sum, neg_norm = neg_sum + level_sum, neg_norm + level_norm
+        lcls_neg = (neg_sum * h.dw_neg_weight / max(float(neg_norm), 1.0)).view(1)
+        parts = torch.cat((lloc, lcls_pos, lcls_neg)) * h.dw_gain
+        return parts.sum() * bs, parts.detach()
+
+    @staticmethod
+    def _negative_level(pi: torch.Tensor, m: LevelCandidates,
+                        w_neg_iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over (anchor, class) of ``w * s^2 * -log(1 - s)``, and the sum of ``1 - w``, of one level.
+
+        ``w`` is 1 except at (anchor, class) cells paired with an object of that class, so the sum
+        is the dense sum at ``w = 1`` plus ``(w - 1) * s^2 * -log(1 - s)`` at those few cells.
+        """
+        total = _NegativeFocalSum.apply(pi)
+        keep = w_neg_iou < 1
+        if not keep.any():
+            return total, w_neg_iou.new_zeros(())
+        no = pi.shape[-1]
+        anchor = _flat_anchor(pi, m)[keep]
+        cell, inverse = torch.unique(anchor * (no - 5) + m.cls[keep], return_inverse=True)
+        w = torch.ones(len(cell), device=pi.device).scatter_reduce_(0, inverse, w_neg_iou[keep].float(), "amin")
+        rows = pi.reshape(-1, no)[cell // (no - 5)].float()  # (u, no)
+        s = torch.sigmoid(rows[:, 4]) * torch.sigmoid(rows.gather(1, 5 + cell[:, None] % (no - 5)).squeeze(1))
+        f = s.square() * -torch.log(torch.clamp(1 - s, min=_TINY))
+        return total + ((w - 1) * f).sum(), (1 - w).sum()
+
+
+def _flat_anchor(pi: torch.Tensor, m: LevelCandidates) -> torch.Tensor:
+    """Row of each candidate in ``pi.reshape(-1, no)`` (one index instead of four)."""
+    _, na, ny, nx, _ = pi.shape
+    return ((m.image * na + m.anchor) * ny + m.gj) * nx + m.gi
+
+
+_TINY = 1e-30  # floor of 1 - s: -log(1 - s) <= 69 (the official BCE clamps at 100)
+
+
+class _NegativeFocalSum(torch.autograd.Function):
+    """``sum over (anchor, class) of s^2 * -log(1 - s)``, ``s = sigmoid(cls) * sigmoid(obj)``, of one level.
+
+    This dense term touches bs x anchors x classes elements and dominates the cost of ``dw``; the
+    hand-written backward (``d/da = s^2 (2 L + s / (1 - s)) (1 - sigmoid(a))`` with ``L = -log(1 - s)``,
+    and the class sum of that times ``1 - sigmoid(b)`` for the objectness) makes about a third of
+    the passes over it that autograd would.
+    """
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor) -> torch.Tensor:  # pred (bs, na, ny, nx, 5 + nc) logits
+        # class-major copy: (1 + nc, anchors) rows are contiguous, so every pass below is a long
+        # vectorised loop instead of an inner loop over the few classes of one anchor
+        logits = pred.reshape(-1, pred.shape[-1])[:, 4:].T.contiguous()
+        if logits.element_size() < 4:  # half precision under autocast: compute in float32
+            logits = logits.float()
+        prob = torch.sigmoid(logits)  # (1 + nc, n) objectness row, then one row per class
+        s = prob[1:] * prob[:1]  # (nc, n)
+        u = torch.rsub(s, 1).clamp_(min=_TINY)
+        nl = torch.log(u).neg_()
+        ctx.save_for_backward(prob, s, u, nl)
+        ctx.pred_shape, ctx.pred_dtype = pred.shape, pred.dtype
+        return torch.dot(s.mul(nl).view(-1), s.view(-1))
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        prob, s, u, nl = ctx.saved_tensors
+        q = torch.div(s, u).add_(nl, alpha=2).mul_(s).mul_(s).mul_(grad_out)  # dLoss/ds * s, (nc, n)
+        grad_t = torch.cat((q.sum(0, keepdim=True), q)).mul_(torch.rsub(prob, 1))  # (1 + nc, n)
+        grad = torch.zeros(ctx.pred_shape, dtype=grad_t.dtype, device=grad_t.device)
+        grad.view(-1, ctx.pred_shape[-1])[:, 4:] = grad_t.T
+        return grad.to(ctx.pred_dtype)
