@@ -133,19 +133,25 @@ class ComputeLossDW(LossStrategy):
         All levels are decoded together: boxes are in grid units of their own level, and IoU / GIoU
         do not depend on the unit.
         """
-        rows = torch.cat([pi.reshape(-1, pi.shape[-1])[_flat_anchor(pi, m)].float()
-                          for pi, m in zip(preds, cands)])  # (k, no)
-        cat = lambda f: torch.cat([getattr(m, f) for m in cands])  # noqa: E731
-        box_grid, cls, anchor_wh = cat("box_grid"), cat("cls"), cat("anchor_wh")
-        pxy = rows[:, :2].sigmoid() * 2 - 0.5
-        pwh = (rows[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh
-        pbox = torch.cat((pxy, pwh), 1)  # (k, 4) xywh, xy relative to the cell
-        giou = bbox_iou(pbox, box_grid, GIoU=True).squeeze(-1)
+        cols = []
+        for pi, m in zip(preds, cands):
+            no = pi.shape[-1]
+            # only x, y, w, h, obj and the object's class logit; laid out (6, k) so each is contiguous
+            col = torch.arange(6, device=pi.device)[:, None].expand(6, len(m)).clone()
+            col[5] += m.cls
+            cols.append(pi.reshape(-1)[_flat_anchor(pi, m)[None] * no + col].float())
+        logits = torch.cat(cols, 1)  # (6, k)
+        box_grid = torch.cat([m.box_grid for m in cands]).T.contiguous()  # (4, k)
+        anchor_wh = torch.cat([m.anchor_wh for m in cands]).T  # (2, k)
+        pxy = logits[:2].sigmoid() * 2 - 0.5
+        pwh = (logits[2:4].sigmoid() * 2) ** 2 * anchor_wh
+        pbox = torch.cat((pxy, pwh)).T  # (k, 4) xywh, xy relative to the cell; column-major for bbox_iou
+        giou = bbox_iou(pbox, box_grid.T, GIoU=True).squeeze(-1)
         with torch.no_grad():
-            iou = bbox_iou(pbox, box_grid).squeeze(-1)
-        prior = gaussian_centre_prior(box_grid[:, :2] - 0.5, self.hyp.dw_sigma)
-        return _PairTerms(cls_logit=rows[:, 5:].gather(1, cls[:, None]).squeeze(1), obj_logit=rows[:, 4],
-                          giou=giou, iou=iou, prior=prior, target=cat("target"))
+            iou = bbox_iou(pbox, box_grid.T).squeeze(-1)
+        prior = gaussian_centre_prior(box_grid[:2].T - 0.5, self.hyp.dw_sigma)
+        return _PairTerms(cls_logit=logits[5], obj_logit=logits[4], giou=giou, iou=iou, prior=prior,
+                          target=torch.cat([m.target for m in cands]))
 
     def weights(self, terms: _PairTerms, n_obj: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``w_pos`` and the negative IoU factor of every pair (detached)."""
