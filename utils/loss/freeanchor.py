@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
-from utils.boxes import box_iou, xywh2xyxy
+from utils.boxes import xywh2xyxy
 from utils.loss.base import LossStrategy, StrategyHyp, head_of
 from utils.loss.functional import FREEANCHOR_EPS, negative_bag_loss, positive_bag_loss, saturated_linear
 
@@ -148,6 +148,17 @@ def paired_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Ten
 
 
 @torch.no_grad()
+def prior_iou(box_xywh_px: torch.Tensor, pri: AnchorPriors, eps: float = 1e-7) -> torch.Tensor:
+    """(n, m) IoU of objects (Tensor[n, 4] xywh px) with the prior boxes, one coordinate at a time."""
+    g = box_xywh_px.T.contiguous()[..., None]  # (4, n, 1)
+    a = pri.xywh_px.T.contiguous()  # (4, m)
+    iw = torch.minimum(((g[2] + a[2]) / 2 - (g[0] - a[0]).abs_()).clamp_(min=0), torch.minimum(g[2], a[2]))
+    ih = torch.minimum(((g[3] + a[3]) / 2 - (g[1] - a[1]).abs_()).clamp_(min=0), torch.minimum(g[3], a[3]))
+    inter = iw.mul_(ih)
+    return inter / ((g[2] * g[3] + a[2] * a[3]) - inter + eps)
+
+
+@torch.no_grad()
 def reachable(box_xywh_px: torch.Tensor, pri: AnchorPriors, thr: float) -> torch.Tensor:
     """(n, m) bool: pairs where prior j's prediction can overlap object i with IoU above ``thr``.
 
@@ -156,10 +167,11 @@ def reachable(box_xywh_px: torch.Tensor, pri: AnchorPriors, thr: float) -> torch
     reach the object), and its area is at most 16x the anchor's (IoU <= that / the object's area).
     A pair outside both bounds has IoU <= ``thr`` whatever the head predicts.
     """
-    g = box_xywh_px[:, None]  # (n, 1, 4)
-    reach = pri.stride_px[:, None] + 2 * pri.xywh_px[:, 2:]  # (m, 2)
-    near = ((g[..., :2] - pri.xywh_px[:, :2]).abs() < reach + g[..., 2:] / 2).all(-1)
-    big = 16 * pri.xywh_px[:, 2] * pri.xywh_px[:, 3] > thr * g[..., 2] * g[..., 3]
+    g = box_xywh_px.T.contiguous()[..., None]  # (4, n, 1): contiguous per-coordinate tensors
+    a = pri.xywh_px.T.contiguous()  # (4, m)
+    near = (g[0] - a[0]).abs_() < (pri.stride_px + 2 * a[2]) + g[2] / 2
+    near &= (g[1] - a[1]).abs_() < (pri.stride_px + 2 * a[3]) + g[3] / 2
+    big = (16 * a[2] * a[3]) > thr * g[2] * g[3]
     return near & big
 
 
@@ -237,9 +249,8 @@ class ComputeLossFreeAnchor(LossStrategy):
         box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
         k = min(self.hyp.fa_bag_size, len(pri))
         member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
-        gt_xyxy = xywh2xyxy(box)
         for s in self._chunks(len(t), len(pri)):
-            member[s] = box_iou(gt_xyxy[s], pri.xyxy_px).topk(k, dim=1).indices
+            member[s] = prior_iou(box[s], pri).topk(k, dim=1).indices
         return _Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
 
     @torch.no_grad()
