@@ -117,14 +117,14 @@ class ComputeLossDW(LossStrategy):
             ny, nx = p.shape[2:4]
             box = targets[:, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (nt, 4) xywh grid units
             obj, gj, gi = cells_inside_boxes(xywh2xyxy(box), (ny, nx))  # (k,) each
-            t = obj.repeat_interleave(self.na)  # (k * na,), each cell's anchors side by side
-            gj, gi = gj.repeat_interleave(self.na), gi.repeat_interleave(self.na)
+            cell_box = box[obj]
+            cell_box[:, :2] -= torch.stack((gi, gj), 1)
+            # each cell's na anchors side by side: (k * na,) rows
+            t, gj, gi = torch.stack((obj, gj, gi)).repeat_interleave(self.na, 1)
             a = torch.arange(self.na, device=device).repeat(len(obj))
-            b = box[t]
-            b[:, 0] -= gi
-            b[:, 1] -= gj
             out.append(LevelCandidates(image=targets[t, 0].long(), anchor=a, gj=gj, gi=gi, target=t,
-                                       cls=targets[t, 1].long(), box_grid=b, anchor_wh=anchors[i, a]))
+                                       cls=targets[t, 1].long(), box_grid=cell_box.repeat_interleave(self.na, 0),
+                                       anchor_wh=anchors[i, a]))
         return out
 
     def pair_terms(self, preds: list[torch.Tensor], cands: list[LevelCandidates]) -> _PairTerms:
