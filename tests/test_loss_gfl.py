@@ -244,7 +244,7 @@ def tiny_data(tmp_path_factory):
 
 def test_train_val_detect_end_to_end_with_hyp_gfl(tiny_data, tmp_path):
     assert load_hyp("hyp.gfl.yaml")["loss"] == "gfl"
-    opt = train_cli.parse_opt(["--data", str(tiny_data), "--epochs", "2", "--img", "64", "--batch-size", "4",
+    opt = train_cli.parse_opt(["--data", str(tiny_data), "--epochs", "1", "--img", "64", "--batch-size", "4",
                                "--workers", "0", "--project", str(tmp_path / "train"), "--quiet", "--noplots",
                                "--hyp", "hyp.gfl.yaml"])
     res = trainer.train(opt)
@@ -256,7 +256,7 @@ def test_train_val_detect_end_to_end_with_hyp_gfl(tiny_data, tmp_path):
     header = (run / "results.csv").read_text().splitlines()[0].replace(" ", "").split(",")
     assert header[1:4] == ["train/qfl_loss", "train/box_loss", "train/dfl_loss"]
     rows = np.loadtxt(run / "results.csv", delimiter=",", skiprows=1, ndmin=2)
-    assert np.isfinite(rows).all() and len(rows) == 2
+    assert np.isfinite(rows).all() and len(rows) == 1
     assert 0.0 <= res["map"] <= res["map50"] <= 1.0
 
     vres = val_cli.run(val_cli.parse_opt(["--weights", str(weights), "--data", str(tiny_data), "--img", "64",
