@@ -49,7 +49,7 @@ negative term only, with gradients to objectness and classes (mmdetection PR #31
 any object divides that term by ``bag size`` instead of the reference's 1, so an empty batch is not
 weighted 50x more than a batch with one object.
 
-``assign`` returns every bag member (``fa_bag_size`` rows per object); ``assign_weights`` gives each
+``assign`` returns every bag member (``fa_bag_size`` rows per object), with ``weight`` giving each
 row its mean-max weight within its bag, which is where FreeAnchor's learned matching shows.
 """
 from __future__ import annotations
@@ -342,16 +342,21 @@ class ComputeLossFreeAnchor(LossStrategy):
 
         Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_grid``
         follows :mod:`utils.assign.yolo_candidates` (xy relative to the cell's top-left corner, wh in
-        grid units). :meth:`assign_weights` gives the rows' weights in the same order.
+        grid units). ``weight`` is the row's mean-max weight ``(1 / (1 - p)) / sum over the bag``
+        (a bag's weights sum to 1): how much the member counts in its object's likelihood,
+        near-uniform early in training, concentrated on the learned match later.
         """
+        flat = _FlatPreds(preds)
         pri = self.priors(preds)
         bags = self.bags(preds, targets, imgs)
         nt, k = bags.member.shape
         j = bags.member.reshape(-1)
+        p = self.bag_probs(flat, pri, bags)  # (nt, k)
+        w = 1.0 / (1.0 - p).clamp(min=1e-12)
+        w = (w / w.sum(1, keepdim=True)).reshape(-1)
         target = torch.arange(nt, device=j.device).repeat_interleave(k)
         out = []
         for i, p in enumerate(preds):
-            ny, nx = p.shape[2], p.shape[3]
             sel = (pri.level[j] == i).nonzero().squeeze(1)
             ji, ti = j[sel], target[sel]
             box = bags.box_xywh_px[ti] / pri.stride_px[ji, None]  # (n, 4) grid units
@@ -360,22 +365,10 @@ class ComputeLossFreeAnchor(LossStrategy):
             a = pri.anchor[ji]
             out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
                                        target=ti, cls=bags.cls[ti], box_grid=box,
-                                       anchor_wh=self.anchors.to(j.device)[i, a].float()))
+                                       anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
         return out
 
-    @torch.no_grad()
     def assign_weights(self, preds: list[torch.Tensor], targets: torch.Tensor,
                        imgs: torch.Tensor) -> list[torch.Tensor]:
-        """Per level, the mean-max weight of each row of :meth:`assign` (a bag's weights sum to 1).
-
-        The weight ``(1 / (1 - p)) / sum over the bag`` is how much the member counts in its object's
-        likelihood: near-uniform early in training, concentrated on the learned match later.
-        """
-        flat = _FlatPreds(preds)
-        pri = self.priors(preds)
-        bags = self.bags(preds, targets, imgs)
-        p = self.bag_probs(flat, pri, bags)  # (nt, k)
-        w = 1.0 / (1.0 - p).clamp(min=1e-12)
-        w = (w / w.sum(1, keepdim=True)).reshape(-1)
-        level = pri.level[bags.member.reshape(-1)]
-        return [w[level == i] for i in range(len(preds))]
+        """Per level, the ``weight`` of each row of :meth:`assign`."""
+        return [m.weight for m in self.assign(preds, targets, imgs)]
