@@ -39,7 +39,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=str, nargs="?", const="ram", default=None, help="cache images in 'ram' (default) or 'disk'")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (default: first GPU if any)")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default="SGD", help="optimizer")
+    p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default=None, help="optimizer (default: train_defaults, else SGD)")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     p.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")

@@ -93,7 +93,6 @@ def reference_atss(boxes_xyxy, shapes, strides, topk=9, scale=8.0):
             for gx in range(nx):
                 points.append(((gx + 0.5) * s, (gy + 0.5) * s))
                 sides.append(scale * s)
-    n_pts, n_gt = len(points), len(boxes_xyxy)
 
     def iou(p, side, b):
         ax1, ay1, ax2, ay2 = p[0] - side / 2, p[1] - side / 2, p[0] + side / 2, p[1] + side / 2

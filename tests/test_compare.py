@@ -7,17 +7,6 @@ import pytest
 
 import compare as compare_cli
 from utils.compare import hyp_for
-from utils.shapes_dataset import make_shapes_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_yaml(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes_dataset(root, n_train=4, n_val=2, imgsz=64, seed=5)
-    f = root / "tiny.yaml"
-    f.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
-                 "names: [circle, square, triangle, star, cross]\n")
-    return f
 
 
 def args(data, project, losses):
@@ -25,8 +14,8 @@ def args(data, project, losses):
                                   "--workers", "0", "--losses", losses, "--seeds", "0", "--project", str(project)])
 
 
-def test_compare_two_strategies_and_rerun(tiny_yaml, tmp_path):
-    assert compare_cli.main(args(tiny_yaml, tmp_path, "yolov5,ssd")) == 0
+def test_compare_two_strategies_and_rerun(tiny_data, tmp_path):
+    assert compare_cli.main(args(tiny_data, tmp_path, "yolov5,ssd")) == 0
     exp = tmp_path / "exp"
     with open(exp / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -39,13 +28,13 @@ def test_compare_two_strategies_and_rerun(tiny_yaml, tmp_path):
     assert (exp / "results.md").read_text().count("\n| ") == 3
     assert (exp / "map_vs_epoch.png").is_file()
     mtime = (exp / "runs" / "yolov5-s0" / "summary.json").stat().st_mtime
-    assert compare_cli.main(args(tiny_yaml, tmp_path, "yolov5,ssd")) == 0  # same command: same folder, read back
+    assert compare_cli.main(args(tiny_data, tmp_path, "yolov5,ssd")) == 0  # same command: same folder, read back
     assert not (tmp_path / "exp2").exists()
     assert (exp / "runs" / "yolov5-s0" / "summary.json").stat().st_mtime == mtime
 
 
-def test_a_failing_run_is_reported_and_others_go_on(tiny_yaml, tmp_path):
-    bad = args(tiny_yaml, tmp_path, "yolov5")
+def test_a_failing_run_is_reported_and_others_go_on(tiny_data, tmp_path):
+    bad = args(tiny_data, tmp_path, "yolov5")
     bad.cfg = str(tmp_path / "missing.yaml")
     assert compare_cli.main(bad) == 2
     with open(next(tmp_path.glob("exp*/results.csv")), newline="") as f:

@@ -7,16 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.shapes_dataset import make_shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
-def test_torchrun_two_cpu_processes(tmp_path):
-    make_shapes_dataset(tmp_path / "data", n_train=8, n_val=4, imgsz=64, seed=3)
-    data = tmp_path / "tiny.yaml"
-    data.write_text(f"path: {tmp_path / 'data'}\ntrain: images/train\nval: images/val\nnames: [a, b, c, d, e]\n")
+def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
+    data = tiny_data
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            str(ROOT / "train.py"), "--data", str(data), "--epochs", "2", "--img", "64", "--batch-size", "4",
            "--workers", "0", "--project", str(tmp_path / "runs"), "--quiet", "--device", "cpu"]

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import detect
 import train as train_cli
@@ -19,7 +18,6 @@ from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, 
 from utils.hyp import load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import distribution_focal_loss, quality_focal_loss
-from utils.shapes_dataset import make_shapes_dataset
 
 NC = 3
 
@@ -230,16 +228,6 @@ def test_dfl_checkpoint_keeps_its_head(dfl_model, tmp_path):
     dfl_model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], dfl_model(x)[0])
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes_gfl")
-    make_shapes_dataset(root, n_train=8, n_val=4, imgsz=64, seed=5)
-    yaml_file = root / "tiny.yaml"
-    yaml_file.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
-                         "names: {0: circle, 1: square, 2: triangle, 3: star, 4: cross}\n")
-    return yaml_file
 
 
 def test_train_val_detect_end_to_end_with_hyp_gfl(tiny_data, tmp_path):

@@ -15,17 +15,6 @@ from utils import trainer, validator
 from utils.dataloaders import create_dataloader
 from utils.hyp import load_hyp
 from utils.loss import build_loss
-from utils.shapes_dataset import make_shapes_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes_dataset(root, n_train=8, n_val=4, imgsz=64, seed=3)
-    yaml_file = root / "tiny.yaml"
-    names = "{0: circle, 1: square, 2: triangle, 3: star, 4: cross}"
-    yaml_file.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: {names}\n")
-    return yaml_file
 
 
 def opts(data, project, *extra):

@@ -18,7 +18,7 @@ from models.yolo import Model
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.hyp import load_hyp
 from utils.loss import build_loss, loss_class
-from utils.trainer import scaled_loss_hyp
+from utils.train_setup import scaled_loss_hyp
 
 LOGGER = logging.getLogger(__name__)
 LEVEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")

@@ -1,7 +1,7 @@
 """Training as YOLOv5's train.py does it, split into steps that can be run and tested alone:
 
-    setup(opt) -> Run          run folder, hyp, data, model, loss, optimiser, EMA, loaders, resume
-    train_epoch(run, epoch)    warm-up, gradient accumulation to a nominal batch of 64, AMP on CUDA,
+    setup(opt) -> Run          (utils/train_setup.py) run folder, hyp, data, model, loss, optimiser, EMA, loaders, resume
+    train_epoch(run, epoch)    warm-up, gradient accumulation to a nominal batch (hyp ``nbs``, 64), AMP on CUDA,
                                clipping, EMA; non-finite losses skipped
     end_epoch(run, epoch)      validation of the EMA model, results.csv, last.pt / best.pt
     finish(run)                validation of best.pt with per-class rows and plots
@@ -14,303 +14,31 @@ import argparse
 import json
 import logging
 import math
-import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from torch import nn
 from tqdm import tqdm
 
-from models.yolo import Model
 from utils import validator
-from utils.autoanchor import check_anchors
-from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
-from utils.dataloaders import check_dataset, create_dataloader
-from utils.distributed import DistInfo, broadcast, cleanup, dist_info, init_distributed, replicas_identical
-from utils.ema import ModelEMA, unwrap
-from utils.hyp import load_hyp
-from utils.loss import build_loss, loss_class
+from utils.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+from utils.distributed import broadcast, cleanup, replicas_identical
+from utils.ema import unwrap
 from utils.metrics import fitness
-from utils.optim import build_optimizer, lr_lambda
-from utils.paths import increment_path
-from utils.run_log import ResultsLogger, plot_results
+from utils.run_log import plot_results
+from utils.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
-NBS = 64  # nominal batch size: gradients are accumulated up to it
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before training stops
-# YOLOv5's defaults, used where neither the command line nor the dataset YAML's train_defaults set a value
-FALLBACK = {"epochs": 100, "batch_size": 16, "imgsz": 640}
-
-
-@dataclass
-class Run:
-    """Everything one training run holds between steps."""
-
-    opt: argparse.Namespace
-    save_dir: Path
-    device: torch.device
-    hyp: dict[str, Any]  # as given in the hyp file (saved to hyp.yaml and checkpoints)
-    data: dict[str, Any]
-    model: nn.Module
-    compute_loss: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    ema: ModelEMA | None  # rank 0 only
-    train_loader: Any
-    val_loader: Any  # rank 0 only
-    results: ResultsLogger | None  # rank 0 only
-    start_epoch: int = 0
-    best_fitness: float = 0.0
-    best_epoch: int = -1
-    accumulate: int = 1
-    last_opt_step: int = -1
-    bad_steps: int = 0
-    scaler: Any = None
-    info: DistInfo = field(default_factory=DistInfo)
-    speed: "SpeedStats" = field(default_factory=lambda: SpeedStats())
-
-
-@dataclass
-class SpeedStats:
-    """Throughput of this process's training epochs (for compare.py and benchmarks)."""
-
-    images: int = 0
-    train_seconds: float = 0.0
-    loss_seconds: float = 0.0
-    loss_calls: int = 0
-
-    def summary(self, device: torch.device) -> dict[str, float]:
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        else:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        return {"train_images_per_s": self.images / max(self.train_seconds, 1e-9),
-                "loss_step_ms": 1e3 * self.loss_seconds / max(self.loss_calls, 1),
-                "peak_memory_mib": peak}
-
-
-def init_seeds(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """torch, numpy and python RNG states as plain data (for weights_only checkpoints)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": [version, list(internal), gauss_next]}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def resolve_defaults(opt: argparse.Namespace, data: dict[str, Any]) -> None:
-    """Fill epochs / batch size / image size: the command line wins, then the dataset YAML's
-    ``train_defaults`` (the built-in dataset uses it to train in minutes on a CPU), then YOLOv5's."""
-    suggested = data.get("train_defaults") or {}
-    for key, fallback in FALLBACK.items():
-        if getattr(opt, key, None) is None:
-            setattr(opt, key, suggested.get(key, fallback))
-            if key in suggested:
-                LOGGER.info("%s=%s from %s train_defaults", key, suggested[key], Path(data["yaml_file"]).name)
-
-
-def resume_checkpoint(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The options and checkpoint of the run to resume: ``--resume`` = True (latest last.pt under
-    --project) or a path to a last.pt. The resumed run keeps its own options and folder."""
-    if opt.resume is True or opt.resume == "":
-        found = sorted(Path(opt.project).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"--resume: no last.pt found under {opt.project}")
-        path = found[-1]
-    else:
-        path = Path(opt.resume)
-    ckpt = read_checkpoint(path)
-    if ckpt.get("optimizer") is None:
-        raise CheckpointError(f"--resume: {path} has no optimizer state (the run finished); "
-                              f"start a new run with --weights {path}")
-    new = argparse.Namespace(**{**vars(opt), **ckpt["opt"]})
-    new.resume, new.weights = str(path), str(path)
-    new.save_dir = str(path.parent.parent)
-    LOGGER.info("resuming training from %s (epoch %d done)", path, ckpt["epoch"])
-    return new, ckpt
-
-
-def scaled_loss_hyp(hyp: dict[str, Any], nl: int, nc: int, imgsz: int, label_smoothing: float) -> dict[str, Any]:
-    """YOLOv5's train.py scaling of the loss gains (3 levels, 80 classes and 640 px are unity)."""
-    keys = loss_class(hyp.get("loss")).Hyp.keys()
-    out = dict(hyp)
-    if "box" in keys:
-        out["box"] = hyp.get("box", 0.05) * 3 / nl
-    if "cls" in keys:
-        out["cls"] = hyp.get("cls", 0.5) * nc / 80 * 3 / nl
-    if "obj" in keys:
-        out["obj"] = hyp.get("obj", 1.0) * (imgsz / 640) ** 2 * 3 / nl
-    if "label_smoothing" in keys:
-        out["label_smoothing"] = label_smoothing
-    return out
-
-
-def build_model(opt: argparse.Namespace, hyp: dict[str, Any], nc: int, names: list[str], device) -> Model:
-    """The model of --cfg (or of --weights when no --cfg), with --weights' matching tensors loaded."""
-    head = loss_class(hyp.get("loss")).head
-    if opt.weights:
-        src, meta = load_checkpoint(opt.weights, "cpu")
-        cfg = opt.cfg or meta["yaml"]
-        model = Model(cfg, ch=3, nc=nc, head=head)
-        # anchors come from --cfg (or AutoAnchor) when a cfg is given, as YOLOv5 does
-        exclude = ("anchors",) if opt.cfg and not opt.resume else ()
-        own = model.state_dict()
-        csd = {k: v for k, v in src.state_dict().items()
-               if k in own and v.shape == own[k].shape and not any(x in k for x in exclude)}
-        model.load_state_dict(csd, strict=False)
-        LOGGER.info("transferred %d/%d items from %s", len(csd), len(own), opt.weights)
-    else:
-        model = Model(opt.cfg, ch=3, nc=nc, head=head)
-    model.names = list(names)
-    return model.to(device)
-
-
-def freeze_layers(model: nn.Module, freeze: list[int]) -> None:
-    """--freeze 10 freezes layers 0-9 (the backbone); --freeze 0 1 2 freezes those layers."""
-    layers = freeze if len(freeze) > 1 else list(range(freeze[0]))
-    prefixes = tuple(f"model.{x}." for x in layers)
-    for k, v in model.named_parameters():
-        v.requires_grad = True
-        if prefixes and k.startswith(prefixes):
-            LOGGER.info("freezing %s", k)
-            v.requires_grad = False
-
-
-def make_save_dir(opt: argparse.Namespace, info: DistInfo) -> Path:
-    """runs/train/exp* chosen by rank 0 and shared with the other ranks."""
-    if opt.resume:
-        save_dir = Path(opt.save_dir)
-    else:
-        save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok) if info.main else None
-        save_dir = broadcast(save_dir, info)
-        opt.save_dir = str(save_dir)
-    if info.main:
-        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-    return save_dir
-
-
-def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: bool) -> nn.Module:
-    """DDP wrapper (its construction broadcasts rank 0's parameters and buffers, AutoAnchor's anchors included)."""
-    if info.world <= 1:
-        return model
-    if sync_bn and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        LOGGER.info("using SyncBatchNorm")
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
-
-
-def setup(opt: argparse.Namespace) -> Run:
-    """Everything before the first epoch."""
-    info = dist_info()
-    device = init_distributed(info, opt.device)
-    ckpt = None
-    if opt.resume:
-        opt, ckpt = resume_checkpoint(opt)
-    save_dir = make_save_dir(opt, info)
-    init_seeds(opt.seed + 1 + max(info.rank, 0))
-    hyp = load_hyp(ckpt["hyp"] if ckpt else opt.hyp)
-    data = check_dataset(opt.data) if info.main else None
-    broadcast(None, info)  # a barrier: rank 0 has generated / converted the dataset
-    data = data or check_dataset(opt.data)
-    resolve_defaults(opt, data)
-    if opt.batch_size % info.world:
-        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world} processes")
-    names = ["item"] if opt.single_cls else data["names"]
-    nc = len(names)
-    if info.main:
-        yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
-        yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)
-
-    model = build_model(opt, hyp, nc, names, device)
-    freeze_layers(model, opt.freeze)
-    gs = max(int(model.stride.max()), 32)
-    imgsz = math.ceil(opt.imgsz / gs) * gs
-    if imgsz != opt.imgsz:
-        LOGGER.warning("--img-size %d must be a multiple of max stride %d, updating to %d", opt.imgsz, gs, imgsz)
-    opt.imgsz = imgsz
-
-    accumulate = max(round(NBS / opt.batch_size), 1)
-    decay = hyp["weight_decay"] * opt.batch_size * accumulate / NBS
-    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr))
-
-    train_loader, train_set = create_dataloader(
-        data["train"], imgsz, opt.batch_size // info.world, gs, opt.single_cls, hyp=hyp, augment=True,
-        cache=opt.cache, rect=opt.rect, workers=opt.workers, prefix="train: ", shuffle=True, seed=opt.seed,
-        rank=info.rank, nc=len(data["names"]))
-    val_loader = None
-    if info.main:
-        val_loader, _ = create_dataloader(
-            data["val"], imgsz, opt.batch_size // info.world * 2, gs, opt.single_cls, hyp=hyp, cache=opt.cache,
-            rect=True, workers=opt.workers, pad=0.5, prefix="val: ", nc=len(data["names"]))
-        if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
-            check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
-        if not opt.resume and not opt.noplots:
-            from utils.plots import plot_labels
-
-            plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
-    ema = ModelEMA(model) if info.main else None
-    model = wrap_ddp(model, info, device, opt.sync_bn)
-    compute_loss = build_loss(model, scaled_loss_hyp(hyp, unwrap(model).model[-1].nl, nc, imgsz, opt.label_smoothing))
-    run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
-              compute_loss=compute_loss, optimizer=optimizer, scheduler=scheduler, ema=ema,
-              train_loader=train_loader, val_loader=val_loader, accumulate=accumulate, info=info,
-              results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0) if info.main else None,
-              scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"))
-    if ckpt:
-        restore(run, ckpt)
-    LOGGER.info("%s: %d train images, %d classes, loss '%s', image size %d, batch %d, %d epochs; "
-                "logging to %s", Path(data["yaml_file"]).name, len(train_set), nc,
-                hyp.get("loss", "yolov5"), imgsz, opt.batch_size, opt.epochs, save_dir)
-    return run
-
-
-def restore(run: Run, ckpt: dict[str, Any]) -> None:
-    """Put a resumed run back where its last checkpoint left it."""
-    unwrap(run.model).load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    if run.ema is not None and ckpt.get("ema"):
-        run.ema.ema.load_state_dict(ckpt["ema"])
-        run.ema.updates = ckpt.get("updates") or 0
-    extra = ckpt.get("extra") or {}
-    run.start_epoch = ckpt["epoch"] + 1
-    run.best_fitness = ckpt.get("best_fitness") or 0.0
-    run.best_epoch = extra.get("best_epoch", -1)
-    run.last_opt_step = extra.get("last_opt_step", -1)
-    if run.start_epoch >= run.opt.epochs:
-        raise CheckpointError(f"--resume: {run.opt.resume} already trained {run.opt.epochs} epochs, nothing to resume")
-    if extra.get("rng"):
-        set_rng_state(extra["rng"])
-    run.scheduler.last_epoch = run.start_epoch - 1
 
 
 def warmup(run: Run, ni: int, nw: int, epoch: int) -> None:
     """Linear warm-up of learning rates (bias from warmup_bias_lr down, others from 0 up), momentum
     and the accumulation count, over the first ``nw`` iterations."""
     h, xi = run.hyp, [0, nw]
-    run.accumulate = max(1, int(np.interp(ni, xi, [1, NBS / run.opt.batch_size]).round()))
+    run.accumulate = max(1, int(np.interp(ni, xi, [1, h["nbs"] / run.opt.batch_size]).round()))
     lf = run.scheduler.lr_lambdas[0]
     for j, group in enumerate(run.optimizer.param_groups):
         group["lr"] = float(np.interp(ni, xi, [h["warmup_bias_lr"] if j == 2 else 0.0, group["initial_lr"] * lf(epoch)]))

@@ -276,8 +276,7 @@ class ComputeLossFreeAnchor(LossStrategy):
         pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
         iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
         best = iou.new_full((len(bags.image),), -1.0).scatter_reduce(0, obj, iou, reduce="amax")
-        span = (best[obj] - thr).clamp(min=torch.finfo(iou.dtype).tiny)
-        prob = torch.where(best[obj] > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))
+        prob = saturated_linear(iou, thr, best=best[obj])
         keep = prob > 0
         keys = (bags.image[obj[keep]] * flat.m + prior[keep]) * self.nc + bags.cls[obj[keep]]
         unique, inverse = keys.unique(return_inverse=True)

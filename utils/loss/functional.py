@@ -233,7 +233,7 @@ def negative_bag_loss(prob: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     return prob ** gamma * F.binary_cross_entropy(prob, torch.zeros_like(prob), reduction="none")
 
 
-def saturated_linear(iou: torch.Tensor, thr: float = 0.6) -> torch.Tensor:
+def saturated_linear(iou: torch.Tensor, thr: float = 0.6, best: torch.Tensor | None = None) -> torch.Tensor:
     """FreeAnchor's P(anchor j -> object i) from the IoU of j's predicted box with object i.
 
     Per object (row): 0 at or below ``thr``, 1 at the object's best IoU, linear in between, i.e.
@@ -242,12 +242,15 @@ def saturated_linear(iou: torch.Tensor, thr: float = 0.6) -> torch.Tensor:
 
     Args:
         iou (Tensor[n_obj, n_anchor]).
+        best: the objects' best IoU broadcastable to ``iou`` (default: the row maximum); given when
+            ``iou`` holds only some (object, anchor) pairs, e.g. a flat (pairs,) tensor.
 
     Returns:
-        Tensor[n_obj, n_anchor] in [0, 1].
+        Tensor shaped like ``iou``, in [0, 1].
     """
     if iou.shape[-1] == 0:
         return iou.clone()
-    best = iou.max(dim=-1, keepdim=True).values  # (n_obj, 1)
+    if best is None:
+        best = iou.max(dim=-1, keepdim=True).values  # (n_obj, 1)
     span = (best - thr).clamp(min=torch.finfo(iou.dtype).tiny)
     return torch.where(best > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))
