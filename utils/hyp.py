@@ -25,6 +25,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005,
     "warmup_epochs": 3.0, "warmup_momentum": 0.8, "warmup_bias_lr": 0.1,
     "nbs": 64,  # nominal batch size: gradients are accumulated up to it (YOLOv5 fixes it at 64)
+    "close_mosaic": 0,  # turn mosaic off for the last N epochs (YOLOv8's close_mosaic; 0 = never, as YOLOv5)
     "iou_t": 0.20,  # kept for YOLOv5 hyp-file compatibility; YOLOv5 v7.0 does not use it either
     "anchors": 3,  # anchors per level when AutoAnchor creates them (YOLOv5's optional key)
     "loss": "yolov5",

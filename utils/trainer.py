@@ -87,6 +87,10 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     nw = max(round(run.hyp["warmup_epochs"] * nb), 100)
     if hasattr(run.train_loader.sampler, "set_epoch"):
         run.train_loader.sampler.set_epoch(epoch)
+    dataset = run.train_loader.dataset
+    if run.hyp["close_mosaic"] and dataset.mosaic and epoch >= opt.epochs - run.hyp["close_mosaic"]:
+        dataset.mosaic = False
+        LOGGER.info("closing mosaic for the last %d epochs", opt.epochs - epoch)
     names = run.compute_loss.names
     mloss = torch.zeros(len(names), device=run.device)
     LOGGER.info(("%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
