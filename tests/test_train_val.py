@@ -14,7 +14,8 @@ from models.yolo import Model
 from utils import trainer, validator
 from utils.dataloaders import create_dataloader
 from utils.hyp import load_hyp
-from utils.loss import build_loss
+from utils.compare import hyp_for
+from utils.loss import LOSSES, build_loss
 
 
 def opts(data, project, *extra):
@@ -42,7 +43,8 @@ def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path):
     assert 0.0 <= res["map"] <= res["map50"] <= 1.0
 
 
-def test_resume_after_interrupt_gives_one_row_per_epoch(tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_resume_after_interrupt_gives_one_row_per_epoch(loss, tiny_data, tmp_path, monkeypatch):
     real_end = trainer.end_epoch
 
     def end_then_interrupt(run, epoch, mloss):
@@ -53,14 +55,17 @@ def test_resume_after_interrupt_gives_one_row_per_epoch(tiny_data, tmp_path, mon
 
     monkeypatch.setattr(trainer, "end_epoch", end_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(opts(tiny_data, tmp_path))
+        trainer.train(opts(tiny_data, tmp_path, "--hyp", str(hyp_for(loss))))
     last = tmp_path / "exp" / "weights" / "last.pt"
     assert torch.load(last, weights_only=True)["epoch"] == 0
     monkeypatch.setattr(trainer, "end_epoch", real_end)
     trainer.train(opts(tiny_data, tmp_path, "--resume", str(last)))
-    _, rows = read_rows(tmp_path / "exp" / "results.csv")
+    header, rows = read_rows(tmp_path / "exp" / "results.csv")
     assert [r[0] for r in rows] == ["0", "1"]
+    assert header[1:1 + len(LOSSES[loss].names)] == [f"train/{n}_loss" for n in LOSSES[loss].names]
     assert not (tmp_path / "exp2").exists()
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["hyp"]["loss"] == loss and ckpt["head"] == LOSSES[loss].head
 
 
 def test_loss_falls_on_a_fixed_batch(tiny_data):
@@ -137,3 +142,30 @@ def test_val_ap_equals_hand_computation(tmp_path):
     assert res["map50"] == pytest.approx(ap_low, abs=1e-9)
     assert res["map"] == pytest.approx((7 * ap_low + 3 * ap_high) / 10, abs=1e-9)
     assert res["seen"] == 2 and res["nt"].tolist() == [3, 0]
+
+
+def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
+    """A run killed with SIGKILL during an epoch resumes from last.pt and ends with one row per epoch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "train.py"), "--data", str(tiny_data), "--epochs", "3", "--img", "64",
+           "--batch-size", "2", "--workers", "0", "--project", str(tmp_path), "--quiet", "--noplots"]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, csv_file = tmp_path / "exp" / "weights" / "last.pt", tmp_path / "exp" / "results.csv"
+    deadline = time.time() + 240
+    while not (csv_file.exists() and len(read_rows(csv_file)[1]) >= 1) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(last, weights_only=True)["epoch"] in (0, 1)  # never a truncated file
+    out = subprocess.run([sys.executable, str(root / "train.py"), "--resume", str(last), "--quiet"], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    _, rows = read_rows(csv_file)
+    assert [r[0] for r in rows] == ["0", "1", "2"]
