@@ -87,7 +87,7 @@ def draw_panels(img: np.ndarray, boxes_xyxy: np.ndarray, panels: dict[str, list]
         total = 0
         for lv, (xy, _, w) in enumerate(levels):
             if len(xy):
-                size = 12.0 if w is None else 4 + 160 * w / max(float(np.max(w)), 1e-9)
+                size = 12.0 if w is None else 3 + 90 * w / max(float(np.max(w)), 1e-9)
                 ax.scatter(xy[:, 0], xy[:, 1], s=size, c=LEVEL_COLOURS[lv % len(LEVEL_COLOURS)],
                            alpha=0.7, edgecolors="black", linewidths=0.3, label=f"P{lv + 3}")
                 total += len(xy)
