@@ -83,3 +83,15 @@ class LossStrategy:
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor,
                  imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+
+class AnchorLossStrategy(LossStrategy):
+    """A strategy on the YOLOv5 anchor head: also keeps the head's anchors (``na`` per level)."""
+
+    head: ClassVar[str] = "anchor"
+
+    def __init__(self, model: nn.Module, hyp: dict[str, Any]):
+        super().__init__(model, hyp)
+        det = head_of(model)
+        self.na: int = det.na
+        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units

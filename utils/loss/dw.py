@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
-from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import dw_neg_iou_weights_pairs, dw_pos_weights_pairs
 
 
@@ -89,18 +89,14 @@ class _PairTerms:
     target: torch.Tensor  # (k,) long, row in ``targets``
 
 
-class ComputeLossDW(LossStrategy):
+class ComputeLossDW(AnchorLossStrategy):
     """Dual Weighting on the YOLOv5 head; ``names = ('loc', 'cls_pos', 'cls_neg')``."""
 
-    head = "anchor"
     names = ("loc", "cls_pos", "cls_neg")
     Hyp = DWHyp
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)
-        det = head_of(model)
-        self.na: int = det.na
-        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
 
     @torch.no_grad()
     def candidates(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[LevelCandidates]:

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import xywh2xyxy
-from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import FREEANCHOR_EPS, negative_bag_loss, positive_bag_loss, saturated_linear
 
 DELTA_STDS = (0.1, 0.1, 0.2, 0.2)  # RetinaNet's box-coder normalisation (x, y, w, h)
@@ -212,19 +212,15 @@ def smooth_l1(diff: torch.Tensor, beta: float) -> torch.Tensor:
     return torch.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
 
 
-class ComputeLossFreeAnchor(LossStrategy):
+class ComputeLossFreeAnchor(AnchorLossStrategy):
     """FreeAnchor on the YOLOv5 head; ``names = ('pos', 'neg')`` (recall and precision terms)."""
 
-    head = "anchor"
     names = ("pos", "neg")
     Hyp = FreeAnchorHyp
     max_pair_elems = 1 << 22  # objects x priors per chunk of the pairwise IoU tensors
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)
-        det = head_of(model)
-        self.na: int = det.na
-        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
         self._prior_cache = PriorCache(self.anchors, self.stride)
 
     def priors(self, preds: list[torch.Tensor]) -> AnchorPriors:

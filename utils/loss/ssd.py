@@ -41,7 +41,7 @@ from utils.assign.max_iou import match_max_iou
 from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
-from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, hard_negative_mask, smooth_bce_targets
 
 
@@ -59,18 +59,14 @@ class SSDHyp(StrategyHyp):
     ssd_obj_iou: bool = True
 
 
-class ComputeLossSSD(LossStrategy):
+class ComputeLossSSD(AnchorLossStrategy):
     """SSD matching + hard negative mining; ``names = ('box', 'obj', 'cls')``."""
 
-    head = "anchor"
     names = ("box", "obj", "cls")
     Hyp = SSDHyp
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)
-        det = head_of(model)
-        self.na: int = det.na
-        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
         self.cp, self.cn = smooth_bce_targets(self.hyp.label_smoothing)
         self._prior_cache = PriorCache(self.anchors, self.stride)
 

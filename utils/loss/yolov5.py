@@ -15,7 +15,7 @@ import torch
 
 from utils.assign.yolo_candidates import LevelCandidates, yolo_candidates
 from utils.boxes import bbox_iou
-from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, smooth_bce_targets
 
 
@@ -36,22 +36,18 @@ def level_balance(nl: int) -> list[float]:
     return {3: [4.0, 1.0, 0.4]}.get(nl, [4.0, 1.0, 0.25, 0.06, 0.02])
 
 
-class ComputeLoss(LossStrategy):
+class ComputeLoss(AnchorLossStrategy):
     """YOLOv5 v7.0 loss; ``names = ('box', 'obj', 'cls')``.
 
     Subclasses that only change the assignment (``ota``) override :meth:`assign` and reuse
     :meth:`matched_losses`.
     """
 
-    head = "anchor"
     names = ("box", "obj", "cls")
     Hyp = YOLOv5Hyp
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)
-        det = head_of(model)
-        self.na: int = det.na
-        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
         self.balance = level_balance(self.nl)
         self.cp, self.cn = smooth_bce_targets(self.hyp.label_smoothing)
 
