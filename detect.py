@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -208,4 +209,10 @@ def main(opt: argparse.Namespace) -> Path:
 
 
 if __name__ == "__main__":
-    main(parse_opt())
+    from utils.checkpoint import CheckpointError
+
+    try:
+        main(parse_opt())
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
