@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -34,3 +35,10 @@ def select_device(device: str | int | None = "") -> torch.device:
     if len(ids) > 1:
         LOGGER.warning("--device %s: several GPUs given, using cuda:%s only", device, ids[0])
     return torch.device(f"cuda:{ids[0]}")
+
+
+def synced_time(device: torch.device) -> float:
+    """``time.perf_counter()`` after the device's queued work is done, so GPU time is counted where it is spent."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -28,6 +28,7 @@ from utils.distributed import broadcast, cleanup, replicas_identical
 from utils.ema import unwrap
 from utils.metrics import fitness
 from utils.run_log import plot_results
+from utils.torch_utils import synced_time
 from utils.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)
@@ -70,13 +71,6 @@ def check_finite(run: Run, loss: torch.Tensor, items: torch.Tensor) -> bool:
         raise FloatingPointError(f"{MAX_BAD_STEPS} consecutive non-finite losses; stopping without saving "
                                  f"NaN weights (last good checkpoint: {run.save_dir / 'weights' / 'last.pt'})")
     return False
-
-
-def synced_time(device: torch.device) -> float:
-    """perf_counter after the device's queued work is done (so GPU time is counted where it is spent)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def train_epoch(run: Run, epoch: int) -> torch.Tensor:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.metrics import DetMetrics
 from utils.nms import non_max_suppression
+from utils.torch_utils import synced_time
 
 LOGGER = logging.getLogger(__name__)
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
@@ -32,17 +32,11 @@ class Timer:
         self.total, self.device = 0.0, device
 
     def __enter__(self):
-        self._sync()
-        self.start = time.perf_counter()
+        self.start = synced_time(self.device)
         return self
 
     def __exit__(self, *exc):
-        self._sync()
-        self.total += time.perf_counter() - self.start
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        self.total += synced_time(self.device) - self.start
 
 
 def label_rows(labels: torch.Tensor, img_shape, shape0, ratio_pad) -> torch.Tensor:
