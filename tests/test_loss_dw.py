@@ -17,7 +17,6 @@ from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
-from utils.loss.dw import _NegativeFocalSum
 from utils.loss.functional import dw_weights
 
 EPS = 1e-12
@@ -130,7 +129,7 @@ def test_candidates_exact_cells_anchors_and_prior_on_a_hand_built_grid():
     own = (lv.gj == 1) & (lv.anchor == 1)
     assert torch.allclose(lv.box_grid[own], torch.tensor([[0.5, 0.9, 1.8, 1.6]]))
     assert torch.allclose(lv.anchor_wh[own], torch.tensor([[2.0, 3.0]]))
-    prior = loss_fn.pair_terms(preds, [lv]).prior
+    prior = loss_fn.pair_terms(loss_fn.candidate_rows(preds, [lv]), [lv]).prior
     expected = torch.where(lv.gj == 1, math.exp(-0.4 ** 2 / (2 * SIGMA ** 2)), math.exp(-0.6 ** 2 / (2 * SIGMA ** 2)))
     assert torch.allclose(prior, expected)
     off = torch.tensor([[1.0, -2.0]])
@@ -230,13 +229,6 @@ def test_loss_equals_the_reference_transcription(seed, hw):
     assert loss_fn.names == ("loc", "cls_pos", "cls_neg")
 
 
-def test_negative_sum_custom_backward_matches_autograd():
-    x = (torch.randn(1, 2, 2, 3, 8, dtype=torch.float64) * 3).requires_grad_()
-    assert torch.autograd.gradcheck(_NegativeFocalSum.apply, (x,))
-    s = torch.sigmoid(x[..., 5:]) * torch.sigmoid(x[..., 4:5])
-    assert _NegativeFocalSum.apply(x).item() == pytest.approx((s ** 2 * -torch.log1p(-s)).sum().item(), rel=1e-12)
-
-
 def test_assign_exposes_positive_weights_and_select_keeps_them():
     g = torch.Generator().manual_seed(3)
     preds = [torch.randn(2, 3, s, s, 8, generator=g) for s in (8, 4, 2)]
@@ -295,7 +287,8 @@ def test_loss_decreases_with_an_optimiser_on_fixed_targets():
 
     def best_scores():  # per object, the best consistency p = p_cls * p_loc over its candidates
         with torch.no_grad():
-            terms = loss_fn.pair_terms(preds, loss_fn.candidates(preds, targets))
+            cands = loss_fn.candidates(preds, targets)
+            terms = loss_fn.pair_terms(loss_fn.candidate_rows(preds, cands), cands)
             p = torch.sigmoid(terms.cls_logit) * torch.sigmoid(terms.obj_logit) * torch.exp(-5 * (1 - terms.giou))
             return torch.stack([p[terms.target == k].max() for k in range(len(targets))])
 

@@ -10,8 +10,9 @@ import torch
 
 from utils.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
-from utils.loss.freeanchor import ComputeLossFreeAnchor, _DenseNegative, _FlatPreds
-from utils.loss.functional import negative_bag_loss, positive_bag_loss, saturated_linear
+from utils.loss.freeanchor import ComputeLossFreeAnchor, _FlatPreds
+from utils.loss import functional
+from utils.loss.functional import focal_negative_sum, negative_bag_loss, positive_bag_loss, saturated_linear
 
 
 def fake_model(nc, anchors, strides=(8, 16, 32)):
@@ -109,18 +110,58 @@ def test_saturated_linear_equals_the_reference_and_edge_rows():
     assert saturated_linear(torch.zeros(3, 0), 0.6).shape == (3, 0)
 
 
-def test_fused_negative_equals_autograd_through_negative_bag_loss():
+@pytest.mark.parametrize("chunk", [7, 1 << 18])  # several chunks with a ragged last one; one chunk
+def test_focal_negative_sum_equals_autograd_through_negative_bag_loss(monkeypatch, chunk):
+    monkeypatch.setattr(functional, "_FOCAL_NEG_CHUNK", chunk)
     g = torch.Generator().manual_seed(3)
-    x = (torch.randn(2, 30, 9, generator=g) * 4).double()
-    x[0, 0, 4:] = -40.0  # p below the clamp: no gradient there
+    x = (torch.randn(2, 3, 5, 11, generator=g) * 4).double()  # (bs, anchors..., 5 + 6 classes)
+    x[0, 0, 0, 4:] = -40.0  # p below the clamp: ~1e-52 here, exactly 0 in the reference
     a = x.clone().requires_grad_()
     b = x.clone().requires_grad_()
-    fused = _DenseNegative.apply(a[..., 4:5], a[..., 5:], 2.0)
+    fused = focal_negative_sum(a, 2.0)
     plain = negative_bag_loss(b[..., 4:5].sigmoid() * b[..., 5:].sigmoid(), 2.0).sum()
     (fused * 3).backward()
     (plain * 3).backward()
     assert fused.item() == pytest.approx(plain.item(), rel=1e-12)
     assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-15)
+    assert (a.grad[..., :4] == 0).all()
+    with torch.no_grad():  # the value-only path
+        assert focal_negative_sum(x, 2.0).item() == pytest.approx(plain.item(), rel=1e-12)
+    # picked rows (repeats included) carry their own gradient into the same buffer
+    idx = torch.tensor([0, 7, 7, 29])
+    c = x.clone().requires_grad_()
+    d = x.clone().requires_grad_()
+    total, picked = focal_negative_sum(c, 2.0, rows=idx)
+    assert torch.equal(picked, x.reshape(-1, 11)[idx])
+    (total + (picked ** 2).sum() * 0.5).backward()
+    plain = negative_bag_loss(d[..., 4:5].sigmoid() * d[..., 5:].sigmoid(), 2.0).sum()
+    (plain + (d.reshape(-1, 11)[idx] ** 2).sum() * 0.5).backward()
+    assert torch.allclose(c.grad, d.grad, rtol=1e-9, atol=1e-15)
+    for gamma in (1.0, 1.5):
+        c = x.clone().requires_grad_()
+        d = x.clone().requires_grad_()
+        focal_negative_sum(c, gamma).backward()
+        negative_bag_loss(d[..., 4:5].sigmoid() * d[..., 5:].sigmoid(), gamma).sum().backward()
+        assert torch.allclose(c.grad, d.grad, rtol=1e-9, atol=1e-15)
+
+
+def test_focal_negative_sum_half_input_empty_input_and_one_backward():
+    x = torch.randn(1, 3, 4, 4, 9)
+    h = x.half().requires_grad_()
+    val = focal_negative_sum(h)
+    assert val.dtype == torch.float32
+    val.backward()
+    assert h.grad.dtype == torch.float16
+    assert val.item() == pytest.approx(focal_negative_sum(x.half().float()).item(), rel=1e-6)
+    empty = torch.zeros(2, 3, 0, 0, 9, requires_grad=True)
+    v = focal_negative_sum(empty)
+    v.backward()
+    assert v.item() == 0 and empty.grad.shape == empty.shape
+    y = x.clone().requires_grad_()
+    v = focal_negative_sum(y)
+    v.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward called twice"):
+        v.backward()
 
 
 # --- the strategy ------------------------------------------------------------------------------
@@ -168,7 +209,9 @@ def test_loss_equals_the_dense_formula():
     box_prob[keys] = values
     p = torch.cat([x[..., 4:5].sigmoid() * x[..., 5:].sigmoid() for x in flat.levels], 1)  # (bs, m, nc)
     neg = negative_bag_loss(p * (1 - box_prob.view(p.shape)), 2.0).sum() / (5 * 50)
-    pos = positive_bag_loss(loss_fn.bag_probs(flat, pri, bags)).mean()
+    j = bags.member.reshape(-1)
+    rows = flat.rows(bags.image.repeat_interleave(bags.member.shape[1]), j, pri.level[j])
+    pos = positive_bag_loss(loss_fn.bag_probs(rows, pri, bags)).mean()
     assert items.tolist() == pytest.approx([0.5 * pos.item(), 0.5 * neg.item()], rel=1e-5)
     assert loss.item() == pytest.approx(2 * (0.5 * pos.item() + 0.5 * neg.item()), rel=1e-5)
 

@@ -57,7 +57,7 @@ from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
-from utils.loss.functional import dw_neg_iou_weights_pairs, dw_pos_weights_pairs
+from utils.loss.functional import FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs, focal_negative_sum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,20 +123,20 @@ class ComputeLossDW(AnchorLossStrategy):
                                        anchor_wh=anchors[i, a]))
         return out
 
-    def pair_terms(self, preds: list[torch.Tensor], cands: list[LevelCandidates]) -> _PairTerms:
+    @staticmethod
+    def candidate_rows(preds: list[torch.Tensor], cands: list[LevelCandidates]) -> list[torch.Tensor]:
+        """Per level, the candidates' prediction rows (k_i, 5 + nc), by plain indexing."""
+        return [pi.reshape(-1, pi.shape[-1])[_flat_anchor(pi, m)] for pi, m in zip(preds, cands)]
+
+    def pair_terms(self, rows: list[torch.Tensor], cands: list[LevelCandidates]) -> _PairTerms:
         """Decode each candidate's prediction (YOLOv5 v6/v7 decode) and score it against its object.
 
-        All levels are decoded together: boxes are in grid units of their own level, and IoU / GIoU
-        do not depend on the unit.
+        ``rows``: per level, the candidates' prediction rows (k_i, 5 + nc). All levels are decoded
+        together: boxes are in grid units of their own level, and IoU / GIoU do not depend on the unit.
         """
-        cols = []
-        for pi, m in zip(preds, cands):
-            no = pi.shape[-1]
-            # only x, y, w, h, obj and the object's class logit; laid out (6, k) so each is contiguous
-            col = torch.arange(6, device=pi.device)[:, None].expand(6, len(m)).clone()
-            col[5] += m.cls
-            cols.append(pi.reshape(-1)[_flat_anchor(pi, m)[None] * no + col].float())
-        logits = torch.cat(cols, 1)  # (6, k)
+        # only x, y, w, h, obj and the object's class logit; laid out (6, k) so each is contiguous
+        logits = torch.cat([torch.cat((r[:, :5], r.gather(1, 5 + m.cls[:, None])), 1).T.float()
+                            for r, m in zip(rows, cands)], 1)  # (6, k)
         box_grid = torch.cat([m.box_grid for m in cands]).T.contiguous()  # (4, k)
         anchor_wh = torch.cat([m.anchor_wh for m in cands]).T  # (2, k)
         pxy = logits[:2].sigmoid() * 2 - 0.5
@@ -163,7 +163,7 @@ class ComputeLossDW(AnchorLossStrategy):
                imgs: torch.Tensor) -> list[LevelCandidates]:
         """All candidates of every level, with ``weight`` = their DW positive weight."""
         cands = self.candidates(preds, targets)
-        w_pos, _ = self.weights(self.pair_terms(preds, cands), targets.shape[0])
+        w_pos, _ = self.weights(self.pair_terms(self.candidate_rows(preds, cands), cands), targets.shape[0])
         for m, w in zip(cands, w_pos.split([len(m) for m in cands])):
             m.weight = w
         return cands
@@ -172,7 +172,9 @@ class ComputeLossDW(AnchorLossStrategy):
         h = self.hyp
         bs = preds[0].shape[0]
         cands = self.candidates(preds, targets)
-        terms = self.pair_terms(preds, cands)
+        # the dense negative sum at weight 1 of every level, and the candidates' rows with gradient
+        dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=_flat_anchor(pi, m)) for pi, m in zip(preds, cands)))
+        terms = self.pair_terms(rows, cands)
         w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
         n_obj = max(targets.shape[0], 1)
         neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
@@ -180,73 +182,37 @@ class ComputeLossDW(AnchorLossStrategy):
         lcls_pos = ((w_pos * neg_log_p_cls).sum() * h.dw_pos_weight / n_obj).view(1)
         lloc = ((w_pos * neg_log_p_loc).sum() * h.dw_pos_weight / n_obj).view(1)
         neg_sum, neg_norm = 0.0, 0.0
-        for pi, m, w in zip(preds, cands, w_neg_iou.split([len(m) for m in cands])):
-            level_sum, level_norm = self._negative_level(pi, m, w)
+        for pi, m, r, d, w in zip(preds, cands, rows, dense, w_neg_iou.split([len(m) for m in cands])):
+            level_sum, level_norm = self._negative_level(pi, m, r, d, w)
             neg_sum, neg_norm = neg_sum + level_sum, neg_norm + level_norm
         lcls_neg = (neg_sum * h.dw_neg_weight / max(float(neg_norm), 1.0)).view(1)
         parts = torch.cat((lloc, lcls_pos, lcls_neg)) * h.dw_gain
         return parts.sum() * bs, parts.detach()
 
     @staticmethod
-    def _negative_level(pi: torch.Tensor, m: LevelCandidates,
+    def _negative_level(pi: torch.Tensor, m: LevelCandidates, rows: torch.Tensor, dense: torch.Tensor,
                         w_neg_iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum over (anchor, class) of ``w * s^2 * -log(1 - s)``, and the sum of ``1 - w``, of one level.
 
         ``w`` is 1 except at (anchor, class) cells paired with an object of that class, so the sum
-        is the dense sum at ``w = 1`` plus ``(w - 1) * s^2 * -log(1 - s)`` at those few cells.
+        is the dense sum at ``w = 1`` (``dense``) plus ``(w - 1) * s^2 * -log(1 - s)`` at those few
+        cells, read from the candidates' ``rows``.
         """
-        total = _NegativeFocalSum.apply(pi)
         keep = w_neg_iou < 1
         if not keep.any():
-            return total, w_neg_iou.new_zeros(())
+            return dense, w_neg_iou.new_zeros(())
         no = pi.shape[-1]
-        anchor = _flat_anchor(pi, m)[keep]
-        cell, inverse = torch.unique(anchor * (no - 5) + m.cls[keep], return_inverse=True)
+        cell, inverse = torch.unique(_flat_anchor(pi, m)[keep] * (no - 5) + m.cls[keep], return_inverse=True)
         w = torch.ones(len(cell), device=pi.device).scatter_reduce_(0, inverse, w_neg_iou[keep].float(), "amin")
-        rows = pi.reshape(-1, no)[cell // (no - 5)].float()  # (u, no)
-        s = torch.sigmoid(rows[:, 4]) * torch.sigmoid(rows.gather(1, 5 + cell[:, None] % (no - 5)).squeeze(1))
-        f = s.square() * -torch.log(torch.clamp(1 - s, min=_TINY))
-        return total + ((w - 1) * f).sum(), (1 - w).sum()
+        first = torch.zeros(len(cell), dtype=torch.long, device=pi.device)
+        first.scatter_(0, inverse, torch.arange(len(inverse), device=pi.device))  # one candidate per cell
+        r = rows[keep][first].float()  # (u, no)
+        s = torch.sigmoid(r[:, 4]) * torch.sigmoid(r.gather(1, 5 + m.cls[keep][first, None]).squeeze(1))
+        f = s.square() * -torch.log(torch.clamp(1 - s, min=FOCAL_NEG_FLOOR))
+        return dense + ((w - 1) * f).sum(), (1 - w).sum()
 
 
 def _flat_anchor(pi: torch.Tensor, m: LevelCandidates) -> torch.Tensor:
     """Row of each candidate in ``pi.reshape(-1, no)`` (one index instead of four)."""
     _, na, ny, nx, _ = pi.shape
     return ((m.image * na + m.anchor) * ny + m.gj) * nx + m.gi
-
-
-_TINY = 1e-30  # floor of 1 - s: -log(1 - s) <= 69 (the official BCE clamps at 100)
-
-
-class _NegativeFocalSum(torch.autograd.Function):
-    """``sum over (anchor, class) of s^2 * -log(1 - s)``, ``s = sigmoid(cls) * sigmoid(obj)``, of one level.
-
-    This dense term touches bs x anchors x classes elements and dominates the cost of ``dw``; the
-    hand-written backward (``d/da = s^2 (2 L + s / (1 - s)) (1 - sigmoid(a))`` with ``L = -log(1 - s)``,
-    and the class sum of that times ``1 - sigmoid(b)`` for the objectness) makes about a third of
-    the passes over it that autograd would.
-    """
-
-    @staticmethod
-    def forward(ctx, pred: torch.Tensor) -> torch.Tensor:  # pred (bs, na, ny, nx, 5 + nc) logits
-        # class-major copy: (1 + nc, anchors) rows are contiguous, so every pass below is a long
-        # vectorised loop instead of an inner loop over the few classes of one anchor
-        logits = pred.reshape(-1, pred.shape[-1])[:, 4:].T.contiguous()
-        if logits.element_size() < 4:  # half precision under autocast: compute in float32
-            logits = logits.float()
-        prob = torch.sigmoid(logits)  # (1 + nc, n) objectness row, then one row per class
-        s = prob[1:] * prob[:1]  # (nc, n)
-        u = torch.rsub(s, 1).clamp_(min=_TINY)
-        nl = torch.log(u).neg_()
-        ctx.save_for_backward(prob, s, u, nl)
-        ctx.pred_shape, ctx.pred_dtype = pred.shape, pred.dtype
-        return torch.dot(s.mul(nl).view(-1), s.view(-1))
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        prob, s, u, nl = ctx.saved_tensors
-        q = torch.div(s, u).add_(nl, alpha=2).mul_(s).mul_(s).mul_(grad_out)  # dLoss/ds * s, (nc, n)
-        grad_t = torch.cat((q.sum(0, keepdim=True), q)).mul_(torch.rsub(prob, 1))  # (1 + nc, n)
-        grad = torch.zeros(ctx.pred_shape, dtype=grad_t.dtype, device=grad_t.device)
-        grad.view(-1, ctx.pred_shape[-1])[:, 4:] = grad_t.T
-        return grad.to(ctx.pred_dtype)

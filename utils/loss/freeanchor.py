@@ -64,7 +64,7 @@ from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
-from utils.loss.functional import FREEANCHOR_EPS, negative_bag_loss, positive_bag_loss, saturated_linear
+from utils.loss.functional import focal_negative_sum, negative_bag_loss, positive_bag_loss, saturated_linear
 
 DELTA_STDS = (0.1, 0.1, 0.2, 0.2)  # RetinaNet's box-coder normalisation (x, y, w, h)
 
@@ -108,6 +108,7 @@ class _FlatPreds:
 
     def __init__(self, preds: list[torch.Tensor]):
         self.bs, self.no = preds[0].shape[0], preds[0].shape[-1]
+        self.preds = preds
         self.levels = [p.float().reshape(self.bs, -1, self.no) for p in preds]  # (bs, m_i, no)
         sizes = [x.shape[1] for x in self.levels]
         self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -147,63 +148,79 @@ def paired_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Ten
     return inter / (area_a + area_b - inter + eps)
 
 
-@torch.no_grad()
-def prior_iou(box_xywh_px: torch.Tensor, pri: AnchorPriors, eps: float = 1e-7) -> torch.Tensor:
-    """(n, m) IoU of objects (Tensor[n, 4] xywh px) with the prior boxes, one coordinate at a time."""
-    g = box_xywh_px.T.contiguous()[..., None]  # (4, n, 1)
-    a = pri.xywh_px.T.contiguous()  # (4, m)
-    iw = torch.minimum(((g[2] + a[2]) / 2 - (g[0] - a[0]).abs_()).clamp_(min=0), torch.minimum(g[2], a[2]))
-    ih = torch.minimum(((g[3] + a[3]) / 2 - (g[1] - a[1]).abs_()).clamp_(min=0), torch.minimum(g[3], a[3]))
-    inter = iw.mul_(ih)
-    return inter / ((g[2] * g[3] + a[2] * a[3]) - inter + eps)
+@dataclasses.dataclass
+class _Level:
+    """Grid geometry of one head level: its priors are rows ``start .. start + na * ny * nx``."""
+
+    start: int
+    ny: int
+    nx: int
+    stride: float  # pixels per cell
+    anchor_wh: torch.Tensor  # (na, 2) pixels
+
+    def centres(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell-centre x of every column (nx,) and y of every row (ny,), pixels."""
+        return ((torch.arange(self.nx, device=device, dtype=torch.float32) + 0.5) * self.stride,
+                (torch.arange(self.ny, device=device, dtype=torch.float32) + 0.5) * self.stride)
 
 
 @torch.no_grad()
-def reachable(box_xywh_px: torch.Tensor, pri: AnchorPriors, thr: float) -> torch.Tensor:
-    """(n, m) bool: pairs where prior j's prediction can overlap object i with IoU above ``thr``.
+def prior_iou(box_xywh_px: torch.Tensor, levels: list[_Level], eps: float = 1e-7) -> torch.Tensor:
+    """(n, m) IoU of objects (Tensor[n, 4] xywh px) with every prior box, all levels in prior order.
 
-    The YOLOv5 decode keeps a prediction's centre within one stride of its prior's centre and its
-    size below 4x the anchor, so it lies within ``stride + 2 * anchor`` of the prior centre (it must
-    reach the object), and its area is at most 16x the anchor's (IoU <= that / the object's area).
-    A pair outside both bounds has IoU <= ``thr`` whatever the head predicts.
+    A prior's x-overlap with an object depends only on its column and anchor, the y-overlap only on
+    its row and anchor, so both are computed per axis, (n, na, nx) and (n, na, ny), and only their
+    product and the IoU division touch all (object, prior) pairs.
     """
-    g = box_xywh_px.T.contiguous()[..., None]  # (4, n, 1): contiguous per-coordinate tensors
-    a = pri.xywh_px.T.contiguous()  # (4, m)
-    near = (g[0] - a[0]).abs_() < (pri.stride_px + 2 * a[2]) + g[2] / 2
-    near &= (g[1] - a[1]).abs_() < (pri.stride_px + 2 * a[3]) + g[3] / 2
-    big = (16 * a[2] * a[3]) > thr * g[2] * g[3]
-    return near & big
+    g = box_xywh_px.T.contiguous()  # (4, n)
+    out = []
+    for lv in levels:
+        cx, cy = lv.centres(g.device)
+        aw, ah = lv.anchor_wh[:, 0], lv.anchor_wh[:, 1]  # (na,)
+        iw = torch.minimum(((g[2, :, None, None] + aw[:, None]) / 2 - (g[0, :, None, None] - cx).abs()).clamp_(min=0),
+                           torch.minimum(g[2, :, None, None], aw[:, None]))  # (n, na, nx)
+        ih = torch.minimum(((g[3, :, None, None] + ah[:, None]) / 2 - (g[1, :, None, None] - cy).abs()).clamp_(min=0),
+                           torch.minimum(g[3, :, None, None], ah[:, None]))  # (n, na, ny)
+        inter = ih[..., :, None] * iw[..., None, :]  # (n, na, ny, nx)
+        area = (g[2] * g[3])[:, None] + aw * ah  # (n, na)
+        iou = inter.div_(torch.sub(area[..., None, None], inter).add_(eps))
+        out.append(iou.flatten(1))
+    return torch.cat(out, 1)
 
 
-class _DenseNegative(torch.autograd.Function):
-    """``negative_bag_loss(sigmoid(obj) * sigmoid(cls), gamma).sum()`` with a hand-written backward.
+@torch.no_grad()
+def reachable_pairs(box_xywh_px: torch.Tensor, levels: list[_Level], thr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(object, prior) pairs whose prediction can overlap the object with IoU above ``thr``.
 
-    Same value and gradient as autograd through :func:`~utils.loss.functional.negative_bag_loss`
-    (tested), at a third of the memory traffic: this is the one (bs, m, nc) tensor of the loss.
+    Under the YOLOv5 decode a prediction's centre lies within one stride of its prior's centre and
+    its width ``wa`` in (0, 4 anchor w). IoU > t needs, per axis (x shown; IoU <= iw / wg and
+    IoU <= iw / wa, iw the overlap width): ``wa >= t wg`` (so ``4 aw >= t wg``) and
+    ``|dx| <= (wa + wg) / 2 - t max(wa, wg) <= (1 - t) max(wa, wg)``, with
+    ``max(wa, wg) <= min(max(4 aw, wg), wg / t)``; plus plain overlap ``|dx| < wa / 2 + wg / 2``.
+    Every pair outside those per-axis bounds has IoU <= ``thr`` whatever the head predicts.
+
+    Returns:
+        ``(obj, prior)`` LongTensors, level by level.
     """
-
-    @staticmethod
-    def forward(ctx, obj: torch.Tensor, cls: torch.Tensor, gamma: float) -> torch.Tensor:
-        ctx.save_for_backward(obj, cls)
-        ctx.gamma = gamma
-        p = cls.sigmoid().mul_(obj.sigmoid()).clamp_(FREEANCHOR_EPS, 1 - FREEANCHOR_EPS)
-        bce = torch.log1p(-p).neg_().clamp_(max=100)  # F.binary_cross_entropy clamps its log at -100
-        return p.pow_(gamma).mul_(bce).sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        obj, cls = ctx.saved_tensors
-        gamma = ctx.gamma
-        s_obj, s_cls = obj.sigmoid(), cls.sigmoid()
-        p = s_cls * s_obj
-        inside = p >= FREEANCHOR_EPS  # the clamp passes no gradient below it
-        p.clamp_(FREEANCHOR_EPS, 1 - FREEANCHOR_EPS)
-        # d/dp [p^g * bce(p)] = g p^(g-1) bce + p^g / (1 - p); times p = dp/dlogit / (1 - sigmoid)
-        d = torch.log1p(-p).neg_().clamp_(max=100).mul_(gamma)
-        d.add_(p / (1 - p).clamp_(min=FREEANCHOR_EPS)).mul_(p.pow_(gamma)).mul_(inside).mul_(grad)
-        grad_obj = d.sum(-1, keepdim=True).mul_(1 - s_obj)
-        return grad_obj, d.mul_(s_cls.neg_().add_(1)), None
+    g = box_xywh_px.T.contiguous()  # (4, n)
+    t = max(thr, 0.0)
+    obj, prior = [], []
+    for lv in levels:
+        cx, cy = lv.centres(g.device)
+        near = []
+        for ctr, size, a in ((cx, g[2], lv.anchor_wh[:, 0]), (cy, g[3], lv.anchor_wh[:, 1])):
+            size, a4 = size[:, None], 4 * a[None]  # (n, 1), (1, na)
+            reach = torch.minimum(a4 / 2 + size / 2, (1 - t) * torch.minimum(torch.maximum(a4, size), size / max(t, 1e-9)))
+            reach = reach * (1 + 1e-5) + lv.stride + 1e-3  # (n, na), slack for rounding
+            centre = g[0 if ctr is cx else 1][:, None, None]
+            near.append(((centre - ctr).abs() <= reach[..., None]) & (a4 * (1 + 1e-5) >= t * size)[..., None])
+        mask = near[1][..., :, None] & near[0][..., None, :]  # (n, na, ny, nx)
+        o, rest = mask.flatten(1).nonzero(as_tuple=True)
+        obj.append(o)
+        prior.append(rest + lv.start)
+    if not obj:
+        return (torch.zeros(0, dtype=torch.long, device=g.device),) * 2
+    return torch.cat(obj), torch.cat(prior)
 
 
 def smooth_l1(diff: torch.Tensor, beta: float) -> torch.Tensor:
@@ -226,6 +243,17 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     def priors(self, preds: list[torch.Tensor]) -> AnchorPriors:
         return self._prior_cache([(p.shape[2], p.shape[3]) for p in preds], preds[0].device)
 
+    def levels(self, preds: list[torch.Tensor]) -> list[_Level]:
+        """Grid geometry of each level of these head outputs."""
+        out, start = [], 0
+        for i, p in enumerate(preds):
+            na, ny, nx = p.shape[1:4]
+            stride = float(self.stride[i])
+            anchor_wh = self.anchors[i].to(device=p.device, dtype=torch.float32) * stride
+            out.append(_Level(start, ny, nx, stride, anchor_wh))
+            start += na * ny * nx
+        return out
+
     def __call__(self, preds, targets, imgs):
         with torch.autocast(preds[0].device.type, enabled=False):
             return self.losses(preds, targets, imgs)
@@ -245,8 +273,9 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
         k = min(self.hyp.fa_bag_size, len(pri))
         member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
+        levels = self.levels(preds)
         for s in self._chunks(len(t), len(pri)):
-            member[s] = prior_iou(box[s], pri).topk(k, dim=1).indices
+            member[s] = prior_iou(box[s], levels).topk(k, dim=1).indices
         return _Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
 
     @torch.no_grad()
@@ -256,19 +285,12 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
 
         P(j -> i) is :func:`~utils.loss.functional.saturated_linear` of the IoU of j's decoded
         prediction with i. Only (object, prior) pairs whose prediction can reach IoU > ``fa_iou_thr``
-        under the YOLOv5 decode are decoded (see :func:`reachable`); the others are 0 in the dense
+        under the YOLOv5 decode are decoded (see :func:`reachable_pairs`); the others are 0 in the dense
         formula too, so the result is the same. Returns flat indices into ``(bs, m, nc)`` (unique,
         ascending) and their values.
         """
         thr = self.hyp.fa_iou_thr
-        obj, prior = [], []
-        for s in self._chunks(len(bags.image), flat.m):
-            o, j = reachable(bags.box_xywh_px[s], pri, thr).nonzero(as_tuple=True)
-            obj.append(o + s.start)
-            prior.append(j)
-        empty = torch.zeros(0, dtype=torch.long, device=bags.image.device)
-        obj = torch.cat(obj) if obj else empty
-        prior = torch.cat(prior) if prior else empty
+        obj, prior = reachable_pairs(bags.box_xywh_px, self.levels(flat.preds), thr)
         pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
         iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
         best = iou.new_full((len(bags.image),), -1.0).scatter_reduce(0, obj, iou, reduce="amax")
@@ -281,11 +303,10 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
 
     # --- likelihoods ----------------------------------------------------------------------------
 
-    def bag_probs(self, flat: _FlatPreds, pri: AnchorPriors, bags: _Bags) -> torch.Tensor:
-        """P_cls * P_loc of every bag member, (nt, k), with gradient."""
+    def bag_probs(self, rows: torch.Tensor, pri: AnchorPriors, bags: _Bags) -> torch.Tensor:
+        """P_cls * P_loc of every bag member, (nt, k), from its prediction rows (nt * k, no)."""
         nt, k = bags.member.shape
         j = bags.member.reshape(-1)
-        rows = flat.rows(bags.image.repeat_interleave(k), j, pri.level[j])  # (nt * k, no)
         c = bags.cls.repeat_interleave(k)
         p_cls = rows[:, 4].sigmoid() * rows[:, 5:].gather(1, c[:, None]).squeeze(1).sigmoid()
         anchor = pri.xywh_px[j]  # (nt * k, 4)
@@ -300,30 +321,43 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         loc = self.hyp.fa_bbox_weight * smooth_l1(pred - target, self.hyp.fa_bbox_beta).sum(1)
         return (p_cls * torch.exp(-loc)).view(nt, k)
 
-    def negative_sum(self, flat: _FlatPreds, keys: torch.Tensor, box_prob: torch.Tensor) -> torch.Tensor:
-        """Sum over images, priors and classes of the focal term of ``p * (1 - B)``."""
-        g = self.hyp.fa_gamma
-        total = sum(_DenseNegative.apply(x[..., 4:5], x[..., 5:], g) for x in flat.levels)
-        if len(keys):
-            c = keys % self.nc
-            jb = keys // self.nc
-            image, prior = jb // flat.m, jb % flat.m
-            level = torch.bucketize(prior, prior.new_tensor(flat.starts), right=True) - 1
-            rows = flat.rows(image, prior, level)
-            p = rows[:, 4].sigmoid() * rows[:, 5:].gather(1, c[:, None]).squeeze(1).sigmoid()
-            total = total + (negative_bag_loss(p * (1 - box_prob), g) - negative_bag_loss(p, g)).sum()
-        return total
+    def negative_and_rows(self, flat: _FlatPreds, image: torch.Tensor,
+                          prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense focal sum of ``p`` over every image, prior and class, and the rows (image, prior).
+
+        One :func:`~utils.loss.functional.focal_negative_sum` per level, which also hands out the
+        requested rows so that their gradient lands in the same buffer.
+        """
+        level = torch.bucketize(prior, prior.new_tensor(flat.starts), right=True) - 1
+        rows = flat.levels[0].new_zeros(len(prior), flat.no)
+        total = 0.0
+        for i, (x, start) in enumerate(zip(flat.levels, flat.starts)):
+            sel = (level == i).nonzero().squeeze(1)
+            level_sum, picked = focal_negative_sum(x, self.hyp.fa_gamma, rows=image[sel] * x.shape[1] + prior[sel] - start)
+            total = total + level_sum
+            rows = rows.index_copy(0, sel, picked)
+        return total, rows
 
     def losses(self, preds: list[torch.Tensor], targets: torch.Tensor,
                imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.hyp
+        g = h.fa_gamma
         flat = _FlatPreds(preds)
         pri = self.priors(preds)
         bags = self.bags(preds, targets, imgs)
         nt, k = bags.member.shape
         keys, box_prob = self.matched_class_prob(flat, pri, bags)
-        neg = self.negative_sum(flat, keys, box_prob) / (max(nt, 1) * k)
-        pos = positive_bag_loss(self.bag_probs(flat, pri, bags)).sum() / max(nt, 1)
+        # rows needed: every bag member, then every (image, prior) with a matched class B_jc > 0
+        c = keys % self.nc
+        jb = keys // self.nc
+        image = torch.cat((bags.image.repeat_interleave(k), jb // flat.m))
+        prior = torch.cat((bags.member.reshape(-1), jb % flat.m))
+        dense, rows = self.negative_and_rows(flat, image, prior)
+        # precision term: the dense sum is of p, correct it to p * (1 - B) where B > 0
+        p = rows[nt * k:, 4].sigmoid() * rows[nt * k:, 5:].gather(1, c[:, None]).squeeze(1).sigmoid()
+        neg = dense + (negative_bag_loss(p * (1 - box_prob), g) - negative_bag_loss(p, g)).sum()
+        neg = neg / (max(nt, 1) * k)
+        pos = positive_bag_loss(self.bag_probs(rows[:nt * k], pri, bags)).sum() / max(nt, 1)
         lpos = (pos * h.fa_alpha * h.fa_gain).view(1)
         lneg = (neg * (1 - h.fa_alpha) * h.fa_gain).view(1)
         return (lpos + lneg).sum() * flat.bs, torch.cat((lpos, lneg)).detach()
@@ -346,7 +380,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         bags = self.bags(preds, targets, imgs)
         nt, k = bags.member.shape
         j = bags.member.reshape(-1)
-        p = self.bag_probs(flat, pri, bags)  # (nt, k)
+        p = self.bag_probs(flat.rows(bags.image.repeat_interleave(k), j, pri.level[j]), pri, bags)  # (nt, k)
         w = 1.0 / (1.0 - p).clamp(min=1e-12)
         w = (w / w.sum(1, keepdim=True)).reshape(-1)
         target = torch.arange(nt, device=j.device).repeat_interleave(k)

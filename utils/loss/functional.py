@@ -254,3 +254,100 @@ def saturated_linear(iou: torch.Tensor, thr: float = 0.6, best: torch.Tensor | N
         best = iou.max(dim=-1, keepdim=True).values  # (n_obj, 1)
     span = (best - thr).clamp(min=torch.finfo(iou.dtype).tiny)
     return torch.where(best > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))
+
+
+# --- dense focal negative term (FreeAnchor's precision term, DW's negative term) ----------------------
+
+FOCAL_NEG_FLOOR = 1e-12  # floor of 1 - s: -log(1 - s) <= 27.6, d/ds <= 1e12 (ATen's BCE backward cap)
+_FOCAL_NEG_CHUNK = 1 << 18  # (row, class) elements per CPU chunk: three float32 buffers stay in cache
+
+
+class _FocalNegativeSum(torch.autograd.Function):
+    """See :func:`focal_negative_sum`. The gradient is computed in the forward pass, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, gamma: float, rows: torch.Tensor | None):
+        no = pred.shape[-1]
+        nc = no - 5
+        x = pred.detach().reshape(-1, no)
+        n = x.shape[0]
+        work = torch.float64 if pred.dtype == torch.float64 else torch.float32
+        need_grad = ctx.needs_input_grad[0]
+        grad = torch.empty((n, no), dtype=work, device=x.device) if need_grad else None
+        if need_grad:
+            grad[:, :4] = 0
+        total = torch.zeros((), dtype=work, device=x.device)
+        ctx.grad, ctx.shape, ctx.dtype, ctx.rows = grad, pred.shape, pred.dtype, rows
+        picked = None if rows is None else x[rows].to(work)
+        if n == 0 or nc <= 0:
+            return total if rows is None else (total, picked)
+        so = torch.sigmoid(x[:, 4].to(work))  # (n,)
+        step = n if x.is_cuda else max(1, min(n, _FOCAL_NEG_CHUNK // nc))
+        a, p, q = (torch.empty((step, nc), dtype=work, device=x.device) for _ in range(3))
+        one = torch.ones((), dtype=work, device=x.device)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            ak, pk, qk, o = a[:e - s], p[:e - s], q[:e - s], so[s:e, None]
+            torch.sigmoid(x[s:e, 5:].to(work), out=ak)  # sigmoid(cls)
+            torch.mul(ak, o, out=pk)  # s
+            torch.addcmul(one, ak, o, value=-1, out=qk).clamp_(min=FOCAL_NEG_FLOOR)  # 1 - s, computed directly
+            if need_grad:
+                g = grad[s:e, 5:]
+                torch.div(pk, qk, out=g)  # s / (1 - s)
+            qk.log_()  # log(1 - s) = -L
+            if gamma == 2.0:
+                pk.mul_(pk)
+            elif gamma != 1.0:
+                pk.pow_(gamma)  # s^gamma
+            total -= torch.dot(pk.view(-1), qk.view(-1))
+            if need_grad:
+                g.add_(qk, alpha=-gamma).mul_(pk)  # s^gamma (gamma L + s / (1 - s)) = d(s^gamma L)/ds * s
+                grad[s:e, 4] = g.sum(1)
+                g.addcmul_(g, ak, value=-1)  # * (1 - sigmoid(cls)): d/d cls logit
+        if need_grad:
+            grad[:, 4].mul_(1 - so)  # d/d obj logit: the class sum times (1 - sigmoid(obj))
+        return total if rows is None else (total, picked)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor, grad_rows: torch.Tensor | None = None):
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError("focal_negative_sum: backward called twice (retain_graph is not supported)")
+        ctx.grad = None
+        grad.mul_(grad_out)
+        if grad_rows is not None and ctx.rows is not None:
+            grad.index_add_(0, ctx.rows, grad_rows.to(grad.dtype))  # the picked rows' own gradient
+        return grad.view(ctx.shape).to(ctx.dtype), None, None
+
+
+def focal_negative_sum(pred: torch.Tensor, gamma: float = 2.0, rows: torch.Tensor | None = None):
+    """Sum over every (anchor, class) of ``s**gamma * -log(1 - s)``, ``s = sigmoid(obj) * sigmoid(cls)``.
+
+    The one dense (anchors x classes) term of ``freeanchor`` (its precision term before the few
+    matched entries are corrected, :func:`negative_bag_loss` with ``p = s``) and ``dw`` (its negative
+    term at IoU weight 1, the ``s^2`` importance included with its gradient). Equal to autograd
+    through ``negative_bag_loss(sigmoid(obj) * sigmoid(cls), gamma).sum()`` in value and gradient
+    (tested) except where ``s`` is within ``FOCAL_NEG_FLOOR`` of 0 or 1 (the reference's clamps:
+    below 1e-12 both are ~1e-36; ``s == 1.0`` gives ``-log(1e-12)`` here and BCE's 100 there).
+
+    Cost: the gradient is computed during the forward pass, in place, in chunks of ~256k elements
+    on the CPU (so the work buffers stay in cache) and written straight into the (anchors, 5 + nc)
+    gradient; backward only scales it. About 12 passes over the class logits instead of the ~40
+    (and as many fresh full-size tensors) of autograd. Half-precision inputs are computed in
+    float32; float64 stays float64 (gradcheck).
+
+    ``rows`` picks rows of ``pred.reshape(-1, 5 + nc)`` for the strategy's own sparse terms (bag
+    members, candidates). Their gradient is added into the same buffer (``index_add_``) instead of
+    the full-size zero tensor plain indexing would allocate in backward for each use.
+
+    Args:
+        pred (Tensor[..., 5 + nc]): one level's raw head output (box, obj, classes logits).
+        gamma: the focal exponent (2 for both strategies).
+        rows (LongTensor[k], optional): row indices into ``pred.reshape(-1, 5 + nc)``, repeats allowed.
+
+    Returns:
+        0-dim Tensor, or ``(Tensor, Tensor[k, 5 + nc])`` with the picked rows (float32, or float64
+        for float64 input) when ``rows`` is given; backward may run once.
+    """
+    return _FocalNegativeSum.apply(pred, float(gamma), rows)
