@@ -51,7 +51,7 @@ def pairwise_iou(boxes1_xyxy: torch.Tensor, boxes2_xyxy: torch.Tensor) -> torch.
     iw = (torch.minimum(a[2][:, :, None], b[2][:, None]) - torch.maximum(a[0][:, :, None], b[0][:, None])).clamp_(0)
     ih = (torch.minimum(a[3][:, :, None], b[3][:, None]) - torch.maximum(a[1][:, :, None], b[1][:, None])).clamp_(0)
     inter = iw.mul_(ih)
-    return inter / (area1 + area2 - inter)
+    return inter.div_(torch.sub(area1, inter).add_(area2))  # inter / (area1 + area2 - inter)
 
 
 @torch.no_grad()

@@ -139,7 +139,6 @@ class ComputeLossOTA(ComputeLoss):
         c_index = padded(torch.arange(n_cols, device=dev), cols.image, col_slot, n_c, n_cols)  # (B, C)
         col_valid = c_index < n_cols
         table = class_cost_table(cols.cls_logits, cols.obj_logits)  # (N + 1, nc)
-        flat_table, nc = table.view(-1), table.shape[1]
 
         matched = torch.zeros((bs, n_c), dtype=torch.long, device=dev)
         fg = torch.zeros((bs, n_c), dtype=torch.bool, device=dev)
@@ -147,7 +146,8 @@ class ComputeLossOTA(ComputeLoss):
         for s in range(0, bs, step):
             sl = slice(s, s + step)
             iou = pairwise_iou(t_boxes[sl], c_boxes[sl])  # (b, G, C)
-            cost = flat_table[(c_index[sl] * nc)[:, None, :] + t_cls[sl][:, :, None]]  # (b, G, C)
+            by_class = table[c_index[sl]].transpose(1, 2)  # (b, nc, C): each column's cost per class
+            cost = by_class.gather(1, t_cls[sl][:, :, None].expand(-1, -1, n_c))  # (b, G, C)
             cost.add_(torch.log(iou + 1e-8), alpha=-h.ota_iou_weight)
             matched[sl], fg[sl] = simota_match(cost, iou, gt_valid[sl], col_valid[sl], h.ota_topk)
         matched_target = t_index.gather(1, matched)  # (B, C)
