@@ -110,11 +110,13 @@ def test_saturated_linear_equals_the_reference_and_edge_rows():
     assert saturated_linear(torch.zeros(3, 0), 0.6).shape == (3, 0)
 
 
-@pytest.mark.parametrize("chunk", [7, 1 << 18])  # several chunks with a ragged last one; one chunk
-def test_focal_negative_sum_equals_autograd_through_negative_bag_loss(monkeypatch, chunk):
+@pytest.mark.parametrize("chunk", [7 * 12, 1 << 18])  # several chunks with a ragged last one; one chunk
+@pytest.mark.parametrize("nc", [6, 12])  # class-major and row-major work buffers
+def test_focal_negative_sum_equals_autograd_through_negative_bag_loss(monkeypatch, chunk, nc):
     monkeypatch.setattr(functional, "_FOCAL_NEG_CHUNK", chunk)
+    assert (nc <= functional._FOCAL_NEG_CLASS_MAJOR) == (nc == 6)
     g = torch.Generator().manual_seed(3)
-    x = (torch.randn(2, 3, 5, 11, generator=g) * 4).double()  # (bs, anchors..., 5 + 6 classes)
+    x = (torch.randn(2, 3, 5, 5 + nc, generator=g) * 4).double()  # (bs, anchors..., 5 + nc)
     x[0, 0, 0, 4:] = -40.0  # p below the clamp: ~1e-52 here, exactly 0 in the reference
     a = x.clone().requires_grad_()
     b = x.clone().requires_grad_()
@@ -132,10 +134,10 @@ def test_focal_negative_sum_equals_autograd_through_negative_bag_loss(monkeypatc
     c = x.clone().requires_grad_()
     d = x.clone().requires_grad_()
     total, picked = focal_negative_sum(c, 2.0, rows=idx)
-    assert torch.equal(picked, x.reshape(-1, 11)[idx])
+    assert torch.equal(picked, x.reshape(-1, 5 + nc)[idx])
     (total + (picked ** 2).sum() * 0.5).backward()
     plain = negative_bag_loss(d[..., 4:5].sigmoid() * d[..., 5:].sigmoid(), 2.0).sum()
-    (plain + (d.reshape(-1, 11)[idx] ** 2).sum() * 0.5).backward()
+    (plain + (d.reshape(-1, 5 + nc)[idx] ** 2).sum() * 0.5).backward()
     assert torch.allclose(c.grad, d.grad, rtol=1e-9, atol=1e-15)
     for gamma in (1.0, 1.5):
         c = x.clone().requires_grad_()

@@ -260,6 +260,7 @@ def saturated_linear(iou: torch.Tensor, thr: float = 0.6, best: torch.Tensor | N
 
 FOCAL_NEG_FLOOR = 1e-12  # floor of 1 - s: -log(1 - s) <= 27.6, d/ds <= 1e12 (ATen's BCE backward cap)
 _FOCAL_NEG_CHUNK = 1 << 18  # (row, class) elements per CPU chunk: three float32 buffers stay in cache
+_FOCAL_NEG_CLASS_MAJOR = 8  # at most this many classes: class-major work buffers
 
 
 class _FocalNegativeSum(torch.autograd.Function):
@@ -283,16 +284,28 @@ class _FocalNegativeSum(torch.autograd.Function):
             return total if rows is None else (total, picked)
         so = torch.sigmoid(x[:, 4].to(work))  # (n,)
         step = n if x.is_cuda else max(1, min(n, _FOCAL_NEG_CHUNK // nc))
-        a, p, q = (torch.empty((step, nc), dtype=work, device=x.device) for _ in range(3))
+        # few classes: work class-major, (nc, rows), so every op runs one long contiguous loop
+        # instead of many length-nc ones; the gradient is then copied into place
+        class_major = nc <= _FOCAL_NEG_CLASS_MAJOR
+        buffers: dict[int, tuple[torch.Tensor, ...]] = {}
         one = torch.ones((), dtype=work, device=x.device)
         for s in range(0, n, step):
             e = min(n, s + step)
-            ak, pk, qk, o = a[:e - s], p[:e - s], q[:e - s], so[s:e, None]
-            torch.sigmoid(x[s:e, 5:].to(work), out=ak)  # sigmoid(cls)
+            if e - s not in buffers:
+                shape = (nc, e - s) if class_major else (e - s, nc)
+                buffers[e - s] = tuple(torch.empty(shape, dtype=work, device=x.device)
+                                       for _ in range(4 if class_major and need_grad else 3))
+            ak, pk, qk = buffers[e - s][:3]
+            if class_major:
+                xc, o, csum = x[s:e, 5:].T, so[None, s:e], 0
+                g = buffers[e - s][3] if need_grad else None
+            else:
+                xc, o, csum = x[s:e, 5:], so[s:e, None], 1
+                g = grad[s:e, 5:] if need_grad else None
+            torch.sigmoid(xc.to(work), out=ak)  # sigmoid(cls)
             torch.mul(ak, o, out=pk)  # s
             torch.addcmul(one, ak, o, value=-1, out=qk).clamp_(min=FOCAL_NEG_FLOOR)  # 1 - s, computed directly
             if need_grad:
-                g = grad[s:e, 5:]
                 torch.div(pk, qk, out=g)  # s / (1 - s)
             qk.log_()  # log(1 - s) = -L
             if gamma == 2.0:
@@ -302,8 +315,10 @@ class _FocalNegativeSum(torch.autograd.Function):
             total -= torch.dot(pk.view(-1), qk.view(-1))
             if need_grad:
                 g.add_(qk, alpha=-gamma).mul_(pk)  # s^gamma (gamma L + s / (1 - s)) = d(s^gamma L)/ds * s
-                grad[s:e, 4] = g.sum(1)
+                grad[s:e, 4] = g.sum(csum)
                 g.addcmul_(g, ak, value=-1)  # * (1 - sigmoid(cls)): d/d cls logit
+                if class_major:
+                    grad[s:e, 5:] = g.T
         if need_grad:
             grad[:, 4].mul_(1 - so)  # d/d obj logit: the class sum times (1 - sigmoid(obj))
         return total if rows is None else (total, picked)
