@@ -30,6 +30,11 @@ priors -> assign (no grad) -> losses:
    ``1 - s`` as ``sigmoid(-a) + sigmoid(a) sigmoid(-b)``, so it stays accurate as ``s`` nears 1 and
    autocast is safe); the official BCE on probabilities clamps each term at 100.
 
+Cost: the negative term is dense over (anchors x classes);
+:func:`~utils.loss.functional.focal_negative_sum` computes it at weight 1 in one fused pass per level,
+which also hands out the candidates' rows (their gradients share its buffer), and the few weighted
+cells are corrected from those rows.
+
 Decisions where the official code is silent or differs on purpose:
 
 - An (anchor, class) paired with several objects of that class (overlapping boxes of one class)

@@ -49,6 +49,13 @@ negative term only, with gradients to objectness and classes (mmdetection PR #31
 any object divides that term by ``bag size`` instead of the reference's 1, so an empty batch is not
 weighted 50x more than a batch with one object.
 
+Cost: the precision term is the one (images x priors x classes) computation;
+:func:`~utils.loss.functional.focal_negative_sum` does it in one fused pass per level that also
+hands out the bag rows, so their gradients share its buffer. Bags come from :func:`prior_iou`
+(overlaps per axis, then one product), and only the pairs :func:`reachable_pairs` allows are
+decoded for ``B``. At 80 classes the fused pass alone costs about as much as the whole ``yolov5``
+loss step (README, "Loss step cost").
+
 ``assign`` returns every bag member (``fa_bag_size`` rows per object), with ``weight`` giving each
 row its mean-max weight within its bag, which is where FreeAnchor's learned matching shows.
 """
