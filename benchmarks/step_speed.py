@@ -1,9 +1,9 @@
-"""Training-step cost of loss ``ssd`` relative to ``yolov5`` on identical inputs.
+"""Training-step cost of loss strategies relative to the first one named, on identical inputs.
 
-    python benchmarks/ssd_speed.py [--cfg models/yolov5n.yaml] [--img 320] [--batch 16] [--objects 15]
+    python benchmarks/step_speed.py [--losses yolov5,ssd] [--cfg models/yolov5n.yaml] [--img 320] [--batch 16] [--objects 15] [--nc 3]
 
 One model and one synthetic batch (``--objects`` boxes per image, BCCD-like sizes of 5-30 % of the
-image side) are shared by both strategies. Two timings per strategy, interleaved, best of
+image side) are shared by every strategy. Two timings per strategy, interleaved, best of
 ``--repeats``: the loss alone (assign + loss + backward into the head outputs) and a full training
 step (model forward + loss + backward). Prints a table and the command.
 """
