@@ -28,17 +28,26 @@ def cells_inside_boxes(boxes_xyxy_grid: torch.Tensor, grid_shape: tuple[int, int
         are ordered by object, then row, then column.
     """
     ny, nx = grid_shape
-    device = boxes_xyxy_grid.device
     # centre c = g + 0.5 inside (lo, hi) strictly  <=>  floor(lo - 0.5) + 1 <= g <= ceil(hi - 0.5) - 1
     lo = (torch.floor(boxes_xyxy_grid[:, :2] - 0.5) + 1).clamp(min=0).long()  # (n, 2) first gi, gj
     hi = (torch.ceil(boxes_xyxy_grid[:, 2:] - 0.5) - 1).long()  # (n, 2) last gi, gj
     hi[:, 0].clamp_(max=nx - 1)
     hi[:, 1].clamp_(max=ny - 1)
+    return cells_in_ranges(lo, hi)
+
+
+@torch.no_grad()
+def cells_in_ranges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every cell of n inclusive column/row ranges: lo, hi (LongTensor[n, 2], (gi, gj)) -> obj, gj, gi.
+
+    An empty range (hi < lo on either axis) gives no cell; cells are ordered by range, then row,
+    then column.
+    """
     span = (hi - lo + 1).clamp(min=0)  # (n, 2) columns, rows
     count = span[:, 0] * span[:, 1]  # (n,)
-    obj = torch.repeat_interleave(torch.arange(len(count), device=device), count)  # (k,)
+    obj = torch.repeat_interleave(torch.arange(len(count), device=lo.device), count)  # (k,)
     start = torch.cumsum(count, 0) - count
-    k = torch.arange(len(obj), device=device) - start[obj]  # index of the cell inside its box
+    k = torch.arange(len(obj), device=lo.device) - start[obj]  # index of the cell inside its range
     cols = span[obj, 0]
     return obj, lo[obj, 1] + k // cols, lo[obj, 0] + k % cols
 

@@ -67,6 +67,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from utils.assign.centre_prior import cells_in_ranges
 from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import xywh2xyxy
@@ -213,18 +214,21 @@ def reachable_pairs(box_xywh_px: torch.Tensor, levels: list[_Level], thr: float)
     t = max(thr, 0.0)
     obj, prior = [], []
     for lv in levels:
-        cx, cy = lv.centres(g.device)
-        near = []
-        for ctr, size, a in ((cx, g[2], lv.anchor_wh[:, 0]), (cy, g[3], lv.anchor_wh[:, 1])):
+        na = lv.anchor_wh.shape[0]
+        lo, hi, ok = [], [], torch.ones((len(g[0]), na), dtype=torch.bool, device=g.device)
+        for centre, size, a, cells in ((g[0], g[2], lv.anchor_wh[:, 0], lv.nx), (g[1], g[3], lv.anchor_wh[:, 1], lv.ny)):
             size, a4 = size[:, None], 4 * a[None]  # (n, 1), (1, na)
             reach = torch.minimum(a4 / 2 + size / 2, (1 - t) * torch.minimum(torch.maximum(a4, size), size / max(t, 1e-9)))
             reach = reach * (1 + 1e-5) + lv.stride + 1e-3  # (n, na), slack for rounding
-            centre = g[0 if ctr is cx else 1][:, None, None]
-            near.append(((centre - ctr).abs() <= reach[..., None]) & (a4 * (1 + 1e-5) >= t * size)[..., None])
-        mask = near[1][..., :, None] & near[0][..., None, :]  # (n, na, ny, nx)
-        o, rest = mask.flatten(1).nonzero(as_tuple=True)
-        obj.append(o)
-        prior.append(rest + lv.start)
+            ok &= a4 * (1 + 1e-5) >= t * size
+            # cell centres (i + 0.5) * stride within centre -+ reach
+            lo.append(torch.ceil((centre[:, None] - reach) / lv.stride - 0.5).clamp_(min=0).long())
+            hi.append(torch.floor((centre[:, None] + reach) / lv.stride - 0.5).clamp_(max=cells - 1).long())
+        lo, hi = torch.stack(lo, -1), torch.stack(hi, -1)  # (n, na, 2) as (gi, gj)
+        hi[~ok] = -1
+        pair, gj, gi = cells_in_ranges(lo.view(-1, 2), hi.view(-1, 2))  # pair = object * na + anchor
+        obj.append(pair // na)
+        prior.append(lv.start + ((pair % na) * lv.ny + gj) * lv.nx + gi)
     if not obj:
         return (torch.zeros(0, dtype=torch.long, device=g.device),) * 2
     return torch.cat(obj), torch.cat(prior)
