@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.yolo import Model  # noqa: E402
-from utils.loss import build_loss  # noqa: E402
+from utils.loss import LOSSES, build_loss  # noqa: E402
 
 
 def synthetic_targets(bs: int, per_image: int, nc: int, g: torch.Generator) -> torch.Tensor:
@@ -53,21 +53,27 @@ def main() -> None:
     ap.add_argument("--losses", default="yolov5,ssd", help="comma-separated strategy names; the first is the baseline")
     a = ap.parse_args()
 
-    torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    model = Model(a.cfg, ch=3, nc=a.nc, head="anchor").train()
     imgs = torch.rand(a.batch, 3, a.img, a.img, generator=g)
     targets = synthetic_targets(a.batch, a.objects, a.nc, g)
     names = a.losses.split(",")
-    losses = {name: build_loss(model, {"loss": name}) for name in names}
-    with torch.no_grad():
-        fixed = [p.detach() for p in model(imgs)]
+    unknown = [n for n in names if n not in LOSSES]
+    if unknown:
+        ap.error(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSSES)}")
+    models, fixed = {}, {}
+    for head in dict.fromkeys(LOSSES[n].head for n in names):  # one model per head kind, same seed
+        torch.manual_seed(0)
+        models[head] = Model(a.cfg, ch=3, nc=a.nc, head=head).train()
+        with torch.no_grad():
+            fixed[head] = [p.detach() for p in models[head](imgs)]
+    losses = {name: build_loss(models[LOSSES[name].head], {"loss": name}) for name in names}
 
     def loss_only(fn):
-        preds = [p.clone().requires_grad_() for p in fixed]
+        preds = [p.clone().requires_grad_() for p in fixed[fn.head]]
         fn(preds, targets, imgs)[0].backward()
 
     def full_step(fn):
+        model = models[fn.head]
         model.zero_grad(set_to_none=True)
         fn(model(imgs), targets, imgs)[0].backward()
 
