@@ -5,8 +5,10 @@
 
 Writes runs/compare/exp*/ with results.md / results.csv (mAP50, mAP50-95, per-class AP as mean ± std
 over seeds, train images/s, loss ms/step, peak memory), map_vs_epoch.png and pr_curves.png. Each run
-is a train.py process; a run that fails is reported as failed and the others go on. Rerunning the
-same command continues in the same folder: finished runs are read back, interrupted ones resume.
+is a train.py process; runs go seed by seed (every strategy's first seed before any second one) and the
+tables are rewritten after each run. A run that fails is reported as failed and the others go on.
+Rerunning the same command continues in the same folder: finished runs are read back, interrupted ones
+resume.
 """
 from __future__ import annotations
 

@@ -74,8 +74,11 @@ def job_command(job: Job, train_args: list[str], device: str | None) -> list[str
     return cmd + (["--device", device] if device is not None else [])
 
 
-def run_jobs(jobs: list[Job], train_args: list[str]) -> None:
-    """Run the pending jobs, one per GPU at a time when there are GPUs, else sequentially."""
+def run_jobs(jobs: list[Job], train_args: list[str], on_finish=None) -> None:
+    """Run the pending jobs, one per GPU at a time when there are GPUs, else sequentially.
+
+    ``on_finish()`` is called after each job ends (done or failed), so tables stay current while the
+    rest still train."""
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     slots = [str(i) for i in range(n_gpu)] or [None]
     pending = [j for j in jobs if j.status == "pending"]
@@ -102,6 +105,8 @@ def run_jobs(jobs: list[Job], train_args: list[str]) -> None:
                 LOGGER.warning("[%s] failed: %s", job.name, job.error)
             else:
                 LOGGER.info("[%s] done: mAP50 %.3f  mAP50-95 %.3f", job.name, job.summary["map50"], job.summary["map"])
+            if on_finish is not None:
+                on_finish()
 
 
 def read_job(job: Job) -> None:
@@ -186,13 +191,19 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
     """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``."""
     for loss in losses:
         hyp_for(loss)  # fail before any training when a strategy or its hyp file is missing
-    jobs = [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}") for loss in losses for seed in seeds]
+    # seed-major: every strategy's first seed finishes before any second seed starts, so a comparison
+    # cut short still compares all strategies
+    jobs = [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}") for seed in seeds for loss in losses]
     for j in jobs:
         read_job(j)
-    run_jobs(jobs, train_args)
-    header, rows = table_rows(jobs, losses)
-    write_tables(exp, header, rows, command)
-    plot_curves(exp, jobs, losses)
+
+    def report() -> None:
+        header, rows = table_rows(jobs, losses)
+        write_tables(exp, header, rows, command)
+        plot_curves(exp, jobs, losses)
+
+    run_jobs(jobs, train_args, on_finish=report)
+    report()
     LOGGER.info("\n%s", (exp / "results.md").read_text())
     LOGGER.info("Results saved to %s", exp)
     return jobs
