@@ -116,28 +116,28 @@ def test_candidate_claimed_by_two_targets_goes_to_the_cheaper():
 
 def test_simota_conflict_goes_to_argmin_over_all_targets():
     # target 2 claims nothing (k = 1 and column 0 is its cheapest) yet is the cheapest on column 1
-    cost = torch.tensor([[[1.0, 5.0, 9.0], [2.0, 4.0, 9.0], [0.5, 3.0, 9.0]]])
-    iou = torch.full((1, 3, 3), 0.2)
-    iou[0, 0, 0] = iou[0, 0, 1] = 0.95  # k0 = int(2.3) = 2: columns 0 and 1
-    iou[0, 1, 1] = 0.9  # k1 = int(1.3) = 1: column 0
-    valid_g, valid_c = torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool)
-    matched, fg = simota_match(cost, iou, valid_g, valid_c)
+    cost = torch.tensor([[1.0, 5.0, 9.0], [2.0, 4.0, 9.0], [0.5, 3.0, 9.0]])
+    iou = torch.full((3, 3), 0.2)
+    iou[0, 0] = iou[0, 1] = 0.95  # k0 = int(2.3) = 2: columns 0 and 1
+    iou[1, 1] = 0.9  # k1 = int(1.3) = 1: column 0
+    matched, fg = simota_match(cost, iou, torch.zeros(3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool))
     # column 0: claimed by 0, 1 and 2 -> argmin = 2; column 1: claimed by 0 only -> 0
     assert fg.tolist() == [[True, True, False]] and matched[0, :2].tolist() == [2, 0]
-    # padding is inert: an extra invalid target and column change nothing
-    pad_cost = torch.nn.functional.pad(cost, (0, 1, 0, 1), value=float("inf"))
-    pad_cost[0, 3, :3] = -1.0  # an invalid target is never an owner, however cheap
-    pad_iou = torch.nn.functional.pad(iou, (0, 1, 0, 1), value=0.0)
-    pad_iou[0, 3, :3] = 1.0
-    m2, fg2 = simota_match(pad_cost, pad_iou, torch.tensor([[True] * 3 + [False]]),
-                           torch.tensor([[True] * 3 + [False]]))
-    assert fg2.tolist() == [[True, True, False, False]] and m2[0, :2].tolist() == [2, 0]
+    # another image's rows and padded columns are inert: image 1 has one target that would be the
+    # cheapest everywhere, and an extra padded column slot
+    cost2 = torch.nn.functional.pad(torch.cat((cost, torch.tensor([[0.1, 0.1, 0.1]]))), (0, 1), value=float("inf"))
+    iou2 = torch.nn.functional.pad(torch.cat((iou, torch.tensor([[1.0, 1.0, 1.0]]))), (0, 1), value=0.0)
+    valid = torch.tensor([[True] * 3 + [False], [True] * 3 + [False]])
+    m2, fg2 = simota_match(cost2, iou2, torch.tensor([0, 0, 0, 1]), valid)
+    assert fg2[0].tolist() == [True, True, False, False] and m2[0, :2].tolist() == [2, 0]
+    # image 1: k = int(3.0) = 3, its only target (row 3) takes all three real columns
+    assert fg2[1].tolist() == [True, True, True, False] and m2[1, :3].tolist() == [3, 3, 3]
 
 
 def test_equal_costs_take_the_lower_column():
-    cost = torch.tensor([[[2.0, 1.0, 1.0, 1.0]]])
-    iou = torch.full((1, 1, 4), 0.6)  # k = int(2.4) = 2
-    matched, fg = simota_match(cost, iou, torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool))
+    cost = torch.tensor([[2.0, 1.0, 1.0, 1.0]])
+    iou = torch.full((1, 4), 0.6)  # k = int(2.4) = 2
+    matched, fg = simota_match(cost, iou, torch.zeros(1, dtype=torch.long), torch.ones(1, 4, dtype=torch.bool))
     assert fg.tolist() == [[False, True, True, False]]
 
 

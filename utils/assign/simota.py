@@ -1,9 +1,10 @@
 """SimOTA dynamic-k matching (YOLOX), batched over images with padding, as YOLOv7's OTA uses it.
 
-Every image has its own small matching problem: G targets (rows) against C candidate predictions
-(columns). They are stacked into ``(B, G, C)`` tensors padded to the largest image, with
-``gt_valid (B, G)`` and ``col_valid (B, C)`` marking the real slots, so one call solves all images
-without a Python loop over images or targets.
+Every image has its own small matching problem: its targets (rows) against its C candidate
+predictions (columns). All targets of the batch are stacked as rows of one ``(n, C)`` matrix, each
+row holding its own image's columns padded to the widest image (``col_valid (B, C)`` marks the real
+column slots), so one call solves all images without a Python loop over images or targets, and
+without padded target rows.
 
 Worked example, one image, two targets, three columns, IoU rows ``t0 = [0.9, 0.8, 0.0]`` and
 ``t1 = [0.0, 0.7, 0.6]``: dynamic k = ``max(1, int(sum of the top-10 IoUs))`` gives k0 = int(1.7) = 1
@@ -40,18 +41,19 @@ def slots_in_groups(group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def pairwise_iou(boxes1_xyxy: torch.Tensor, boxes2_xyxy: torch.Tensor) -> torch.Tensor:
-    """IoU of every pair, batched: ``(B, G, 4)`` x ``(B, C, 4)`` xyxy -> ``(B, G, C)``.
+def row_iou(boxes_xyxy: torch.Tensor, columns_xyxy: torch.Tensor) -> torch.Tensor:
+    """IoU of each box with its own row of columns: ``(n, 4)`` x ``(n, 4, C)`` -> ``(n, C)``.
 
-    Same formula as torchvision's ``box_iou`` (no epsilon): inter / (area1 + area2 - inter).
+    Row r of ``columns_xyxy`` holds x1, y1, x2, y2 of the C columns of box r's image. Same formula
+    as torchvision's ``box_iou`` (no epsilon): inter / (area1 + area2 - inter).
     """
-    a, b = boxes1_xyxy.unbind(-1), boxes2_xyxy.unbind(-1)  # 4 x (B, G), 4 x (B, C)
-    area1 = ((a[2] - a[0]) * (a[3] - a[1]))[:, :, None]
-    area2 = ((b[2] - b[0]) * (b[3] - b[1]))[:, None, :]
-    iw = (torch.minimum(a[2][:, :, None], b[2][:, None]) - torch.maximum(a[0][:, :, None], b[0][:, None])).clamp_(0)
-    ih = (torch.minimum(a[3][:, :, None], b[3][:, None]) - torch.maximum(a[1][:, :, None], b[1][:, None])).clamp_(0)
-    inter = iw.mul_(ih)
-    return inter.div_(torch.sub(area1, inter).add_(area2))  # inter / (area1 + area2 - inter)
+    x1, y1, x2, y2 = boxes_xyxy[:, :, None].unbind(1)  # 4 x (n, 1)
+    cx1, cy1, cx2, cy2 = columns_xyxy.unbind(1)  # 4 x (n, C)
+    area1 = (x2 - x1) * (y2 - y1)
+    area2 = (cx2 - cx1).mul_(cy2 - cy1)
+    inter = torch.minimum(cx2, x2).sub_(torch.maximum(cx1, x1)).clamp_(0)
+    inter.mul_(torch.minimum(cy2, y2).sub_(torch.maximum(cy1, y1)).clamp_(0))
+    return inter.div_(area2.add_(area1).sub_(inter))  # inter / (area1 + area2 - inter)
 
 
 @torch.no_grad()
@@ -69,30 +71,24 @@ def class_cost_table(cls_logits: torch.Tensor, obj_logits: torch.Tensor) -> torc
         cls_logits (Tensor[N, nc]); obj_logits (Tensor[N]).
 
     Returns:
-        Tensor[N + 1, nc]: entry (n, t) = class cost of column n for a target of class t; the extra
-        last row is +inf, the cost of a padded column.
+        Tensor[N, nc]: entry (n, t) = class cost of column n for a target of class t.
     """
-    n, nc = cls_logits.shape
     y = cls_logits.float().sigmoid().mul_(obj_logits.float().sigmoid()[:, None]).sqrt_()
-    table = y.new_empty((n + 1, nc))
-    body = table[:n]
-    torch.log1p(torch.neg(y).clamp_(min=-(1.0 - 2.0 ** -24)), out=body)  # log(1 - y)
-    log_1my_sum = body.sum(1, keepdim=True)
-    body.sub_(y.clamp_(min=torch.finfo(torch.float32).tiny).log_()).sub_(log_1my_sum)
-    table[n] = float("inf")
-    return table
+    table = torch.log1p(torch.neg(y).clamp_(min=-(1.0 - 2.0 ** -24)))  # log(1 - y)
+    log_1my_sum = table.sum(1, keepdim=True)
+    return table.sub_(y.clamp_(min=torch.finfo(torch.float32).tiny).log_()).sub_(log_1my_sum)
 
 
 @torch.no_grad()
 def dynamic_k(iou: torch.Tensor, topk: int = 10) -> torch.Tensor:
-    """``max(1, int(sum of the topk largest IoUs))`` per row of ``(B, G, C)`` -> ``(B, G)`` long.
+    """``max(1, int(sum of the topk largest IoUs))`` per row: ``(..., C)`` -> ``(...)`` long.
 
     Padded columns must hold IoU 0; fewer than ``topk`` columns sum all of them, as YOLOv7's
     ``topk(min(10, n))`` does.
     """
-    if iou.shape[2] < topk:
-        iou = F.pad(iou, (0, topk - iou.shape[2]))
-    return iou.topk(topk, dim=2).values.sum(2).int().clamp(min=1).long()
+    if iou.shape[-1] < topk:
+        iou = F.pad(iou, (0, topk - iou.shape[-1]))
+    return iou.topk(topk, dim=-1).values.sum(-1).int().clamp(min=1).long()
 
 
 @torch.no_grad()
@@ -109,41 +105,49 @@ def cheapest_first(cost: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def simota_match(cost: torch.Tensor, iou: torch.Tensor, gt_valid: torch.Tensor, col_valid: torch.Tensor,
+def simota_match(cost: torch.Tensor, iou: torch.Tensor, row_image: torch.Tensor, col_valid: torch.Tensor,
                  topk: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """SimOTA's dynamic-k matching on padded per-image cost matrices.
+    """SimOTA's dynamic-k matching for a batch of images, one row per real target.
+
+    Row r is a target of image ``row_image[r]`` against that image's columns (padded to the widest
+    image), so no work is spent on padded targets.
 
     Args:
-        cost (Tensor[B, G, C]): matching cost (>= 0) of target slot g and column c; must be +inf
-            at padded columns.
-        iou (Tensor[B, G, C]): IoU of the same pairs, for the dynamic k; must be 0 at padded columns.
-        gt_valid (Tensor[B, G] bool), col_valid (Tensor[B, C] bool): real (unpadded) slots.
+        cost (Tensor[n, C]): matching cost (>= 0) of target row r and column slot c of its image;
+            must be +inf at padded columns.
+        iou (Tensor[n, C]): IoU of the same pairs, for the dynamic k; must be 0 at padded columns.
+        row_image (Tensor[n] long): image of each row, ascending (rows of an image are contiguous).
+        col_valid (Tensor[B, C] bool): real (unpadded) column slots of each image.
         topk: how many of a target's largest IoUs are summed for its k.
 
     Returns:
-        matched (Tensor[B, C] long): target slot each column goes to (meaningful where ``fg``);
+        matched (Tensor[B, C] long): the row each column goes to (meaningful where ``fg``);
         fg (Tensor[B, C] bool): columns that became positives.
     """
-    b, g, c = cost.shape
+    n, c = cost.shape
+    b = col_valid.shape[0]
     dev = cost.device
     matched = torch.zeros((b, c), dtype=torch.long, device=dev)
-    if g == 0 or c == 0:
+    if n == 0 or c == 0:
         return matched, torch.zeros((b, c), dtype=torch.bool, device=dev)
-    k = dynamic_k(iou, topk) * gt_valid  # (B, G), each <= topk; 0 for padded targets
-    kk = min(topk, c)
-    order = cheapest_first(cost, kk)  # (B, G, kk)
-    take = torch.arange(kk, device=dev) < k[..., None]
-    bi, gi, ji = take.nonzero(as_tuple=True)  # selected (image, target, rank)
-    ci = order[bi, gi, ji]
+    k = dynamic_k(iou, topk)  # (n,), each <= topk
+    kk = min(int(k.max()), c)  # one sync per batch; top-k costs grow with k
+    order = cheapest_first(cost, kk)  # (n, kk)
+    ri, ji = (torch.arange(kk, device=dev) < k[:, None]).nonzero(as_tuple=True)  # selected (row, rank)
+    bi, ci = row_image[ri], order[ri, ji]
     ok = col_valid[bi, ci]  # an image without columns still has k = 1
-    bi, gi, ci = bi[ok], gi[ok], ci[ok]
+    ri, bi, ci = ri[ok], bi[ok], ci[ok]
     count = torch.zeros((b, c), dtype=torch.long, device=dev).index_put_((bi, ci), torch.ones_like(ci),
                                                                           accumulate=True)
-    matched[bi, ci] = gi
+    matched[bi, ci] = ri
     # a column claimed by several targets goes to the cheapest target of the image (all targets, not
     # only the claimants, as YOLOv7 takes the minimum over the whole cost column)
     mb, mc = (count > 1).nonzero(as_tuple=True)
     if len(mb):
-        costs = cost[mb, :, mc].masked_fill(~gt_valid[mb], float("inf"))  # (M, G)
-        matched[mb, mc] = costs.argmin(1)
+        rows_per_image = torch.bincount(row_image, minlength=b)
+        first = rows_per_image.cumsum(0) - rows_per_image
+        g = torch.arange(int(rows_per_image.max()), device=dev)
+        rows = first[mb, None] + g  # (M, G): the rows of each conflict's image
+        costs = cost[rows.clamp(max=n - 1), mc[:, None]].masked_fill(g >= rows_per_image[mb, None], float("inf"))
+        matched[mb, mc] = rows.gather(1, costs.argmin(1, keepdim=True))[:, 0]
     return matched, count > 0

@@ -5,7 +5,8 @@ priors -> assign (no grad) -> losses:
 1. Candidates: YOLOv5's rule (:func:`utils.assign.yolo_candidates.yolo_candidates`, YOLOv7's
    ``find_3_positive``): anchors within ``anchor_t`` w/h ratio, own cell plus 2 nearest neighbours.
 2. Per image, every candidate row of that image is a column of a matching matrix (duplicated cells
-   stay separate columns, as in YOLOv7) and every target of the image a row. The candidate's
+   stay separate columns, as in YOLOv7) and every target of the image a row; all images' rows are
+   stacked into one matrix whose columns are padded to the widest image. The candidate's
    prediction is decoded to pixels; cost = class BCE of ``sqrt(sigmoid(cls) * sigmoid(obj))``
    against the target's one-hot + ``ota_iou_weight * -log(IoU + 1e-8)``; SimOTA
    (:func:`utils.assign.simota.simota_match`) keeps each target's dynamic-k cheapest columns. A
@@ -20,9 +21,9 @@ Differences from YOLOv7's code, on purpose:
   ``imgs[i].shape[1]`` (the height) for both, which differs only on rectangular batches.
 - Equal-cost columns are taken lowest column first (see :mod:`utils.assign.simota`); YOLOv7 leaves
   that to ``torch.topk``.
-- No Python loop over images or targets, no per-target sync; the pairwise tensors are built for
-  groups of images of at most ``max_pair_elems`` (targets x columns) elements, and the class cost
-  never materialises a (targets x columns x classes) tensor: a (columns x classes) table holds
+- No Python loop over targets, no per-target sync; the pairwise tensors are built for groups of
+  images of at most ``max_pair_elems`` (targets x columns) elements (one group unless that is
+  large), and the class cost never materialises a (targets x columns x classes) tensor: a (columns x classes) table holds
   ``sum_c BCE(y_c, 0) + BCE(y_t, 1) - BCE(y_t, 0)`` and each pair gathers one entry
   (:func:`utils.assign.simota.class_cost_table`). All matching maths runs in float32 under autocast.
 - Saturated logits (``sigmoid`` = 1.0 in float32) give a large finite class cost; YOLOv7's
@@ -34,7 +35,7 @@ import dataclasses
 
 import torch
 
-from utils.assign.simota import class_cost_table, pairwise_iou, simota_match, slots_in_groups
+from utils.assign.simota import class_cost_table, row_iou, simota_match, slots_in_groups
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import xywh2xyxy
 from utils.loss.yolov5 import ComputeLoss, YOLOv5Hyp
@@ -58,8 +59,10 @@ class _Columns:
 
     image: torch.Tensor  # (N,) long
     level: torch.Tensor  # (N,) long
-    row: torch.Tensor  # (N,) long, index into that level's LevelCandidates
-    boxes_xyxy_px: torch.Tensor  # (N, 4) decoded predictions
+    anchor: torch.Tensor  # (N,) long
+    cell: torch.Tensor  # (N, 2) long: gi, gj
+    anchor_wh: torch.Tensor  # (N, 2) grid units of the column's level
+    boxes_xyxy_px: torch.Tensor  # (4, N) decoded predictions: x1, y1, x2, y2 rows
     cls_logits: torch.Tensor  # (N, nc)
     obj_logits: torch.Tensor  # (N,)
 
@@ -70,8 +73,8 @@ class ComputeLossOTA(ComputeLoss):
     Hyp = OTAHyp
 
     def __init__(self, model, hyp, max_pair_elems: int = 2 ** 21):
-        """``max_pair_elems``: memory bound of the padded (images, targets, columns) tensors of one
-        group of images (at least one image per group); results do not depend on it."""
+        """``max_pair_elems``: memory bound of the (targets, columns) tensors of one group of images
+        (at least one image per group); results do not depend on it."""
         super().__init__(model, hyp)
         self.max_pair_elems = max_pair_elems
 
@@ -89,24 +92,28 @@ class ComputeLossOTA(ComputeLoss):
         return self._matched_rows(cols, cands, targets, matched_target, fg, preds)
 
     def _columns(self, preds: list[torch.Tensor], cands: list[LevelCandidates]) -> _Columns:
-        """Decode every candidate's prediction to pixels (YOLOv5 v6 decode)."""
-        parts = []
+        """Every candidate's prediction decoded to pixels (YOLOv5 v6 decode), all levels at once."""
+        dev = cands[0].image.device
+        ps, fields = [], []
         for i, (pi, c) in enumerate(zip(preds, cands)):
-            ps = pi[c.image, c.anchor, c.gj, c.gi].detach().float()  # (n, 5 + nc)
-            stride = float(self.stride[i])
-            grid = torch.stack((c.gi, c.gj), 1)
-            pxy = (ps[:, :2].sigmoid() * 2.0 - 0.5 + grid) * stride
-            pwh = (ps[:, 2:4].sigmoid() * 2) ** 2 * c.anchor_wh.float() * stride
-            level = torch.full_like(c.image, i)
-            row = torch.arange(len(c), device=c.image.device)
-            parts.append((c.image, level, row, xywh2xyxy(torch.cat((pxy, pwh), 1)), ps[:, 5:], ps[:, 4]))
-        fields = [torch.cat(x) for x in zip(*parts)]
-        order = torch.sort(fields[0], stable=True).indices
-        return _Columns(*(f[order] for f in fields))
+            _, na, ny, nx, no = pi.shape
+            flat = c.image.mul(na).add_(c.anchor).mul_(ny).add_(c.gj).mul_(nx).add_(c.gi)
+            ps.append(pi.detach().reshape(-1, no).index_select(0, flat).float())  # (n, 5 + nc)
+            fields.append((c.image, torch.full_like(c.image, i), c.anchor, torch.stack((c.gi, c.gj), 1),
+                           c.anchor_wh.float()))
+        image, level, anchor, cell, anchor_wh = (torch.cat(f) for f in zip(*fields))
+        order = torch.sort(image, stable=True).indices
+        image, level, anchor, cell, anchor_wh = (f[order] for f in (image, level, anchor, cell, anchor_wh))
+        ps = torch.cat(ps)[order]
+        stride = self.stride.to(device=dev, dtype=torch.float32)[level, None]  # (N, 1)
+        xy = ps[:, :2].sigmoid().mul_(2.0).sub_(0.5).add_(cell).mul_(stride)
+        half_wh = ps[:, 2:4].sigmoid().mul_(2.0).square_().mul_(anchor_wh).mul_(stride / 2)
+        boxes = torch.cat((xy - half_wh, xy + half_wh), 1).T  # (4, N)
+        return _Columns(image, level, anchor, cell, anchor_wh, boxes, ps[:, 5:], ps[:, 4])
 
     def _match(self, cols: _Columns, targets: torch.Tensor, bs: int,
                img_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """SimOTA per image on padded (image, target slot, column slot) tensors.
+        """SimOTA per image: one row per target against its image's columns, padded to the widest image.
 
         Returns, per column (in ``cols`` order): the index of its matched target in ``targets``
         and whether it is a positive.
@@ -114,58 +121,60 @@ class ComputeLossOTA(ComputeLoss):
         dev = targets.device
         h = self.hyp
         col_slot, col_counts = slots_in_groups(cols.image, bs)
-        t_order = torch.sort(targets[:, 0].long(), stable=True).indices
+        n_c, nc = int(col_counts.max()), cols.cls_logits.shape[1]
+        col_valid = torch.arange(n_c, device=dev) < col_counts[:, None]  # (B, C)
+        # per image, padded column slots: boxes far outside the image (IoU 0) and +inf class cost,
+        # laid out so that a target's row of either is one contiguous copy
+        c_boxes = torch.tensor([[-2e4], [-2e4], [-1e4], [-1e4]], device=dev).repeat(bs, 1, n_c)
+        c_boxes[cols.image, :, col_slot] = cols.boxes_xyxy_px.T  # (B, 4, C)
+        c_cost = torch.full((bs, nc, n_c), float("inf"), device=dev)
+        c_cost[cols.image, :, col_slot] = class_cost_table(cols.cls_logits, cols.obj_logits)  # (B, nc, C)
+        c_cost = c_cost.view(bs * nc, n_c)
+
+        t_order = torch.sort(targets[:, 0].long(), stable=True).indices  # rows of an image contiguous
         t_image = targets[t_order, 0].long()
-        t_slot, t_counts = slots_in_groups(t_image, bs)
-        n_g, n_c = int(t_counts.max()), int(col_counts.max())
-
-        def padded(values: torch.Tensor, image: torch.Tensor, slot: torch.Tensor, width: int, fill=0):
-            out = values.new_full((bs, width, *values.shape[1:]), fill)
-            out[image, slot] = values
-            return out
-
         height, width = img_hw
         gain = torch.tensor([width, height, width, height], device=dev, dtype=torch.float32)
-        # padded slots hold disjoint dummy boxes far outside the image, so their IoUs are 0, not 0/0
-        t_boxes = padded(xywh2xyxy(targets[t_order, 2:6] * gain), t_image, t_slot, n_g, -4e4)  # (B, G, 4) px
-        t_boxes[..., 2:].masked_fill_(t_boxes[..., 2:] == -4e4, -3e4)
-        c_boxes = padded(cols.boxes_xyxy_px, cols.image, col_slot, n_c, -2e4)  # (B, C, 4) px
-        c_boxes[..., 2:].masked_fill_(c_boxes[..., 2:] == -2e4, -1e4)
-        t_cls = padded(targets[t_order, 1].long(), t_image, t_slot, n_g)  # (B, G)
-        t_index = padded(t_order, t_image, t_slot, n_g)  # (B, G) row in targets
-        gt_valid = padded(torch.ones_like(t_image, dtype=torch.bool), t_image, t_slot, n_g, False)
-        n_cols = len(cols.image)
-        # padded column slots point at the table's +inf row
-        c_index = padded(torch.arange(n_cols, device=dev), cols.image, col_slot, n_c, n_cols)  # (B, C)
-        col_valid = c_index < n_cols
-        table = class_cost_table(cols.cls_logits, cols.obj_logits)  # (N + 1, nc)
+        t_boxes = xywh2xyxy(targets[t_order, 2:6] * gain)  # (n, 4) px
+        t_cost_row = t_image * nc + targets[t_order, 1].long()  # row of c_cost
 
-        matched = torch.zeros((bs, n_c), dtype=torch.long, device=dev)
+        matched = torch.zeros((bs, n_c), dtype=torch.long, device=dev)  # row of t_order
         fg = torch.zeros((bs, n_c), dtype=torch.bool, device=dev)
-        step = max(1, self.max_pair_elems // max(1, n_g * n_c))
-        for s in range(0, bs, step):
-            sl = slice(s, s + step)
-            iou = pairwise_iou(t_boxes[sl], c_boxes[sl])  # (b, G, C)
-            by_class = table[c_index[sl]].transpose(1, 2)  # (b, nc, C): each column's cost per class
-            cost = by_class.gather(1, t_cls[sl][:, :, None].expand(-1, -1, n_c))  # (b, G, C)
-            cost.add_(torch.log(iou + 1e-8), alpha=-h.ota_iou_weight)
-            matched[sl], fg[sl] = simota_match(cost, iou, gt_valid[sl], col_valid[sl], h.ota_topk)
-        matched_target = t_index.gather(1, matched)  # (B, C)
+        for i0, i1, r0, r1 in self._image_groups(torch.bincount(t_image, minlength=bs), n_c):
+            img = t_image[r0:r1]
+            iou = row_iou(t_boxes[r0:r1], c_boxes.index_select(0, img))  # (n, C)
+            cost = c_cost.index_select(0, t_cost_row[r0:r1])  # class cost of each pair
+            cost.add_(iou.add(1e-8).log_(), alpha=-h.ota_iou_weight)
+            m, f = simota_match(cost, iou, img - i0, col_valid[i0:i1], h.ota_topk)
+            matched[i0:i1], fg[i0:i1] = m + r0, f
+        matched_target = t_order[matched]  # (B, C)
         return matched_target[cols.image, col_slot], fg[cols.image, col_slot]
+
+    def _image_groups(self, rows_per_image: torch.Tensor, n_c: int):
+        """Consecutive images ``[i0, i1)`` and their target rows ``[r0, r1)`` whose (rows x columns)
+        tensors stay within ``max_pair_elems`` (one image at least)."""
+        counts = rows_per_image.tolist()
+        i0 = r0 = 0
+        while i0 < len(counts):
+            i1, r1 = i0 + 1, r0 + counts[i0]
+            while i1 < len(counts) and (r1 + counts[i1]) * n_c <= self.max_pair_elems:
+                r1 += counts[i1]
+                i1 += 1
+            yield i0, i1, r0, r1
+            i0, r0 = i1, r1
 
     def _matched_rows(self, cols: _Columns, cands: list[LevelCandidates], targets: torch.Tensor,
                       matched_target: torch.Tensor, fg: torch.Tensor,
                       preds: list[torch.Tensor]) -> list[LevelCandidates]:
         """Each level's positive rows with the matched target's class and grid-unit box."""
-        out = []
-        for i, c in enumerate(cands):
-            keep = fg & (cols.level == i)
-            m = c.select(cols.row[keep])
-            tgt = matched_target[keep]
-            ny, nx = preds[i].shape[2:4]
-            t = targets[tgt]
-            gain = torch.tensor([nx, ny, nx, ny], device=t.device, dtype=t.dtype)
-            box = t[:, 2:6] * gain
-            box[:, :2] -= torch.stack((m.gi, m.gj), 1)
-            out.append(dataclasses.replace(m, target=tgt, cls=t[:, 1].long(), box_grid=box))
-        return out
+        pos = fg.nonzero()[:, 0]
+        pos = pos[torch.sort(cols.level[pos], stable=True).indices]  # by level, then image and candidate order
+        level, cell, tgt = cols.level[pos], cols.cell[pos], matched_target[pos]
+        t = targets[tgt]
+        grid_wh = torch.tensor([[p.shape[3], p.shape[2]] for p in preds], device=t.device, dtype=t.dtype)
+        box = t[:, 2:6] * grid_wh[level].repeat(1, 2)
+        box[:, :2] -= cell
+        split = torch.bincount(level, minlength=len(preds)).tolist()
+        fields = (cols.image[pos], cols.anchor[pos], cell[:, 1], cell[:, 0], tgt, t[:, 1].long(), box,
+                  cols.anchor_wh[pos].to(cands[0].anchor_wh.dtype))
+        return [LevelCandidates(*f) for f in zip(*(x.split(split) for x in fields))]
