@@ -1,7 +1,9 @@
 """non_max_suppression on hand-built boxes: YOLOv5 v7.0 thresholds, class offsets, filters, caps."""
+import pytest
 import torch
+import torchvision
 
-from utils.nms import non_max_suppression
+from utils.nms import _greedy_nms_first, non_max_suppression
 
 
 def _pred() -> torch.Tensor:
@@ -53,3 +55,21 @@ def test_tuple_input_and_empty_image():
     pred = torch.cat((_pred(), torch.zeros(1, 5, 7)))  # second image: nothing above threshold
     out = non_max_suppression((pred, [torch.zeros(1)]))
     assert len(out) == 2 and out[0].shape == (2, 6) and out[1].shape == (0, 6)
+
+
+@pytest.mark.parametrize("max_det,iou_thres", [(1, 0.45), (300, 0.45), (300, 0.05), (5000, 0.45), (40, 0.7)])
+def test_early_stopping_nms_equals_full_greedy_nms(max_det, iou_thres):
+    # 6000 boxes in 30 clusters with distinct scores: the prefix search must give exactly the first
+    # max_det boxes a full torchvision NMS keeps, whether the first prefix suffices or it must grow
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(30, 2, generator=g) * 600
+    xy = centres[torch.randint(0, 30, (6000,), generator=g)] + torch.randn(6000, 2, generator=g) * 8
+    wh = torch.rand(6000, 2, generator=g) * 40 + 10
+    boxes = torch.cat((xy - wh / 2, xy + wh / 2), 1)
+    scores = torch.randperm(6000, generator=g).float() / 6000
+    order = scores.argsort(descending=True)
+    boxes, scores = boxes[order], scores[order]
+    expected = torchvision.ops.nms(boxes, scores, iou_thres)[:max_det]
+    got = _greedy_nms_first(boxes, scores, iou_thres, max_det)
+    assert torch.equal(got, expected)
+    assert len(expected) == min(max_det, len(torchvision.ops.nms(boxes, scores, iou_thres)))
