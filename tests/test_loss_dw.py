@@ -129,7 +129,7 @@ def test_candidates_exact_cells_anchors_and_prior_on_a_hand_built_grid():
     own = (lv.gj == 1) & (lv.anchor == 1)
     assert torch.allclose(lv.box_grid[own], torch.tensor([[0.5, 0.9, 1.8, 1.6]]))
     assert torch.allclose(lv.anchor_wh[own], torch.tensor([[2.0, 3.0]]))
-    prior = loss_fn.pair_terms(loss_fn.candidate_rows(preds, [lv]), [lv]).prior
+    prior = loss_fn.pair_terms(loss_fn.candidate_rows(preds, [lv]), [lv], preds).prior
     expected = torch.where(lv.gj == 1, math.exp(-0.4 ** 2 / (2 * SIGMA ** 2)), math.exp(-0.6 ** 2 / (2 * SIGMA ** 2)))
     assert torch.allclose(prior, expected)
     off = torch.tensor([[1.0, -2.0]])
@@ -288,7 +288,7 @@ def test_loss_decreases_with_an_optimiser_on_fixed_targets():
     def best_scores():  # per object, the best consistency p = p_cls * p_loc over its candidates
         with torch.no_grad():
             cands = loss_fn.candidates(preds, targets)
-            terms = loss_fn.pair_terms(loss_fn.candidate_rows(preds, cands), cands)
+            terms = loss_fn.pair_terms(loss_fn.candidate_rows(preds, cands), cands, preds)
             p = torch.sigmoid(terms.cls_logit) * torch.sigmoid(terms.obj_logit) * torch.exp(-5 * (1 - terms.giou))
             return torch.stack([p[terms.target == k].max() for k in range(len(targets))])
 

@@ -72,6 +72,7 @@ class DWHyp(StrategyHyp):
     dw_pos_weight: float = 0.25  # weight of both positive terms (official 0.25)
     dw_neg_weight: float = 1.0  # weight of the negative term (official 1.0)
     dw_gain: float = 0.1  # overall gain, for YOLOv5's loss x batch-size convention
+    dw_best_object: bool = False  # an anchor inside several objects is a positive of only the one it fits best
 
     def __post_init__(self):
         for key in ("dw_sigma", "dw_loc_scale"):
@@ -92,6 +93,7 @@ class _PairTerms:
     iou: torch.Tensor  # (k,) IoU, detached
     prior: torch.Tensor  # (k,)
     target: torch.Tensor  # (k,) long, row in ``targets``
+    anchor: torch.Tensor  # (k,) long, one id per anchor of the batch (all levels)
 
 
 class ComputeLossDW(AnchorLossStrategy):
@@ -133,12 +135,17 @@ class ComputeLossDW(AnchorLossStrategy):
         """Per level, the candidates' prediction rows (k_i, 5 + nc), by plain indexing."""
         return [pi.reshape(-1, pi.shape[-1])[_flat_anchor(pi, m)] for pi, m in zip(preds, cands)]
 
-    def pair_terms(self, rows: list[torch.Tensor], cands: list[LevelCandidates]) -> _PairTerms:
+    def pair_terms(self, rows: list[torch.Tensor], cands: list[LevelCandidates],
+                   preds: list[torch.Tensor]) -> _PairTerms:
         """Decode each candidate's prediction (YOLOv5 v6/v7 decode) and score it against its object.
 
         ``rows``: per level, the candidates' prediction rows (k_i, 5 + nc). All levels are decoded
         together: boxes are in grid units of their own level, and IoU / GIoU do not depend on the unit.
         """
+        offsets = [0]
+        for pi in preds[:-1]:
+            offsets.append(offsets[-1] + pi.shape[:4].numel())
+        anchor_ids = torch.cat([_flat_anchor(pi, m) + o for pi, m, o in zip(preds, cands, offsets)])
         # only x, y, w, h, obj and the object's class logit; laid out (6, k) so each is contiguous
         logits = torch.cat([torch.cat((r[:, :5], r.gather(1, 5 + m.cls[:, None])), 1).T.float()
                             for r, m in zip(rows, cands)], 1)  # (6, k)
@@ -152,14 +159,19 @@ class ComputeLossDW(AnchorLossStrategy):
             iou = bbox_iou(pbox, box_grid.T).squeeze(-1)
         prior = gaussian_centre_prior(box_grid[:2].T - 0.5, self.hyp.dw_sigma)
         return _PairTerms(cls_logit=logits[5], obj_logit=logits[4], giou=giou, iou=iou, prior=prior,
-                          target=torch.cat([m.target for m in cands]))
+                          target=torch.cat([m.target for m in cands]), anchor=anchor_ids)
 
     def weights(self, terms: _PairTerms, n_obj: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``w_pos`` and the negative IoU factor of every pair (detached)."""
         with torch.no_grad():
             p_cls = torch.sigmoid(terms.cls_logit) * torch.sigmoid(terms.obj_logit)
             p_loc = torch.exp(-self.hyp.dw_loc_scale * (1 - terms.giou))
-            w_pos = dw_pos_weights_pairs(p_cls * p_loc, terms.prior, terms.target, n_obj)
+            p = p_cls * p_loc
+            prior = terms.prior
+            if self.hyp.dw_best_object and len(p):
+                best = p.new_zeros(int(terms.anchor.max()) + 1).scatter_reduce_(0, terms.anchor, p, "amax")
+                prior = prior * (p >= best[terms.anchor])
+            w_pos = dw_pos_weights_pairs(p, prior, terms.target, n_obj)
             w_neg_iou = dw_neg_iou_weights_pairs(terms.iou, terms.target, n_obj)
         return w_pos, w_neg_iou
 
@@ -168,7 +180,7 @@ class ComputeLossDW(AnchorLossStrategy):
                imgs: torch.Tensor) -> list[LevelCandidates]:
         """All candidates of every level, with ``weight`` = their DW positive weight."""
         cands = self.candidates(preds, targets)
-        w_pos, _ = self.weights(self.pair_terms(self.candidate_rows(preds, cands), cands), targets.shape[0])
+        w_pos, _ = self.weights(self.pair_terms(self.candidate_rows(preds, cands), cands, preds), targets.shape[0])
         for m, w in zip(cands, w_pos.split([len(m) for m in cands])):
             m.weight = w
         return cands
@@ -179,7 +191,7 @@ class ComputeLossDW(AnchorLossStrategy):
         cands = self.candidates(preds, targets)
         # the dense negative sum at weight 1 of every level, and the candidates' rows with gradient
         dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=_flat_anchor(pi, m)) for pi, m in zip(preds, cands)))
-        terms = self.pair_terms(rows, cands)
+        terms = self.pair_terms(rows, cands, preds)
         w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
         n_obj = max(targets.shape[0], 1)
         neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
