@@ -246,6 +246,35 @@ def test_assign_exposes_positive_weights_and_select_keeps_them():
     assert plain.weight is None and plain.select(torch.tensor([True, False])).weight is None
 
 
+def test_best_object_keeps_a_shared_anchor_for_the_object_it_fits():
+    # one 4x4 level, one anchor of 2x2 cells; objects A (x 0.2..2.8) and B (x 1.2..3.8), both y 0.2..2.8:
+    # the cells with centres x 1.5 and 2.5 lie inside both; every prediction is the box of A
+    model = fake_model(2, torch.tensor([[[2.0, 2.0]]]), (8.0,))
+    t = torch.tensor([[0, 0, 1.5 / 4, 1.5 / 4, 2.6 / 4, 2.6 / 4], [0, 0, 2.5 / 4, 1.5 / 4, 2.6 / 4, 2.6 / 4]])
+    preds = [torch.zeros(1, 1, 4, 4, 7)]
+    gi = torch.arange(4.0).view(1, 4)
+    # decoded x = 2 sigmoid(tx) - 0.5 + gi = 1.5 (A's centre) -> sigmoid(tx) = (2 - gi) / 2, inside (0, 1) for gi 1, 2
+    sx = ((2.0 - gi) / 2).clamp(0.02, 0.98).expand(4, 4)
+    preds[0][0, 0, :, :, 0] = torch.log(sx / (1 - sx))
+    preds[0][0, 0, :, :, 1] = torch.log(torch.tensor(0.5 / 0.5))  # y = 1.0 + gj: not the point here
+    preds[0][0, 0, :, :, 2:4] = math.log(0.65 / 0.35)  # wh = (2 * 0.65)^2 * 2 = 3.38 cells
+    preds[0][0, 0, :, :, 4:] = 2.0
+    both = {}
+    for flag in (False, True):
+        loss_fn = build_loss(model, {"loss": "dw", "dw_best_object": flag})
+        (lv,) = loss_fn.assign(preds, t, torch.zeros(1, 3, 32, 32))
+        both[flag] = {(o, j, i): w for o, j, i, w in zip(lv.target.tolist(), lv.gj.tolist(), lv.gi.tolist(), lv.weight.tolist())}
+    shared = [(j, i) for (o, j, i) in both[False] if o == 0 and (1, j, i) in both[False]]
+    assert shared and all(i in (1, 2) for _, i in shared)
+    for j, i in shared:
+        # the anchor regresses A's box: without the option it is a positive of both objects
+        assert both[False][0, j, i] > 0 and both[False][1, j, i] > 0
+        # with it, only of A (its p = p_cls * p_loc is higher there); B's weight is exactly 0
+        assert both[True][0, j, i] > 0 and both[True][1, j, i] == 0.0
+    # anchors inside one object only are untouched in kind (positive for that object)
+    assert all(w > 0 for (o, j, i), w in both[True].items() if (1 - o, j, i) not in both[True])
+
+
 def test_images_without_objects_give_a_finite_loss_with_gradient():
     g = torch.Generator().manual_seed(4)
     loss_fn = build_loss(yolo_model(), {"loss": "dw"})
