@@ -63,7 +63,7 @@ def class_cost_table(cls_logits: torch.Tensor, obj_logits: torch.Tensor) -> torc
     The score is ``y = sqrt(sigmoid(cls) * sigmoid(obj))`` and the cost for a target of class t is
     ``sum_c BCE(y_c, onehot_c) = sum_c BCE(y_c, 0) + [BCE(y_t, 1) - BCE(y_t, 0)]``
     ``= -sum_c log(1 - y_c) - log(y_t) + log(1 - y_t)``: one row per column, one entry per class, so
-    a (target, column) pair costs one gather. Computed in float32 whatever the input dtype; ``y`` is
+    a (target, column) pair costs one look-up. Computed in float32 whatever the input dtype; ``y`` is
     kept inside (0, 1) so saturated logits give large finite costs (YOLOv7's ``log(y / (1 - y))``
     gives inf or NaN there).
 

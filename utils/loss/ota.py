@@ -21,11 +21,13 @@ Differences from YOLOv7's code, on purpose:
   ``imgs[i].shape[1]`` (the height) for both, which differs only on rectangular batches.
 - Equal-cost columns are taken lowest column first (see :mod:`utils.assign.simota`); YOLOv7 leaves
   that to ``torch.topk``.
-- No Python loop over targets, no per-target sync; the pairwise tensors are built for groups of
-  images of at most ``max_pair_elems`` (targets x columns) elements (one group unless that is
-  large), and the class cost never materialises a (targets x columns x classes) tensor: a (columns x classes) table holds
-  ``sum_c BCE(y_c, 0) + BCE(y_t, 1) - BCE(y_t, 0)`` and each pair gathers one entry
-  (:func:`utils.assign.simota.class_cost_table`). All matching maths runs in float32 under autocast.
+- No Python loop over targets, no per-target sync (one sync per batch for the deepest dynamic k);
+  the pairwise tensors are built for groups of images of at most ``max_pair_elems`` (targets x
+  columns) elements (one group unless that is large), and the class cost never materialises a
+  (targets x columns x classes) tensor: a (columns x classes) table holds
+  ``sum_c BCE(y_c, 0) + BCE(y_t, 1) - BCE(y_t, 0)`` (:func:`utils.assign.simota.class_cost_table`),
+  laid out per image as (class, column) rows, so a target's costs are one row copy. All matching
+  maths runs in float32 under autocast.
 - Saturated logits (``sigmoid`` = 1.0 in float32) give a large finite class cost; YOLOv7's
   ``log(y / (1 - y))`` round trip gives inf/NaN there.
 """
