@@ -37,6 +37,9 @@ cells are corrected from those rows.
 
 Decisions where the official code is silent or differs on purpose:
 
+- ``dw_best_object`` (off by default, as the official code): an anchor inside several objects
+  keeps its positive weight only for the object it fits best (highest ``p = p_cls * p_loc``), so one
+  YOLOv5 anchor is not regressed towards two overlapping boxes; its negative IoU factor is unchanged.
 - An (anchor, class) paired with several objects of that class (overlapping boxes of one class)
   takes the smallest IoU factor (it is a good positive of one of them). The official code writes
   the factors with an indexed assignment whose winner among duplicates is unspecified.
