@@ -135,8 +135,8 @@ def table_rows(jobs: list[Job], losses: list[str]) -> tuple[list[str], list[list
         row = [loss, f"{len(done)}/{len(done) + len(failed) + sum(1 for j in jobs if j.loss == loss and j.status == 'pending')}",
                mean_std([s["map50"] for s in done]), mean_std([s["map"] for s in done])]
         row += [mean_std([s["per_class"][c]["ap"] for s in done if c in s["per_class"]]) for c in classes]
-        row += [mean_std([s[k] for s in done]).split(" ±")[0] if done else "-"
-                for k in ("train_images_per_s", "loss_step_ms", "peak_memory_mib")]
+        row += [f"{np.mean([s[k] for s in done]):.{digits}f}" if done else "-"
+                for k, digits in (("train_images_per_s", 1), ("loss_step_ms", 1), ("peak_memory_mib", 0))]
         row.append(", ".join(failed) or "")
         rows.append(row)
     return header, rows
