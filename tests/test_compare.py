@@ -31,6 +31,20 @@ def test_compare_two_strategies_and_rerun(tiny_data, tmp_path):
     assert compare_cli.main(args(tiny_data, tmp_path, "yolov5,ssd")) == 0  # same command: same folder, read back
     assert not (tmp_path / "exp2").exists()
     assert (exp / "runs" / "yolov5-s0" / "summary.json").stat().st_mtime == mtime
+    # --report: the same folder's tables rewritten from the finished runs, nothing trained
+    (exp / "results.csv").unlink()
+    rep = args(tiny_data, tmp_path, "yolov5,ssd")
+    rep.report = True
+    assert compare_cli.main(rep) == 0
+    with open(exp / "results.csv", newline="") as f:
+        assert [r["runs"] for r in csv.DictReader(f)] == ["1/1", "1/1"]
+    assert (exp / "runs" / "yolov5-s0" / "summary.json").stat().st_mtime == mtime
+    # ... and with runs that never trained: pending, not failed, and still nothing trained
+    rep.seeds, rep.new = [0, 1], True
+    assert compare_cli.main(rep) == 0
+    with open(tmp_path / "exp2" / "results.csv", newline="") as f:
+        assert [(r["runs"], r["failed"]) for r in csv.DictReader(f)] == [("0/2", ""), ("0/2", "")]
+    assert not (tmp_path / "exp2" / "runs").exists()
 
 
 def test_a_failing_run_is_reported_and_others_go_on(tiny_data, tmp_path):

@@ -187,8 +187,11 @@ def plot_curves(exp: Path, jobs: list[Job], losses: list[str]) -> None:
         plt.close(fig)
 
 
-def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], command: str) -> list[Job]:
-    """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``."""
+def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], command: str,
+            train: bool = True) -> list[Job]:
+    """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``.
+
+    ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending)."""
     for loss in losses:
         hyp_for(loss)  # fail before any training when a strategy or its hyp file is missing
     # seed-major: every strategy's first seed finishes before any second seed starts, so a comparison
@@ -202,7 +205,8 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
         write_tables(exp, header, rows, command)
         plot_curves(exp, jobs, losses)
 
-    run_jobs(jobs, train_args, on_finish=report)
+    if train:
+        run_jobs(jobs, train_args, on_finish=report)
     report()
     LOGGER.info("\n%s", (exp / "results.md").read_text())
     LOGGER.info("Results saved to %s", exp)
