@@ -34,10 +34,16 @@ def slots_in_groups(group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, t
     Returns:
         slot (Tensor[N] long): 0, 1, ... within each group; counts (Tensor[n_groups] long).
     """
-    counts = torch.bincount(group, minlength=n_groups)
-    start = counts.cumsum(0) - counts
+    counts, start = group_spans(group, n_groups)
     slot = torch.arange(group.shape[0], device=group.device) - start[group]
     return slot, counts
+
+
+@torch.no_grad()
+def group_spans(group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Size and first position of every group, for items sorted by group: (counts, start), each (n_groups,)."""
+    counts = torch.bincount(group, minlength=n_groups)
+    return counts, counts.cumsum(0) - counts
 
 
 @torch.no_grad()
@@ -144,8 +150,7 @@ def simota_match(cost: torch.Tensor, iou: torch.Tensor, row_image: torch.Tensor,
     # only the claimants, as YOLOv7 takes the minimum over the whole cost column)
     mb, mc = (count > 1).nonzero(as_tuple=True)
     if len(mb):
-        rows_per_image = torch.bincount(row_image, minlength=b)
-        first = rows_per_image.cumsum(0) - rows_per_image
+        rows_per_image, first = group_spans(row_image, b)
         g = torch.arange(int(rows_per_image.max()), device=dev)
         rows = first[mb, None] + g  # (M, G): the rows of each conflict's image
         costs = cost[rows.clamp(max=n - 1), mc[:, None]].masked_fill(g >= rows_per_image[mb, None], float("inf"))
