@@ -40,7 +40,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--new", action="store_true", help="start a new folder even if an unfinished identical comparison exists")
     p.add_argument("--report", action="store_true",
-                   help="only rewrite the tables and plots from the finished runs; train nothing (unfinished runs show as pending)")
+                   help="only rewrite the tables and plots from the finished runs; train nothing "
+                        "(unfinished runs show as pending)")
     opt = p.parse_args(argv)
     opt.losses = [x.strip() for x in opt.losses.split(",") if x.strip()]
     opt.seeds = [int(x) for x in str(opt.seeds).split(",") if x.strip()]

@@ -45,6 +45,12 @@ class LevelCandidates:
     def __len__(self) -> int:
         return self.image.shape[0]
 
+    def flat_rows(self, pred: torch.Tensor) -> torch.Tensor:
+        """Row of each candidate in ``pred.reshape(-1, no)`` for this level's ``(bs, na, ny, nx, no)``
+        head output (one index instead of four)."""
+        _, na, ny, nx, _ = pred.shape
+        return self.image.mul(na).add_(self.anchor).mul_(ny).add_(self.gj).mul_(nx).add_(self.gi)
+
     def select(self, keep: torch.Tensor) -> "LevelCandidates":
         """Rows picked by a bool mask or an index tensor."""
         return LevelCandidates(*(None if getattr(self, f) is None else getattr(self, f)[keep]

@@ -136,7 +136,7 @@ class ComputeLossDW(AnchorLossStrategy):
     @staticmethod
     def candidate_rows(preds: list[torch.Tensor], cands: list[LevelCandidates]) -> list[torch.Tensor]:
         """Per level, the candidates' prediction rows (k_i, 5 + nc), by plain indexing."""
-        return [pi.reshape(-1, pi.shape[-1])[_flat_anchor(pi, m)] for pi, m in zip(preds, cands)]
+        return [pi.reshape(-1, pi.shape[-1])[m.flat_rows(pi)] for pi, m in zip(preds, cands)]
 
     def pair_terms(self, rows: list[torch.Tensor], cands: list[LevelCandidates],
                    preds: list[torch.Tensor]) -> _PairTerms:
@@ -148,7 +148,7 @@ class ComputeLossDW(AnchorLossStrategy):
         offsets = [0]
         for pi in preds[:-1]:
             offsets.append(offsets[-1] + pi.shape[:4].numel())
-        anchor_ids = torch.cat([_flat_anchor(pi, m) + o for pi, m, o in zip(preds, cands, offsets)])
+        anchor_ids = torch.cat([m.flat_rows(pi) + o for pi, m, o in zip(preds, cands, offsets)])
         # only x, y, w, h, obj and the object's class logit; laid out (6, k) so each is contiguous
         logits = torch.cat([torch.cat((r[:, :5], r.gather(1, 5 + m.cls[:, None])), 1).T.float()
                             for r, m in zip(rows, cands)], 1)  # (6, k)
@@ -193,7 +193,7 @@ class ComputeLossDW(AnchorLossStrategy):
         bs = preds[0].shape[0]
         cands = self.candidates(preds, targets)
         # the dense negative sum at weight 1 of every level, and the candidates' rows with gradient
-        dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=_flat_anchor(pi, m)) for pi, m in zip(preds, cands)))
+        dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=m.flat_rows(pi)) for pi, m in zip(preds, cands)))
         terms = self.pair_terms(rows, cands, preds)
         w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
         n_obj = max(targets.shape[0], 1)
@@ -222,7 +222,7 @@ class ComputeLossDW(AnchorLossStrategy):
         if not keep.any():
             return dense, w_neg_iou.new_zeros(())
         no = pi.shape[-1]
-        cell, inverse = torch.unique(_flat_anchor(pi, m)[keep] * (no - 5) + m.cls[keep], return_inverse=True)
+        cell, inverse = torch.unique(m.flat_rows(pi)[keep] * (no - 5) + m.cls[keep], return_inverse=True)
         w = torch.ones(len(cell), device=pi.device).scatter_reduce_(0, inverse, w_neg_iou[keep].float(), "amin")
         first = torch.zeros(len(cell), dtype=torch.long, device=pi.device)
         first.scatter_(0, inverse, torch.arange(len(inverse), device=pi.device))  # one candidate per cell
@@ -230,9 +230,3 @@ class ComputeLossDW(AnchorLossStrategy):
         s = torch.sigmoid(r[:, 4]) * torch.sigmoid(r.gather(1, 5 + m.cls[keep][first, None]).squeeze(1))
         f = s.square() * -torch.log(torch.clamp(1 - s, min=FOCAL_NEG_FLOOR))
         return dense + ((w - 1) * f).sum(), (1 - w).sum()
-
-
-def _flat_anchor(pi: torch.Tensor, m: LevelCandidates) -> torch.Tensor:
-    """Row of each candidate in ``pi.reshape(-1, no)`` (one index instead of four)."""
-    _, na, ny, nx, _ = pi.shape
-    return ((m.image * na + m.anchor) * ny + m.gj) * nx + m.gi

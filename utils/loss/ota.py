@@ -91,18 +91,15 @@ class ComputeLossOTA(ComputeLoss):
         bs = preds[0].shape[0]
         cols = self._columns(preds, cands)
         matched_target, fg = self._match(cols, targets, bs, imgs.shape[-2:])
-        return self._matched_rows(cols, cands, targets, matched_target, fg, preds)
+        return self._matched_rows(cols, targets, matched_target, fg, preds)
 
     def _columns(self, preds: list[torch.Tensor], cands: list[LevelCandidates]) -> _Columns:
         """Every candidate's prediction decoded to pixels (YOLOv5 v6 decode), all levels at once."""
         dev = cands[0].image.device
         ps, fields = [], []
         for i, (pi, c) in enumerate(zip(preds, cands)):
-            _, na, ny, nx, no = pi.shape
-            flat = c.image.mul(na).add_(c.anchor).mul_(ny).add_(c.gj).mul_(nx).add_(c.gi)
-            ps.append(pi.detach().reshape(-1, no).index_select(0, flat).float())  # (n, 5 + nc)
-            fields.append((c.image, torch.full_like(c.image, i), c.anchor, torch.stack((c.gi, c.gj), 1),
-                           c.anchor_wh.float()))
+            ps.append(pi.detach().reshape(-1, pi.shape[-1]).index_select(0, c.flat_rows(pi)).float())
+            fields.append((c.image, torch.full_like(c.image, i), c.anchor, torch.stack((c.gi, c.gj), 1), c.anchor_wh))
         image, level, anchor, cell, anchor_wh = (torch.cat(f) for f in zip(*fields))
         order = torch.sort(image, stable=True).indices
         image, level, anchor, cell, anchor_wh = (f[order] for f in (image, level, anchor, cell, anchor_wh))
@@ -165,7 +162,7 @@ class ComputeLossOTA(ComputeLoss):
             yield i0, i1, r0, r1
             i0, r0 = i1, r1
 
-    def _matched_rows(self, cols: _Columns, cands: list[LevelCandidates], targets: torch.Tensor,
+    def _matched_rows(self, cols: _Columns, targets: torch.Tensor,
                       matched_target: torch.Tensor, fg: torch.Tensor,
                       preds: list[torch.Tensor]) -> list[LevelCandidates]:
         """Each level's positive rows with the matched target's class and grid-unit box."""
@@ -178,5 +175,5 @@ class ComputeLossOTA(ComputeLoss):
         box[:, :2] -= cell
         split = torch.bincount(level, minlength=len(preds)).tolist()
         fields = (cols.image[pos], cols.anchor[pos], cell[:, 1], cell[:, 0], tgt, t[:, 1].long(), box,
-                  cols.anchor_wh[pos].to(cands[0].anchor_wh.dtype))
+                  cols.anchor_wh[pos])
         return [LevelCandidates(*f) for f in zip(*(x.split(split) for x in fields))]
