@@ -25,6 +25,7 @@ def test_detection_stats_on_a_hand_built_image():
     assert c0["best_score"] == pytest.approx((0.9 + 0.1) / 2)
     assert (c1["labels"], c1["dets"], c1["stray"], c1["recall"]) == (1, 2, 0.5, 1.0)
     assert c1["best_score"] == pytest.approx(0.6)
+    assert c0["stray_score"] == pytest.approx(0.7) and c1["stray_score"] == pytest.approx(0.5)
     assert c2["labels"] == c2["dets"] == 0 and all(math.isnan(c2[k]) for k in ("dets_per_label", "stray", "recall"))
     # a second image with no detections: its label is missed with best score 0
     s.update(torch.zeros(0, 6), torch.tensor([[1, 0, 0, 5, 5.]]))

@@ -5,10 +5,10 @@
 
 For each checkpoint and class (see :mod:`utils.det_stats`): labels, detections at --conf after NMS
 (--nms-conf / --iou-thres as val.py), detections per label, the fraction of them that are stray
-(IoU < --stray-iou with every label of their class), recall at IoU >= --match-iou, and the median
-best score of the right box per label. A second table counts, before NMS, the stray (output, class)
-pairs at score >= --conf per image by head level and anchor: where a strategy fails to push
-background down. Writes det_stats.md into --out and prints it.
+(IoU < --stray-iou with every label of their class), recall at IoU >= --match-iou, the median best
+score of the right box per label and the median score of the stray boxes. A second table counts,
+before NMS, the stray (output, class) pairs at score >= --conf per image by head level and anchor:
+where a strategy fails to push background down. Writes det_stats.md into --out and prints it.
 """
 from __future__ import annotations
 
@@ -86,12 +86,12 @@ def analyse(weights: str, opt: argparse.Namespace, data: dict):
 def markdown(results: dict, names: list[str], opt: argparse.Namespace) -> str:
     lines = [f"conf {opt.conf}, NMS {opt.nms_conf}/{opt.iou_thres}, match IoU {opt.match_iou}, "
              f"stray IoU < {opt.stray_iou}", "",
-             "| run | class | labels | dets | dets/label | stray | recall | best score |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| run | class | labels | dets | dets/label | stray | recall | best score | stray score |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run, (stats, _, _) in results.items():
         for name, r in zip(names, stats.table()):
             lines.append(f"| {run} | {name} | {r['labels']} | {r['dets']} | {r['dets_per_label']:.2f} | "
-                         f"{r['stray']:.0%} | {r['recall']:.2f} | {r['best_score']:.2f} |")
+                         f"{r['stray']:.0%} | {r['recall']:.2f} | {r['best_score']:.2f} | {r['stray_score']:.2f} |")
     lines += ["", f"Stray (output, class) pairs with score >= {opt.conf} per image, before NMS, by level / anchor:", ""]
     width = max(s.shape[1] for _, s, _ in results.values())
     lines += ["| run | level | " + " | ".join(f"a{a}" for a in range(width)) + " |", "|---|---|" + "---|" * width]

@@ -11,7 +11,9 @@ objects but also scores many wrong boxes highly. These statistics separate the t
   (not a duplicate of a labelled object: a wrong box, or an object the labels miss);
 - ``recall``: fraction of labels with a detection of their class at IoU >= ``match_iou`` and score >= ``conf``;
 - ``best_score``: median over the labels of the highest score of a detection of their class at
-  IoU >= ``match_iou`` (any score, 0 when there is none): how confidently the right box is ranked.
+  IoU >= ``match_iou`` (any score, 0 when there is none): how confidently the right box is ranked;
+- ``stray_score``: median score of the stray detections. Stray boxes cost AP only when they
+  outrank right ones, so compare it with ``best_score``.
 
 :func:`stray_sources` counts, before NMS, the head outputs (level, anchor) whose score for a class is
 >= ``conf`` and whose decoded box is stray for that class: which outputs a strategy failed to push down.
@@ -24,7 +26,7 @@ import torch
 
 from utils.boxes import box_iou
 
-FIELDS = ("labels", "dets", "dets_per_label", "stray", "recall", "best_score")
+FIELDS = ("labels", "dets", "dets_per_label", "stray", "recall", "best_score", "stray_score")
 
 
 class DetectionStats:
@@ -39,6 +41,7 @@ class DetectionStats:
         self.stray = torch.zeros(nc, dtype=torch.long)
         self.found = torch.zeros(nc, dtype=torch.long)
         self.best: list[list[float]] = [[] for _ in range(nc)]
+        self.stray_scores: list[list[float]] = [[] for _ in range(nc)]
 
     def update(self, dets: torch.Tensor, labels: torch.Tensor) -> None:
         """One image: ``dets`` (n, 6) x1y1x2y2, score, class after NMS (any threshold below ``conf``);
@@ -51,7 +54,9 @@ class DetectionStats:
             self.labels[c] += len(g)
             self.dets[c] += int(high.sum())
             best_iou = iou.max(1).values if len(g) else torch.zeros(len(d))
-            self.stray[c] += int((high & (best_iou < self.stray_iou)).sum())
+            stray = high & (best_iou < self.stray_iou)
+            self.stray[c] += int(stray.sum())
+            self.stray_scores[c] += d[stray, 4].tolist()
             hit = iou >= self.match_iou  # (n, m)
             self.found[c] += int((hit & high[:, None]).any(0).sum())
             scores = torch.where(hit, d[:, 4:5], torch.zeros(())).amax(0) if len(d) else torch.zeros(len(g))
@@ -67,9 +72,15 @@ class DetectionStats:
                 "dets_per_label": k / n if n else float("nan"),
                 "stray": int(self.stray[c]) / k if k else float("nan"),
                 "recall": int(self.found[c]) / n if n else float("nan"),
-                "best_score": float(torch.tensor(self.best[c]).quantile(0.5)) if self.best[c] else float("nan"),
+                "best_score": _median(self.best[c]),
+                "stray_score": _median(self.stray_scores[c]),
             })
         return rows
+
+
+def _median(values: list[float]) -> float:
+    """Median (mean of the two middle values for an even count), ``nan`` for none."""
+    return float(torch.tensor(values, dtype=torch.float64).quantile(0.5)) if values else float("nan")
 
 
 def output_index(raw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
