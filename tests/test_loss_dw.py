@@ -259,11 +259,21 @@ def test_best_object_keeps_a_shared_anchor_for_the_object_it_fits():
     preds[0][0, 0, :, :, 1] = torch.log(torch.tensor(0.5 / 0.5))  # y = 1.0 + gj: not the point here
     preds[0][0, 0, :, :, 2:4] = math.log(0.65 / 0.35)  # wh = (2 * 0.65)^2 * 2 = 3.38 cells
     preds[0][0, 0, :, :, 4:] = 2.0
-    both = {}
-    for flag in (False, True):
+    def weights(flag, targets):
         loss_fn = build_loss(model, {"loss": "dw", "dw_best_object": flag})
-        (lv,) = loss_fn.assign(preds, t, torch.zeros(1, 3, 32, 32))
-        both[flag] = {(o, j, i): w for o, j, i, w in zip(lv.target.tolist(), lv.gj.tolist(), lv.gi.tolist(), lv.weight.tolist())}
+        (lv,) = loss_fn.assign(preds, targets, torch.zeros(1, 3, 32, 32))
+        return {(o, j, i): w for o, j, i, w in zip(lv.target.tolist(), lv.gj.tolist(), lv.gi.tolist(), lv.weight.tolist())}
+
+    both = {flag: weights(flag, t) for flag in (False, True)}
+    # 'class': the same as true for two objects of one class ...
+    assert weights("class", t) == both[True]
+    # ... and as false when B has another class (the anchor answers with a separate class output)
+    t_other = t.clone()
+    t_other[1, 1] = 1
+    assert weights("class", t_other) == weights(False, t_other)
+    assert weights(True, t_other) != weights(False, t_other)
+    with pytest.raises(ValueError, match="dw_best_object"):
+        build_loss(model, {"loss": "dw", "dw_best_object": "yes"})
     shared = [(j, i) for (o, j, i) in both[False] if o == 0 and (1, j, i) in both[False]]
     assert shared and all(i in (1, 2) for _, i in shared)
     for j, i in shared:

@@ -38,7 +38,7 @@ class StrategyHyp:
                 continue
             v = hyp[f.name]
             if isinstance(f.default, bool):
-                if not isinstance(v, bool):
+                if not isinstance(v, bool) and "str" not in str(f.type):  # ``bool | str`` keys check in __post_init__
                     raise ValueError(f"hyp key '{f.name}' must be true or false, got {v!r}")
             elif isinstance(f.default, int):
                 if isinstance(v, bool) or not (isinstance(v, numbers.Integral)

@@ -37,9 +37,11 @@ cells are corrected from those rows.
 
 Decisions where the official code is silent or differs on purpose:
 
-- ``dw_best_object`` (off by default, as the official code): an anchor inside several objects
-  keeps its positive weight only for the object it fits best (highest ``p = p_cls * p_loc``), so one
-  YOLOv5 anchor is not regressed towards two overlapping boxes; its negative IoU factor is unchanged.
+- ``dw_best_object`` (``false`` by default, as the official code): with ``true`` an anchor inside
+  several objects keeps its positive weight only for the object it fits best (highest
+  ``p = p_cls * p_loc``), so one YOLOv5 anchor is not regressed towards two overlapping boxes; with
+  ``class`` only among objects of the same class (an anchor inside an RBC and a platelet on it stays
+  a positive of both, one per class output); its negative IoU factor is unchanged.
 - An (anchor, class) paired with several objects of that class (overlapping boxes of one class)
   takes the smallest IoU factor (it is a good positive of one of them). The official code writes
   the factors with an indexed assignment whose winner among duplicates is unspecified.
@@ -75,9 +77,11 @@ class DWHyp(StrategyHyp):
     dw_pos_weight: float = 0.25  # weight of both positive terms (official 0.25)
     dw_neg_weight: float = 1.0  # weight of the negative term (official 1.0)
     dw_gain: float = 0.1  # overall gain, for YOLOv5's loss x batch-size convention
-    dw_best_object: bool = False  # an anchor inside several objects is a positive of only the one it fits best
+    dw_best_object: bool | str = False  # false, true (among all objects) or 'class' (among objects of its class)
 
     def __post_init__(self):
+        if self.dw_best_object not in (False, True, "class"):
+            raise ValueError(f"hyp key 'dw_best_object' must be false, true or 'class', got {self.dw_best_object!r}")
         for key in ("dw_sigma", "dw_loc_scale"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"hyp key '{key}' must be > 0, got {getattr(self, key)}")
@@ -96,6 +100,7 @@ class _PairTerms:
     iou: torch.Tensor  # (k,) IoU, detached
     prior: torch.Tensor  # (k,)
     target: torch.Tensor  # (k,) long, row in ``targets``
+    cls: torch.Tensor  # (k,) long, the object's class
     anchor: torch.Tensor  # (k,) long, one id per anchor of the batch (all levels)
 
 
@@ -162,7 +167,8 @@ class ComputeLossDW(AnchorLossStrategy):
             iou = bbox_iou(pbox, box_grid.T).squeeze(-1)
         prior = gaussian_centre_prior(box_grid[:2].T - 0.5, self.hyp.dw_sigma)
         return _PairTerms(cls_logit=logits[5], obj_logit=logits[4], giou=giou, iou=iou, prior=prior,
-                          target=torch.cat([m.target for m in cands]), anchor=anchor_ids)
+                          target=torch.cat([m.target for m in cands]), cls=torch.cat([m.cls for m in cands]),
+                          anchor=anchor_ids)
 
     def weights(self, terms: _PairTerms, n_obj: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``w_pos`` and the negative IoU factor of every pair (detached)."""
@@ -172,8 +178,9 @@ class ComputeLossDW(AnchorLossStrategy):
             p = p_cls * p_loc
             prior = terms.prior
             if self.hyp.dw_best_object and len(p):
-                best = p.new_zeros(int(terms.anchor.max()) + 1).scatter_reduce_(0, terms.anchor, p, "amax")
-                prior = prior * (p >= best[terms.anchor])
+                key = terms.anchor if self.hyp.dw_best_object is True else terms.anchor * self.nc + terms.cls
+                best = p.new_zeros(int(key.max()) + 1).scatter_reduce_(0, key, p, "amax")
+                prior = prior * (p >= best[key])
             w_pos = dw_pos_weights_pairs(p, prior, terms.target, n_obj)
             w_neg_iou = dw_neg_iou_weights_pairs(terms.iou, terms.target, n_obj)
         return w_pos, w_neg_iou
