@@ -171,7 +171,7 @@ def test_focal_negative_sum_half_input_empty_input_and_one_backward():
 def test_registered_and_hyp_file_validates():
     assert LOSSES["freeanchor"] is ComputeLossFreeAnchor
     hyp = load_hyp("hyp.freeanchor.yaml")
-    assert (hyp["fa_bag_size"], hyp["fa_iou_thr"], hyp["fa_alpha"], hyp["fa_gamma"]) == (50, 0.6, 0.5, 2.0)
+    assert (hyp["fa_bag_size"], hyp["fa_iou_thr"], hyp["fa_alpha"], hyp["fa_gamma"]) == (9, 0.6, 0.5, 2.0)
     with pytest.raises(HypError, match="fa_bag_size"):
         load_hyp({**hyp, "fa_bag_size": 2.5})
     with pytest.raises(HypError, match="fa_bag_siz"):
