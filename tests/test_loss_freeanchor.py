@@ -201,7 +201,7 @@ def test_matched_class_prob_equals_the_dense_reference_formula():
 
 
 def test_loss_equals_the_dense_formula():
-    loss_fn = three_level_loss(nc=3, hyp={"fa_gain": 1.0})
+    loss_fn = three_level_loss(nc=3, hyp={"fa_gain": 1.0, "fa_bag_size": 50})
     preds, t, imgs = random_batch(2, 64, 64, 3, 5, seed=5)
     preds = [p.double().requires_grad_() for p in preds]
     loss, items = loss_fn(preds, t, imgs)
@@ -215,7 +215,7 @@ def test_loss_equals_the_dense_formula():
     box_prob = torch.zeros(2 * flat.m * 3)
     box_prob[keys] = values
     p = torch.cat([x[..., 4:5].sigmoid() * x[..., 5:].sigmoid() for x in flat.levels], 1)  # (bs, m, nc)
-    neg = negative_bag_loss(p * (1 - box_prob.view(p.shape)), 2.0).sum() / (5 * 50)
+    neg = negative_bag_loss(p * (1 - box_prob.view(p.shape)), 2.0).sum() / (5 * bags.member.shape[1])
     j = bags.member.reshape(-1)
     rows = flat.rows(bags.image.repeat_interleave(bags.member.shape[1]), j, pri.level[j])
     pos = positive_bag_loss(loss_fn.bag_probs(rows, pri, bags)).mean()
