@@ -88,10 +88,14 @@ def markdown(results: dict, names: list[str], opt: argparse.Namespace) -> str:
              f"stray IoU < {opt.stray_iou}", "",
              "| run | class | labels | dets | dets/label | stray | recall | best score | stray score |",
              "|---|---|---|---|---|---|---|---|---|"]
+    def fmt(v: float, spec: str) -> str:
+        return "-" if math.isnan(v) else format(v, spec)
+
     for run, (stats, _, _) in results.items():
         for name, r in zip(names, stats.table()):
-            lines.append(f"| {run} | {name} | {r['labels']} | {r['dets']} | {r['dets_per_label']:.2f} | "
-                         f"{r['stray']:.0%} | {r['recall']:.2f} | {r['best_score']:.2f} | {r['stray_score']:.2f} |")
+            lines.append(f"| {run} | {name} | {r['labels']} | {r['dets']} | {fmt(r['dets_per_label'], '.2f')} | "
+                         f"{fmt(r['stray'], '.0%')} | {fmt(r['recall'], '.2f')} | {fmt(r['best_score'], '.2f')} | "
+                         f"{fmt(r['stray_score'], '.2f')} |")
     lines += ["", f"Stray (output, class) pairs with score >= {opt.conf} per image, before NMS, by level / anchor:", ""]
     width = max(s.shape[1] for _, s, _ in results.values())
     lines += ["| run | level | " + " | ".join(f"a{a}" for a in range(width)) + " |", "|---|---|" + "---|" * width]
