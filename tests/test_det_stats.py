@@ -78,3 +78,17 @@ def test_cli_counts_every_label_of_the_split(tiny_data, tmp_path):
     got = {r[1].strip(): int(r[2]) for r in per_class if r[0].strip() == "w"}
     assert got == {n: counts.get(n, 0) for n in data["names"]}
     assert sum(1 for r in rows if r[1].strip().startswith("P")) == 2 * 3  # three levels per run
+
+
+def test_cli_names_a_missing_checkpoint_and_a_wrong_class_count(tiny_data, tmp_path, caplog):
+    from models.yolo import Model
+    from tools import det_stats as cli
+    from utils.checkpoint import make_checkpoint, save_checkpoint
+
+    missing = tmp_path / "nope.pt"
+    assert cli.cli(["--weights", str(missing), "--data", str(tiny_data), "--img", "64", "--out", str(tmp_path)]) == 1
+    assert "nope.pt" in caplog.text
+    two = save_checkpoint(make_checkpoint(Model("models/yolov5n.yaml", nc=2)), tmp_path / "two.pt")
+    assert cli.cli(["--weights", str(two), "--data", str(tiny_data), "--img", "64", "--out", str(tmp_path)]) == 1
+    assert "2 classes" in caplog.text
+    assert not (tmp_path / "det_stats.md").exists()

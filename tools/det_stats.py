@@ -125,6 +125,19 @@ def main(opt: argparse.Namespace) -> Path:
     return out / "det_stats.md"
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with the errors a user can act on printed as one line (exit status 1)."""
+    from utils.checkpoint import CheckpointError
+    from utils.dataloaders import DatasetError
+
+    try:
+        main(parse_opt(argv))
+    except (CheckpointError, DatasetError, FileNotFoundError, ValueError) as e:
+        logging.getLogger("det_stats").error("error: %s", e)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main(parse_opt())
+    sys.exit(cli())
