@@ -83,15 +83,9 @@ def run(opt: argparse.Namespace) -> dict:
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.checkpoint import CheckpointError
-    from utils.dataloaders import DatasetError
+    from utils.cli import run_cli
 
-    try:
-        run(opt)
-    except (CheckpointError, DatasetError, FileNotFoundError, ValueError) as e:
-        logging.getLogger("val").error("error: %s", e)
-        return 1
-    return 0
+    return run_cli(lambda: run(opt), "val")
 
 
 if __name__ == "__main__":

@@ -58,3 +58,11 @@ def test_positives_per_object_counts_distinct_cells_by_size():
                                                                                  "target", "cls", "box_grid", "anchor_wh")))
     out = av.positives_per_object([cat], targets, (100, 100))
     assert out == {"small": [2], "medium": [], "large": [1]}
+
+
+def test_cli_names_a_missing_checkpoint(tmp_path, caplog):
+    from tools import show_assign
+
+    missing = tmp_path / "gone.pt"
+    assert show_assign.cli(["--weights", str(missing), "--out", str(tmp_path / "out")]) == 1
+    assert "gone.pt" in caplog.text and not (tmp_path / "out").exists()

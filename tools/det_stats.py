@@ -127,15 +127,9 @@ def main(opt: argparse.Namespace) -> Path:
 
 def cli(argv: list[str] | None = None) -> int:
     """``main`` with the errors a user can act on printed as one line (exit status 1)."""
-    from utils.checkpoint import CheckpointError
-    from utils.dataloaders import DatasetError
+    from utils.cli import run_cli
 
-    try:
-        main(parse_opt(argv))
-    except (CheckpointError, DatasetError, FileNotFoundError, ValueError) as e:
-        logging.getLogger("det_stats").error("error: %s", e)
-        return 1
-    return 0
+    return run_cli(lambda: main(parse_opt(argv)), "det_stats")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,13 @@ def main(opt: argparse.Namespace) -> Path:
     return file
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with the errors a user can act on printed as one line (exit status 1)."""
+    from utils.cli import run_cli
+
+    return run_cli(lambda: main(parse_opt(argv)), "show_assign")
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main(parse_opt())
+    sys.exit(cli())
