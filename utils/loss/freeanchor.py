@@ -37,7 +37,8 @@ crowded images (13 labelled BCCD objects per image) the bags cover ~10 % of all 
 then stays close to a plain mean (its best member's ``P_cls * P_loc`` is ~0.3, so weights
 ``1 / (1 - p)`` are near-uniform), and the recall term pushes every member up, by a rough estimate
 ~20x harder per anchor than the precision term pushes a stray one down: the model scores RBC-like
-texture highly at most P4 cells (~240 of the 400 cells of one P4 anchor per image) (``tools/det_stats.py``: 25 RBC boxes per labelled RBC at confidence 0.25, 73 % of them stray).
+texture highly at most P4 cells (``tools/det_stats.py``: ~240 stray outputs per image at one P4
+anchor; 25 RBC boxes per labelled RBC at confidence 0.25, 73 % of them stray).
 Measured on BCCD (60 epochs, seed 0, mAP50-95): bag 50 -> 0.290, 17 (the paper's ~6 locations x 3
 anchors) -> 0.395, 9 (~3 cells x 3 anchors, the order of the positives YOLOv5's own rule makes per
 object) -> 0.443, against ``yolov5``'s 0.446 (README, "Measured").
