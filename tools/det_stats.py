@@ -83,19 +83,21 @@ def analyse(weights: str, opt: argparse.Namespace, data: dict):
     return stats, sources, seen
 
 
+def _fmt(v: float, spec: str) -> str:
+    """``format(v, spec)``, or ``-`` for ``nan`` (a ratio without a denominator)."""
+    return "-" if math.isnan(v) else format(v, spec)
+
+
 def markdown(results: dict, names: list[str], opt: argparse.Namespace) -> str:
     lines = [f"conf {opt.conf}, NMS {opt.nms_conf}/{opt.iou_thres}, match IoU {opt.match_iou}, "
              f"stray IoU < {opt.stray_iou}", "",
              "| run | class | labels | dets | dets/label | stray | recall | best score | stray score |",
              "|---|---|---|---|---|---|---|---|---|"]
-    def fmt(v: float, spec: str) -> str:
-        return "-" if math.isnan(v) else format(v, spec)
-
     for run, (stats, _, _) in results.items():
         for name, r in zip(names, stats.table()):
-            lines.append(f"| {run} | {name} | {r['labels']} | {r['dets']} | {fmt(r['dets_per_label'], '.2f')} | "
-                         f"{fmt(r['stray'], '.0%')} | {fmt(r['recall'], '.2f')} | {fmt(r['best_score'], '.2f')} | "
-                         f"{fmt(r['stray_score'], '.2f')} |")
+            lines.append(f"| {run} | {name} | {r['labels']} | {r['dets']} | {_fmt(r['dets_per_label'], '.2f')} | "
+                         f"{_fmt(r['stray'], '.0%')} | {_fmt(r['recall'], '.2f')} | {_fmt(r['best_score'], '.2f')} | "
+                         f"{_fmt(r['stray_score'], '.2f')} |")
     lines += ["", f"Stray (output, class) pairs with score >= {opt.conf} per image, before NMS, by level / anchor:", ""]
     width = max(s.shape[1] for _, s, _ in results.values())
     lines += ["| run | level | " + " | ".join(f"a{a}" for a in range(width)) + " |", "|---|---|" + "---|" * width]
@@ -110,7 +112,7 @@ def main(opt: argparse.Namespace) -> Path:
     from utils.dataloaders import check_dataset
 
     data = check_dataset(opt.data)
-    names = [data["names"][i] for i in range(data["nc"])] if isinstance(data["names"], dict) else list(data["names"])
+    names = data["names"]  # check_dataset gives a list in class order
     results = {}
     for w in opt.weights:
         name = run_name(w)
