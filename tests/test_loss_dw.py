@@ -154,7 +154,7 @@ def iou_giou(a, b):
     return inter / union, inter / union - (c - union) / c
 
 
-def reference_loss(preds, targets, model, gain=0.1):
+def reference_loss(preds, targets, model, gain=0.1, pos_weight=1.0):
     """The official ``loss`` + ``_loss_single`` per image on the dense point layout, in Python loops.
 
     Points are (level, anchor, cell); an (anchor, class) inside two objects of its class takes the
@@ -201,7 +201,7 @@ def reference_loss(preds, targets, model, gain=0.1):
                 neg += w * s ** 2 * -math.log(1 - s)
                 neg_norm += 1 - w
     n_obj = max(len(targets), 1)
-    items = (0.25 * loc / n_obj * gain, 0.25 * cls_pos / n_obj * gain, neg / max(neg_norm, 1.0) * gain)
+    items = (pos_weight * loc / n_obj * gain, pos_weight * cls_pos / n_obj * gain, neg / max(neg_norm, 1.0) * gain)
     return sum(items) * bs, items
 
 
@@ -212,8 +212,8 @@ def make_targets(g, bs, n, nc, lo=0.15, hi=0.6):
                       torch.randint(0, nc, (n, 1), generator=g).double(), xy, wh), 1).float()
 
 
-@pytest.mark.parametrize("seed,hw", [(0, (64, 64)), (1, (32, 96))])
-def test_loss_equals_the_reference_transcription(seed, hw):
+@pytest.mark.parametrize("seed,hw,hyp", [(0, (64, 64), {}), (1, (32, 96), {"dw_pos_weight": 0.25})])
+def test_loss_equals_the_reference_transcription(seed, hw, hyp):
     g = torch.Generator().manual_seed(seed)
     model = yolo_model(nc=3)
     bs, (h, w) = 2, hw
@@ -221,9 +221,9 @@ def test_loss_equals_the_reference_transcription(seed, hw):
     targets = make_targets(g, bs, 5, 3)
     targets[1] = targets[0]
     targets[1, 2] += 0.02  # two overlapping objects of one class in one image
-    loss_fn = build_loss(model, {"loss": "dw"})
+    loss_fn = build_loss(model, {"loss": "dw", **hyp})
     loss, items = loss_fn(preds, targets, torch.zeros(bs, 3, h, w))
-    ref, ref_items = reference_loss(preds, targets, model)
+    ref, ref_items = reference_loss(preds, targets, model, pos_weight=hyp.get("dw_pos_weight", 1.0))
     assert loss.item() == pytest.approx(ref, rel=1e-6)
     assert items.tolist() == pytest.approx(list(ref_items), rel=1e-6, abs=1e-12)
     assert loss_fn.names == ("loc", "cls_pos", "cls_neg")
@@ -350,7 +350,7 @@ def test_registry_and_hyp_file():
     hyp = load_hyp("hyp.dw.yaml")
     assert hyp["loss"] == "dw" and hyp["dw_sigma"] == 1.11
     h = LOSSES["dw"].Hyp.from_hyp(hyp)
-    assert (h.dw_loc_scale, h.dw_pos_weight, h.dw_neg_weight) == (5.0, 0.25, 1.0)
+    assert (h.dw_loc_scale, h.dw_pos_weight, h.dw_neg_weight) == (5.0, 1.0, 1.0)
     with pytest.raises(HypError, match="belongs to loss 'yolov5'"):
         load_hyp({"loss": "dw", "anchor_t": 4.0})
     with pytest.raises(HypError, match="dw_sigma"):
