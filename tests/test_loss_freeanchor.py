@@ -130,14 +130,16 @@ def test_focal_negative_sum_equals_autograd_through_negative_bag_loss(monkeypatc
     with torch.no_grad():  # the value-only path
         assert focal_negative_sum(x, 2.0).item() == pytest.approx(plain.item(), rel=1e-12)
     # picked rows (repeats included) carry their own gradient into the same buffer
-    idx = torch.tensor([0, 7, 7, 29])
+    idx, ci = torch.tensor([0, 7, 7, 29]), torch.tensor([1, 0, nc - 1, 2])
     c = x.clone().requires_grad_()
     d = x.clone().requires_grad_()
-    total, picked = focal_negative_sum(c, 2.0, rows=idx)
-    assert torch.equal(picked, x.reshape(-1, 5 + nc)[idx])
-    (total + (picked ** 2).sum() * 0.5).backward()
+    total, picked = focal_negative_sum(c, 2.0, rows=idx, cls=ci)
+    rows_d = d.reshape(-1, 5 + nc)[idx]
+    expect = torch.cat((rows_d[:, :5], rows_d[torch.arange(4), 5 + ci][:, None]), 1)
+    assert torch.equal(picked, expect.detach())
+    (total + (picked ** 2 * torch.arange(1.0, 7.0, dtype=x.dtype)).sum() * 0.5).backward()
     plain = negative_bag_loss(d[..., 4:5].sigmoid() * d[..., 5:].sigmoid(), 2.0).sum()
-    (plain + (d.reshape(-1, 5 + nc)[idx] ** 2).sum() * 0.5).backward()
+    (plain + (expect ** 2 * torch.arange(1.0, 7.0, dtype=x.dtype)).sum() * 0.5).backward()
     assert torch.allclose(c.grad, d.grad, rtol=1e-9, atol=1e-15)
     for gamma in (1.0, 1.5):
         c = x.clone().requires_grad_()
@@ -217,7 +219,8 @@ def test_loss_equals_the_dense_formula():
     p = torch.cat([x[..., 4:5].sigmoid() * x[..., 5:].sigmoid() for x in flat.levels], 1)  # (bs, m, nc)
     neg = negative_bag_loss(p * (1 - box_prob.view(p.shape)), 2.0).sum() / (5 * bags.member.shape[1])
     j = bags.member.reshape(-1)
-    rows = flat.rows(bags.image.repeat_interleave(bags.member.shape[1]), j, pri.level[j])
+    k = bags.member.shape[1]
+    rows = flat.rows(bags.image.repeat_interleave(k), j, pri.level[j], bags.cls.repeat_interleave(k))
     pos = positive_bag_loss(loss_fn.bag_probs(rows, pri, bags)).mean()
     assert items.tolist() == pytest.approx([0.5 * pos.item(), 0.5 * neg.item()], rel=1e-5)
     assert loss.item() == pytest.approx(2 * (0.5 * pos.item() + 0.5 * neg.item()), rel=1e-5)

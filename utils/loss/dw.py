@@ -74,7 +74,8 @@ from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
-from utils.loss.functional import FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs, focal_negative_sum
+from utils.loss.functional import (FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs,
+                                   focal_negative_sum, pick_row_class)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,23 +148,21 @@ class ComputeLossDW(AnchorLossStrategy):
 
     @staticmethod
     def candidate_rows(preds: list[torch.Tensor], cands: list[LevelCandidates]) -> list[torch.Tensor]:
-        """Per level, the candidates' prediction rows (k_i, 5 + nc), by plain indexing."""
-        return [pi.reshape(-1, pi.shape[-1])[m.flat_rows(pi)] for pi, m in zip(preds, cands)]
+        """Per level, the candidates' box, obj and own-class logits (k_i, 6), by plain indexing."""
+        return [pick_row_class(pi, m.flat_rows(pi), m.cls) for pi, m in zip(preds, cands)]
 
     def pair_terms(self, rows: list[torch.Tensor], cands: list[LevelCandidates],
                    preds: list[torch.Tensor]) -> _PairTerms:
         """Decode each candidate's prediction (YOLOv5 v6/v7 decode) and score it against its object.
 
-        ``rows``: per level, the candidates' prediction rows (k_i, 5 + nc). All levels are decoded
+        ``rows``: per level, the candidates' ``[x, y, w, h, obj, own class]`` logits (k_i, 6). All levels are decoded
         together: boxes are in grid units of their own level, and IoU / GIoU do not depend on the unit.
         """
         offsets = [0]
         for pi in preds[:-1]:
             offsets.append(offsets[-1] + pi.shape[:4].numel())
         anchor_ids = torch.cat([m.flat_rows(pi) + o for pi, m, o in zip(preds, cands, offsets)])
-        # only x, y, w, h, obj and the object's class logit; laid out (6, k) so each is contiguous
-        logits = torch.cat([torch.cat((r[:, :5], r.gather(1, 5 + m.cls[:, None])), 1).T.float()
-                            for r, m in zip(rows, cands)], 1)  # (6, k)
+        logits = torch.cat([r.T.float() for r in rows], 1)  # (6, k): each of the six contiguous
         box_grid = torch.cat([m.box_grid for m in cands]).T.contiguous()  # (4, k)
         anchor_wh = torch.cat([m.anchor_wh for m in cands]).T  # (2, k)
         pxy = logits[:2].sigmoid() * 2 - 0.5
@@ -207,7 +206,7 @@ class ComputeLossDW(AnchorLossStrategy):
         bs = preds[0].shape[0]
         cands = self.candidates(preds, targets)
         # the dense negative sum at weight 1 of every level, and the candidates' rows with gradient
-        dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=m.flat_rows(pi)) for pi, m in zip(preds, cands)))
+        dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=m.flat_rows(pi), cls=m.cls) for pi, m in zip(preds, cands)))
         terms = self.pair_terms(rows, cands, preds)
         w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
         n_obj = max(targets.shape[0], 1)
@@ -240,7 +239,7 @@ class ComputeLossDW(AnchorLossStrategy):
         w = torch.ones(len(cell), device=pi.device).scatter_reduce_(0, inverse, w_neg_iou[keep].float(), "amin")
         first = torch.zeros(len(cell), dtype=torch.long, device=pi.device)
         first.scatter_(0, inverse, torch.arange(len(inverse), device=pi.device))  # one candidate per cell
-        r = rows[keep][first].float()  # (u, no)
-        s = torch.sigmoid(r[:, 4]) * torch.sigmoid(r.gather(1, 5 + m.cls[keep][first, None]).squeeze(1))
+        r = rows[keep][first].float()  # (u, 6)
+        s = torch.sigmoid(r[:, 4]) * torch.sigmoid(r[:, 5])
         f = s.square() * -torch.log(torch.clamp(1 - s, min=FOCAL_NEG_FLOOR))
         return dense + ((w - 1) * f).sum(), (1 - w).sum()

@@ -87,7 +87,8 @@ from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
-from utils.loss.functional import focal_negative_sum, negative_bag_loss, positive_bag_loss, saturated_linear
+from utils.loss.functional import (focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss,
+                                   saturated_linear)
 
 DELTA_STDS = (0.1, 0.1, 0.2, 0.2)  # RetinaNet's box-coder normalisation (x, y, w, h)
 
@@ -137,12 +138,13 @@ class _FlatPreds:
         self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
         self.m = sum(sizes)
 
-    def rows(self, image: torch.Tensor, prior: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Prediction rows (n, no) of the given images and priors (``level`` = each prior's level)."""
-        out = self.levels[0].new_zeros(prior.shape[0], self.no)
+    def rows(self, image: torch.Tensor, prior: torch.Tensor, level: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        """``[x, y, w, h, obj, class cls]`` logits (n, 6) of the given images and priors
+        (``level`` = each prior's level)."""
+        out = self.levels[0].new_zeros(prior.shape[0], 6)
         for i, (x, start) in enumerate(zip(self.levels, self.starts)):
             k = (level == i).nonzero().squeeze(1)
-            out = out.index_copy(0, k, x[image[k], prior[k] - start])
+            out = out.index_copy(0, k, pick_row_class(x, image[k] * x.shape[1] + prior[k] - start, cls[k]))
         return out
 
     @property
@@ -330,11 +332,11 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     # --- likelihoods ----------------------------------------------------------------------------
 
     def bag_probs(self, rows: torch.Tensor, pri: AnchorPriors, bags: _Bags) -> torch.Tensor:
-        """P_cls * P_loc of every bag member, (nt, k), from its prediction rows (nt * k, no)."""
+        """P_cls * P_loc of every bag member, (nt, k), from its ``[x, y, w, h, obj, object's class]``
+        logits (nt * k, 6)."""
         nt, k = bags.member.shape
         j = bags.member.reshape(-1)
-        c = bags.cls.repeat_interleave(k)
-        p_cls = rows[:, 4].sigmoid() * rows[:, 5:].gather(1, c[:, None]).squeeze(1).sigmoid()
+        p_cls = rows[:, 4].sigmoid() * rows[:, 5].sigmoid()
         anchor = pri.xywh_px[j]  # (nt * k, 4)
         sx, sy, sw, sh = DELTA_STDS
         pred = torch.cat((
@@ -347,19 +349,21 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         loc = self.hyp.fa_bbox_weight * smooth_l1(pred - target, self.hyp.fa_bbox_beta).sum(1)
         return (p_cls * torch.exp(-loc)).view(nt, k)
 
-    def negative_and_rows(self, flat: _FlatPreds, image: torch.Tensor,
-                          prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The dense focal sum of ``p`` over every image, prior and class, and the rows (image, prior).
+    def negative_and_rows(self, flat: _FlatPreds, image: torch.Tensor, prior: torch.Tensor,
+                          cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense focal sum of ``p`` over every image, prior and class, and the ``[x, y, w, h, obj,
+        class cls]`` logits (n, 6) of the given (image, prior, cls).
 
         One :func:`~utils.loss.functional.focal_negative_sum` per level, which also hands out the
         requested rows so that their gradient lands in the same buffer.
         """
         level = torch.bucketize(prior, prior.new_tensor(flat.starts), right=True) - 1
-        rows = flat.levels[0].new_zeros(len(prior), flat.no)
+        rows = flat.levels[0].new_zeros(len(prior), 6)
         total = 0.0
         for i, (x, start) in enumerate(zip(flat.levels, flat.starts)):
             sel = (level == i).nonzero().squeeze(1)
-            level_sum, picked = focal_negative_sum(x, self.hyp.fa_gamma, rows=image[sel] * x.shape[1] + prior[sel] - start)
+            level_sum, picked = focal_negative_sum(x, self.hyp.fa_gamma, rows=image[sel] * x.shape[1] + prior[sel] - start,
+                                                   cls=cls[sel])
             total = total + level_sum
             rows = rows.index_copy(0, sel, picked)
         return total, rows
@@ -378,9 +382,9 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         jb = keys // self.nc
         image = torch.cat((bags.image.repeat_interleave(k), jb // flat.m))
         prior = torch.cat((bags.member.reshape(-1), jb % flat.m))
-        dense, rows = self.negative_and_rows(flat, image, prior)
+        dense, rows = self.negative_and_rows(flat, image, prior, torch.cat((bags.cls.repeat_interleave(k), c)))
         # precision term: the dense sum is of p, correct it to p * (1 - B) where B > 0
-        p = rows[nt * k:, 4].sigmoid() * rows[nt * k:, 5:].gather(1, c[:, None]).squeeze(1).sigmoid()
+        p = rows[nt * k:, 4].sigmoid() * rows[nt * k:, 5].sigmoid()
         neg = dense + (negative_bag_loss(p * (1 - box_prob), g) - negative_bag_loss(p, g)).sum()
         neg = neg / (max(nt, 1) * k)
         pos = positive_bag_loss(self.bag_probs(rows[:nt * k], pri, bags)).sum() / max(nt, 1)
@@ -406,7 +410,8 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         bags = self.bags(preds, targets, imgs)
         nt, k = bags.member.shape
         j = bags.member.reshape(-1)
-        p = self.bag_probs(flat.rows(bags.image.repeat_interleave(k), j, pri.level[j]), pri, bags)  # (nt, k)
+        p = self.bag_probs(flat.rows(bags.image.repeat_interleave(k), j, pri.level[j], bags.cls.repeat_interleave(k)),
+                           pri, bags)  # (nt, k)
         w = 1.0 / (1.0 - p).clamp(min=1e-12)
         w = (w / w.sum(1, keepdim=True)).reshape(-1)
         target = torch.arange(nt, device=j.device).repeat_interleave(k)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils import native
+
 
 def smooth_bce_targets(eps: float = 0.0) -> tuple[float, float]:
     """Positive and negative BCE targets under label smoothing (YOLOv5's ``smooth_BCE``)."""
@@ -263,25 +265,47 @@ _FOCAL_NEG_CHUNK = 1 << 18  # (row, class) elements per CPU chunk: three float32
 _FOCAL_NEG_CLASS_MAJOR = 8  # at most this many classes: class-major work buffers
 
 
+def row_class_index(rows: torch.Tensor, cls: torch.Tensor, no: int) -> torch.Tensor:
+    """Flat indices (k, 6) into a (n, no) prediction of each row's 4 box logits, obj logit and class ``cls``."""
+    cols = torch.arange(6, device=rows.device).expand(len(rows), 6).clone()
+    cols[:, 5] += cls.to(cols.device)
+    return rows[:, None] * no + cols
+
+
+def pick_row_class(pred: torch.Tensor, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """``[x, y, w, h, obj, class cls]`` logits (k, 6) of rows of ``pred.reshape(-1, no)``, with gradient."""
+    no = pred.shape[-1]
+    return pred.reshape(-1)[row_class_index(rows, cls, no)]
+
+
 class _FocalNegativeSum(torch.autograd.Function):
     """See :func:`focal_negative_sum`. The gradient is computed in the forward pass, chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, pred: torch.Tensor, gamma: float, rows: torch.Tensor | None):
+    def forward(ctx, pred: torch.Tensor, gamma: float, rows: torch.Tensor | None, cls: torch.Tensor | None):
         no = pred.shape[-1]
         nc = no - 5
         x = pred.detach().reshape(-1, no)
         n = x.shape[0]
         work = torch.float64 if pred.dtype == torch.float64 else torch.float32
         need_grad = ctx.needs_input_grad[0]
+        total = torch.zeros((), dtype=work, device=x.device)
+        ctx.shape, ctx.dtype = pred.shape, pred.dtype
+        ctx.pick = None if rows is None else row_class_index(rows, cls, no)
+        picked = None if rows is None else x.reshape(-1)[ctx.pick].to(work)
+        if n == 0 or nc <= 0:
+            ctx.grad = torch.zeros((n, no), dtype=work, device=x.device) if need_grad else None
+            return total if rows is None else (total, picked)
+        if work == torch.float32 and not x.is_cuda:
+            fused = native.focal_negative(x.float().contiguous(), gamma, FOCAL_NEG_FLOOR, need_grad)
+            if fused is not None:  # the compiled kernel: same values in one pass (utils/native.py)
+                total.fill_(fused[0])
+                ctx.grad = fused[1]
+                return total if rows is None else (total, picked)
         grad = torch.empty((n, no), dtype=work, device=x.device) if need_grad else None
+        ctx.grad = grad
         if need_grad:
             grad[:, :4] = 0
-        total = torch.zeros((), dtype=work, device=x.device)
-        ctx.grad, ctx.shape, ctx.dtype, ctx.rows = grad, pred.shape, pred.dtype, rows
-        picked = None if rows is None else x[rows].to(work)
-        if n == 0 or nc <= 0:
-            return total if rows is None else (total, picked)
         so = torch.sigmoid(x[:, 4].to(work))  # (n,)
         step = n if x.is_cuda else max(1, min(n, _FOCAL_NEG_CHUNK // nc))
         # few classes: work class-major, (nc, rows), so every op runs one long contiguous loop
@@ -330,13 +354,15 @@ class _FocalNegativeSum(torch.autograd.Function):
         if grad is None:
             raise RuntimeError("focal_negative_sum: backward called twice (retain_graph is not supported)")
         ctx.grad = None
-        grad.mul_(grad_out)
-        if grad_rows is not None and ctx.rows is not None:
-            grad.index_add_(0, ctx.rows, grad_rows.to(grad.dtype))  # the picked rows' own gradient
-        return grad.view(ctx.shape).to(ctx.dtype), None, None
+        if grad_out.numel() != 1 or float(grad_out) != 1.0:  # a loss used as is skips a full pass
+            grad.mul_(grad_out)
+        if grad_rows is not None and ctx.pick is not None:  # the picked entries' own gradient
+            grad.view(-1).index_add_(0, ctx.pick.view(-1), grad_rows.reshape(-1).to(grad.dtype))
+        return grad.view(ctx.shape).to(ctx.dtype), None, None, None
 
 
-def focal_negative_sum(pred: torch.Tensor, gamma: float = 2.0, rows: torch.Tensor | None = None):
+def focal_negative_sum(pred: torch.Tensor, gamma: float = 2.0, rows: torch.Tensor | None = None,
+                       cls: torch.Tensor | None = None):
     """Sum over every (anchor, class) of ``s**gamma * -log(1 - s)``, ``s = sigmoid(obj) * sigmoid(cls)``.
 
     The one dense (anchors x classes) term of ``freeanchor`` (its precision term before the few
@@ -346,24 +372,31 @@ def focal_negative_sum(pred: torch.Tensor, gamma: float = 2.0, rows: torch.Tenso
     (tested) except where ``s`` is within ``FOCAL_NEG_FLOOR`` of 0 or 1 (the reference's clamps:
     below 1e-12 both are ~1e-36; ``s == 1.0`` gives ``-log(1e-12)`` here and BCE's 100 there).
 
-    Cost: the gradient is computed during the forward pass, in place, in chunks of ~256k elements
-    on the CPU (so the work buffers stay in cache) and written into the (anchors, 5 + nc) gradient,
-    directly when there are more than 8 classes, through a class-major buffer otherwise; backward
-    only scales it. About 12 passes over the class logits instead of the ~40 (and as many fresh
-    full-size tensors) of autograd. Half-precision inputs are computed in float32; float64 stays
-    float64 (the tests compare it with autograd at 1e-9).
+    Cost: the gradient is computed during the forward pass and backward only scales it. On the
+    CPU in float32 one compiled C pass does both (:mod:`utils.native`, ``utils/loss/focal_negative.c``;
+    ~3x faster); without a C compiler, in float64 and on CUDA the PyTorch code runs: chunks of ~256k
+    elements on the CPU (so the work buffers stay in cache) written into the (anchors, 5 + nc)
+    gradient, directly when there are more than 8 classes, through a class-major buffer otherwise;
+    about 12 passes over the class logits instead of the ~40 (and as many fresh full-size tensors)
+    of autograd. Half-precision inputs are computed in float32; float64 stays float64 (the tests
+    compare it with autograd at 1e-9).
 
-    ``rows`` picks rows of ``pred.reshape(-1, 5 + nc)`` for the strategy's own sparse terms (bag
-    members, candidates). Their gradient is added into the same buffer (``index_add_``) instead of
-    the full-size zero tensor plain indexing would allocate in backward for each use.
+    ``rows`` and ``cls`` pick, for the strategy's own sparse terms (bag members, candidates), the
+    box and objectness logits of rows of ``pred.reshape(-1, 5 + nc)`` and the logit of one class
+    each. Their gradient is added into the same buffer (``index_add_``) instead of the full-size
+    zero tensors plain indexing would allocate in backward for each use.
 
     Args:
         pred (Tensor[..., 5 + nc]): one level's raw head output (box, obj, classes logits).
         gamma: the focal exponent (2 for both strategies).
         rows (LongTensor[k], optional): row indices into ``pred.reshape(-1, 5 + nc)``, repeats allowed.
+        cls (LongTensor[k], optional): the class of each picked row (with ``rows``).
 
     Returns:
-        0-dim Tensor, or ``(Tensor, Tensor[k, 5 + nc])`` with the picked rows (float32, or float64
-        for float64 input) when ``rows`` is given; backward may run once.
+        0-dim Tensor, or ``(Tensor, Tensor[k, 6])`` when ``rows`` is given: the picked
+        ``[x, y, w, h, obj, class]`` logits (float32, or float64 for float64 input), as
+        :func:`pick_row_class`; backward may run once.
     """
-    return _FocalNegativeSum.apply(pred, float(gamma), rows)
+    if (rows is None) != (cls is None):
+        raise ValueError("focal_negative_sum: give both rows and cls, or neither")
+    return _FocalNegativeSum.apply(pred, float(gamma), rows, cls)

@@ -1,0 +1,123 @@
+"""The compiled focal-negative kernel (utils/native.py, utils/loss/focal_negative.c) against the PyTorch code."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils import native
+from utils.loss.functional import FOCAL_NEG_FLOOR, focal_negative_sum
+
+
+@pytest.fixture
+def native_on(monkeypatch):
+    monkeypatch.setenv("YOLO_NATIVE", "1")
+    native.reset()
+    if native.library("focal_negative") is None:
+        pytest.skip("no C compiler here: the PyTorch code is the only path")
+    yield
+    native.reset()
+
+
+def grads(x: torch.Tensor, rows=None, cls=None, scale=1.0):
+    """Value and gradient of focal_negative_sum (plus a weighted sum of the picked entries) at x."""
+    p = x.clone().requires_grad_()
+    out = focal_negative_sum(p, 2.0, rows=rows, cls=cls)
+    v = out if rows is None else out[0] + (out[1] * torch.arange(1.0, 7.0, dtype=out[1].dtype)).sum()
+    (v * scale).backward()
+    return v.item(), p.grad.double()
+
+
+# The reference is the PyTorch code in float64. The float32 PyTorch code is itself ~1e-2 off it in
+# relative gradient where s or a sigmoid rounds to 1 (it computes 1 - s and 1 - sigmoid by subtraction;
+# the kernel as exp(-v) * sigmoid(v)), so the kernel is held to float64, more tightly than float32 PyTorch.
+@pytest.mark.parametrize("nc", [1, 3, 15, 16, 80])  # the few-classes layout below 16, the row layout from 16
+def test_kernel_equals_the_pytorch_code_in_float64(native_on, nc):
+    g = torch.Generator().manual_seed(nc)
+    x = torch.randn(3, 3, 7, 9, 5 + nc, generator=g) * 4
+    rows = torch.tensor([0, 5, 5, 100, 188])
+    cls = torch.tensor([0, nc - 1, 0, nc // 2, nc - 1])
+    v_nat, g_nat = grads(x, rows, cls, scale=0.7)
+    v_ref, g_ref = grads(x.double(), rows, cls, scale=0.7)
+    assert v_nat == pytest.approx(v_ref, rel=1e-5)
+    assert torch.allclose(g_nat, g_ref, rtol=1e-4, atol=1e-6)
+    assert (g_nat[..., :4].reshape(-1, 4)[rows.max() + 1:] == 0).all()  # box columns of unpicked rows
+    with torch.no_grad():  # value only
+        assert focal_negative_sum(x, 2.0).item() == pytest.approx(focal_negative_sum(x.double(), 2.0).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("nc", [3, 80])
+def test_kernel_at_extreme_logits_follows_float64(native_on, nc):
+    # s within float32 rounding of 1, logits past the kernel's clamp of +-80, huge finite logits
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 4, 5, 5 + nc, generator=g) * 4
+    x[0, 0, 0, :, 4:] = 30.0
+    x[0, 0, 1, :, 4:] = 10.0
+    x[0, 0, 2, :, 4:] = -90.0
+    x[1, 2, 3, :, 5:] = 1e30
+    v_nat, g_nat = grads(x)
+    v_ref, g_ref = grads(x.double())
+    assert v_nat == pytest.approx(v_ref, rel=1e-5)
+    assert torch.allclose(g_nat, g_ref, rtol=3e-3, atol=1e-6)  # float32 exp(-30) times a floored 1 / 1e-12
+
+
+def test_kernel_sum_and_gradient_by_hand(native_on):
+    # one row, one class: obj 0, cls 0 -> s = 1/4; sum s^2 * -log(3/4); d/d cls = s^2 (2 L + s / q) (1 - 1/2)
+    x = torch.zeros(1, 6)
+    total, grad = native.focal_negative(x, 2.0, FOCAL_NEG_FLOOR, True)
+    s, q = 0.25, 0.75
+    L = -torch.log(torch.tensor(q, dtype=torch.float64)).item()
+    g = s * s * (2 * L + s / q)
+    assert total == pytest.approx(s * s * L, rel=1e-6)
+    assert grad[0, 5].item() == pytest.approx(g * 0.5, rel=1e-5)
+    assert grad[0, 4].item() == pytest.approx(g * 0.5, rel=1e-5)
+    assert grad[0, :4].tolist() == [0, 0, 0, 0]
+
+
+def test_rows_split_between_threads_cover_everything(native_on):
+    x = torch.randn(10_000, 8)
+    torch.set_num_threads(2)
+    total, grad = native.focal_negative(x, 2.0, FOCAL_NEG_FLOOR, True)
+    one = [native.focal_negative(part.contiguous(), 2.0, FOCAL_NEG_FLOOR, True) for part in x.split(1000)]
+    assert total == pytest.approx(sum(t for t, _ in one), rel=1e-6)
+    assert torch.equal(grad, torch.cat([g for _, g in one]))
+
+
+def test_non_finite_logits_go_to_the_pytorch_code(native_on):
+    x = torch.randn(2, 8)
+    x[1, 6] = float("nan")
+    assert native.focal_negative(x, 2.0, FOCAL_NEG_FLOOR, True) is None
+    assert torch.isnan(focal_negative_sum(x.clone().requires_grad_(), 2.0))
+    x[1, 6] = float("inf")
+    assert native.focal_negative(x, 2.0, FOCAL_NEG_FLOOR, False) is None
+    x[1, 6] = 0.0
+    x[1, 0] = float("nan")  # box logits are not read
+    assert native.focal_negative(x, 2.0, FOCAL_NEG_FLOOR, False) is not None
+
+
+def test_loading_keeps_denormals(native_on):
+    # a -ffast-math object linked into a shared library can switch the process to flush-to-zero
+    assert (torch.tensor(1e-40) * 1.0).item() > 0
+
+
+def test_disabled_or_unbuildable_falls_back(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("YOLO_NATIVE", "0")
+    native.reset()
+    assert native.library("focal_negative") is None
+    monkeypatch.setenv("YOLO_NATIVE", "1")
+    monkeypatch.setenv("YOLO_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    native.reset()
+    with caplog.at_level("WARNING"):
+        assert native.library("focal_negative") is None
+    assert "unavailable, using the PyTorch code" in caplog.text
+    x = torch.randn(4, 3, 6)
+    assert focal_negative_sum(x, 2.0).item() == pytest.approx(focal_negative_sum(x.double(), 2.0).item(), rel=1e-5)
+    native.reset()
+
+
+def test_build_is_cached_by_source(native_on, monkeypatch, tmp_path):
+    monkeypatch.setenv("YOLO_NATIVE_CACHE", str(tmp_path))
+    first = native.build("focal_negative")
+    assert first.parent == tmp_path and first.exists()
+    mtime = first.stat().st_mtime_ns
+    assert native.build("focal_negative") == first and first.stat().st_mtime_ns == mtime

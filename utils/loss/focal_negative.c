@@ -1,0 +1,154 @@
+/* Fused CPU kernel of utils.loss.functional.focal_negative_sum (float32), built and loaded by
+ * utils/native.py with the system C compiler (gcc -O3 -march=native -ffast-math, glibc's vector
+ * expf/logf from libmvec). One pass per row: the loss and its gradient together.
+ *
+ * For rows [r0, r1) of x (n, no) = (box, obj, nc class logits), with s = sigmoid(obj) * sigmoid(cls):
+ *   returns   sum over the rows' (row, class) of s^gamma * -log(max(1 - s, floor_q))
+ *   writes    grad[row, 0:4] = 0,
+ *             grad[row, 4]   = sum_c g_c * (1 - sigmoid(obj)),   (1 - sigmoid(v) as exp(-v) * sigmoid(v))
+ *             grad[row, 5+c] = g_c * (1 - sigmoid(cls_c)),
+ *             with g = s^gamma * (gamma * L + s / q) = s * d(s^gamma L)/ds, L = -log q, q = max(1 - s, floor_q)
+ *   (grad may be NULL: the sum only). Where s > 1/2, 1 - s is computed without cancellation as
+ *   (ea + eo + ea * eo) * a * so (ea = exp(-cls), eo = exp(-obj), a, so the sigmoids), so it stays
+ *   accurate as s nears 1 where the float32 PyTorch code rounds 1 - s to 0 and takes the floor.
+ * Built with -ffast-math (vector expf / logf), which assumes finite values: logits are clamped to
+ * [-80, 80] before expf (sigmoid(-80) = 1.8e-35: s^gamma and its gradient are 0 in float32 anyway;
+ * sigmoid(80) = 1),
+ * and *nonfinite counts inf / NaN inputs (bit test, not subject to fast-math) so the caller can
+ * redo such an input with the PyTorch code, which propagates them.
+ * Rows of different calls never overlap, so callers split [0, n) between threads.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BLOCK 128 /* rows per block in the few-classes layout */
+
+static inline float expnegf(float v) { return expf(-fminf(fmaxf(v, -80.0f), 80.0f)); } /* exp(-v), v clamped */
+
+/* 1 - a * so for a = 1 / (1 + ea), so = 1 / (1 + eo), floored at floor_q */
+static inline float one_minus(float a, float ea, float so, float eo, float floor_q) {
+    const float s = a * so;
+    return fmaxf(s > 0.5f ? (ea + eo + ea * eo) * s : 1.0f - s, floor_q);
+}
+
+static inline int64_t nonfinite(float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    return (b & 0x7f800000u) == 0x7f800000u;
+}
+
+/* many classes: the class loop is contiguous and vectorises */
+static double rows_wide(const float *x, float *grad, int64_t r0, int64_t r1, int64_t no, float gamma,
+                        float floor_q, int64_t *bad) {
+    const int64_t nc = no - 5;
+    const int sq = gamma == 2.0f;
+    double total = 0.0;
+    for (int64_t r = r0; r < r1; ++r) {
+        const float *xr = x + r * no;
+        int64_t nf = 0;
+#pragma omp simd reduction(+ : nf)
+        for (int64_t c = 4; c < no; ++c) nf += nonfinite(xr[c]);
+        *bad += nf;
+        const float eo = expnegf(xr[4]), so = 1.0f / (1.0f + eo);
+        float tsum = 0.0f, gsum = 0.0f;
+        if (grad) {
+            float *gr = grad + r * no;
+#pragma omp simd reduction(+ : tsum, gsum)
+            for (int64_t c = 0; c < nc; ++c) {
+                const float ea = expnegf(xr[5 + c]), a = 1.0f / (1.0f + ea);
+                const float s = a * so;
+                const float q = one_minus(a, ea, so, eo, floor_q);
+                const float L = -logf(q);
+                const float sg = sq ? s * s : powf(s, gamma);
+                tsum += sg * L;
+                const float g = sg * (gamma * L + s / q);
+                gsum += g;
+                gr[5 + c] = g * ea * a;
+            }
+            gr[0] = gr[1] = gr[2] = gr[3] = 0.0f;
+            gr[4] = gsum * eo * so;
+        } else {
+#pragma omp simd reduction(+ : tsum)
+            for (int64_t c = 0; c < nc; ++c) {
+                const float ea = expnegf(xr[5 + c]), a = 1.0f / (1.0f + ea);
+                const float s = a * so;
+                const float L = -logf(one_minus(a, ea, so, eo, floor_q));
+                tsum += (sq ? s * s : powf(s, gamma)) * L;
+            }
+        }
+        total += tsum;
+    }
+    return total;
+}
+
+/* few classes: vectorise over a block of rows, one class at a time */
+static double rows_narrow(const float *x, float *grad, int64_t r0, int64_t r1, int64_t no, float gamma,
+                          float floor_q, int64_t *bad) {
+    const int64_t nc = no - 5;
+    const int sq = gamma == 2.0f;
+    float so[BLOCK], eo[BLOCK], gs[BLOCK];
+    double total = 0.0;
+    for (int64_t b = r0; b < r1; b += BLOCK) {
+        const int64_t m = r1 - b < BLOCK ? r1 - b : BLOCK;
+        const float *xb = x + b * no;
+        int64_t nf = 0;
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t c = 4; c < no; ++c) nf += nonfinite(xb[i * no + c]);
+        *bad += nf;
+#pragma omp simd
+        for (int64_t i = 0; i < m; ++i) {
+            eo[i] = expnegf(xb[i * no + 4]);
+            so[i] = 1.0f / (1.0f + eo[i]);
+            gs[i] = 0.0f;
+        }
+        for (int64_t c = 0; c < nc; ++c) {
+            float tsum = 0.0f;
+            if (grad) {
+                float *gb = grad + b * no + 5 + c;
+#pragma omp simd reduction(+ : tsum)
+                for (int64_t i = 0; i < m; ++i) {
+                    const float ea = expnegf(xb[i * no + 5 + c]), a = 1.0f / (1.0f + ea);
+                    const float s = a * so[i];
+                    const float q = one_minus(a, ea, so[i], eo[i], floor_q);
+                    const float L = -logf(q);
+                    const float sg = sq ? s * s : powf(s, gamma);
+                    tsum += sg * L;
+                    const float g = sg * (gamma * L + s / q);
+                    gs[i] += g;
+                    gb[i * no] = g * ea * a;
+                }
+            } else {
+#pragma omp simd reduction(+ : tsum)
+                for (int64_t i = 0; i < m; ++i) {
+                    const float ea = expnegf(xb[i * no + 5 + c]), a = 1.0f / (1.0f + ea);
+                    const float s = a * so[i];
+                    const float L = -logf(one_minus(a, ea, so[i], eo[i], floor_q));
+                    tsum += (sq ? s * s : powf(s, gamma)) * L;
+                }
+            }
+            total += tsum;
+        }
+        if (grad) {
+            for (int64_t i = 0; i < m; ++i) {
+                float *gr = grad + (b + i) * no;
+                gr[0] = gr[1] = gr[2] = gr[3] = 0.0f;
+                gr[4] = gs[i] * eo[i] * so[i];
+            }
+        }
+    }
+    return total;
+}
+
+double focal_negative_rows(const float *x, float *grad, int64_t r0, int64_t r1, int64_t no, float gamma,
+                           float floor_q, int64_t *nonfinite_inputs) {
+    *nonfinite_inputs = 0;
+    if (no <= 5 || r1 <= r0) {
+        if (grad)
+            for (int64_t i = r0 * no; i < r1 * no; ++i) grad[i] = 0.0f;
+        return 0.0;
+    }
+    return no - 5 >= 16 ? rows_wide(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs)
+                        : rows_narrow(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs);
+}
