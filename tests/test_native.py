@@ -79,7 +79,7 @@ def test_rows_split_between_threads_cover_everything(native_on):
     total, grad = native.focal_negative(x, 2.0, FOCAL_NEG_FLOOR, True)
     one = [native.focal_negative(part.contiguous(), 2.0, FOCAL_NEG_FLOOR, True) for part in x.split(1000)]
     assert total == pytest.approx(sum(t for t, _ in one), rel=1e-6)
-    assert torch.equal(grad, torch.cat([g for _, g in one]))
+    assert torch.allclose(grad, torch.cat([g for _, g in one]), rtol=1e-6, atol=1e-12)  # vector vs scalar tails
 
 
 def test_non_finite_logits_go_to_the_pytorch_code(native_on):

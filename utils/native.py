@@ -32,7 +32,7 @@ import torch
 
 LOGGER = logging.getLogger(__name__)
 SOURCES = {"focal_negative": Path(__file__).resolve().parent / "loss" / "focal_negative.c"}
-COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC", "-std=c99")
+COMPILE_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd", "-fPIC", "-std=c99")
 
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}

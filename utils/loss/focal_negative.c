@@ -23,15 +23,20 @@
 #include <stdint.h>
 #include <string.h>
 
-#define BLOCK 128 /* rows per block in the few-classes layout */
+#define BLOCK 256 /* rows per block in the few-classes layout */
+#define NARROW 16 /* fewer classes than this: the few-classes layout */
 
 static inline float expnegf(float v) { return expf(-fminf(fmaxf(v, -80.0f), 80.0f)); } /* exp(-v), v clamped */
 
 /* 1 - a * so for a = 1 / (1 + ea), so = 1 / (1 + eo), floored at floor_q */
 static inline float one_minus(float a, float ea, float so, float eo, float floor_q) {
     const float s = a * so;
-    return fmaxf(s > 0.5f ? (ea + eo + ea * eo) * s : 1.0f - s, floor_q);
+    const float exact = (ea + eo + ea * eo) * s, plain = 1.0f - s; /* both computed: a select, no branch */
+    return fmaxf(s > 0.5f ? exact : plain, floor_q);
 }
+
+/* s^gamma: the loops are written twice through this macro, for gamma == 2 (a product) and any gamma */
+#define SQ_POW(s, sq, gamma) ((sq) ? (s) * (s) : powf((s), (gamma)))
 
 static inline int64_t nonfinite(float v) {
     uint32_t b;
@@ -40,10 +45,10 @@ static inline int64_t nonfinite(float v) {
 }
 
 /* many classes: the class loop is contiguous and vectorises */
-static double rows_wide(const float *x, float *grad, int64_t r0, int64_t r1, int64_t no, float gamma,
-                        float floor_q, int64_t *bad) {
+static inline __attribute__((always_inline)) double
+rows_wide(const float *x, float *grad, int64_t r0, int64_t r1, int64_t no, float gamma, float floor_q,
+          int64_t *bad, const int sq) {
     const int64_t nc = no - 5;
-    const int sq = gamma == 2.0f;
     double total = 0.0;
     for (int64_t r = r0; r < r1; ++r) {
         const float *xr = x + r * no;
@@ -61,7 +66,7 @@ static double rows_wide(const float *x, float *grad, int64_t r0, int64_t r1, int
                 const float s = a * so;
                 const float q = one_minus(a, ea, so, eo, floor_q);
                 const float L = -logf(q);
-                const float sg = sq ? s * s : powf(s, gamma);
+                const float sg = SQ_POW(s, sq, gamma);
                 tsum += sg * L;
                 const float g = sg * (gamma * L + s / q);
                 gsum += g;
@@ -75,7 +80,7 @@ static double rows_wide(const float *x, float *grad, int64_t r0, int64_t r1, int
                 const float ea = expnegf(xr[5 + c]), a = 1.0f / (1.0f + ea);
                 const float s = a * so;
                 const float L = -logf(one_minus(a, ea, so, eo, floor_q));
-                tsum += (sq ? s * s : powf(s, gamma)) * L;
+                tsum += SQ_POW(s, sq, gamma) * L;
             }
         }
         total += tsum;
@@ -83,12 +88,13 @@ static double rows_wide(const float *x, float *grad, int64_t r0, int64_t r1, int
     return total;
 }
 
-/* few classes: vectorise over a block of rows, one class at a time */
-static double rows_narrow(const float *x, float *grad, int64_t r0, int64_t r1, int64_t no, float gamma,
-                          float floor_q, int64_t *bad) {
+/* few classes: a block of rows is copied class-major into local buffers, so the math runs over
+ * contiguous arrays of BLOCK rows, one class at a time; the gradient goes back the same way */
+static inline __attribute__((always_inline)) double
+rows_narrow(const float *x, float *grad, int64_t r0, int64_t r1, int64_t no, float gamma, float floor_q,
+            int64_t *bad, const int sq) {
     const int64_t nc = no - 5;
-    const int sq = gamma == 2.0f;
-    float so[BLOCK], eo[BLOCK], gs[BLOCK];
+    float so[BLOCK], eo[BLOCK], gs[BLOCK], xc[BLOCK], gc[BLOCK * NARROW];
     double total = 0.0;
     for (int64_t b = r0; b < r1; b += BLOCK) {
         const int64_t m = r1 - b < BLOCK ? r1 - b : BLOCK;
@@ -97,35 +103,37 @@ static double rows_narrow(const float *x, float *grad, int64_t r0, int64_t r1, i
         for (int64_t i = 0; i < m; ++i)
             for (int64_t c = 4; c < no; ++c) nf += nonfinite(xb[i * no + c]);
         *bad += nf;
+        for (int64_t i = 0; i < m; ++i) xc[i] = xb[i * no + 4];
 #pragma omp simd
         for (int64_t i = 0; i < m; ++i) {
-            eo[i] = expnegf(xb[i * no + 4]);
+            eo[i] = expnegf(xc[i]);
             so[i] = 1.0f / (1.0f + eo[i]);
             gs[i] = 0.0f;
         }
         for (int64_t c = 0; c < nc; ++c) {
             float tsum = 0.0f;
+            for (int64_t i = 0; i < m; ++i) xc[i] = xb[i * no + 5 + c];
             if (grad) {
-                float *gb = grad + b * no + 5 + c;
+                float *g_out = gc + c * BLOCK;
 #pragma omp simd reduction(+ : tsum)
                 for (int64_t i = 0; i < m; ++i) {
-                    const float ea = expnegf(xb[i * no + 5 + c]), a = 1.0f / (1.0f + ea);
+                    const float ea = expnegf(xc[i]), a = 1.0f / (1.0f + ea);
                     const float s = a * so[i];
                     const float q = one_minus(a, ea, so[i], eo[i], floor_q);
                     const float L = -logf(q);
-                    const float sg = sq ? s * s : powf(s, gamma);
+                    const float sg = SQ_POW(s, sq, gamma);
                     tsum += sg * L;
                     const float g = sg * (gamma * L + s / q);
                     gs[i] += g;
-                    gb[i * no] = g * ea * a;
+                    g_out[i] = g * ea * a;
                 }
             } else {
 #pragma omp simd reduction(+ : tsum)
                 for (int64_t i = 0; i < m; ++i) {
-                    const float ea = expnegf(xb[i * no + 5 + c]), a = 1.0f / (1.0f + ea);
+                    const float ea = expnegf(xc[i]), a = 1.0f / (1.0f + ea);
                     const float s = a * so[i];
                     const float L = -logf(one_minus(a, ea, so[i], eo[i], floor_q));
-                    tsum += (sq ? s * s : powf(s, gamma)) * L;
+                    tsum += SQ_POW(s, sq, gamma) * L;
                 }
             }
             total += tsum;
@@ -135,6 +143,7 @@ static double rows_narrow(const float *x, float *grad, int64_t r0, int64_t r1, i
                 float *gr = grad + (b + i) * no;
                 gr[0] = gr[1] = gr[2] = gr[3] = 0.0f;
                 gr[4] = gs[i] * eo[i] * so[i];
+                for (int64_t c = 0; c < nc; ++c) gr[5 + c] = gc[c * BLOCK + i];
             }
         }
     }
@@ -149,6 +158,9 @@ double focal_negative_rows(const float *x, float *grad, int64_t r0, int64_t r1, 
             for (int64_t i = r0 * no; i < r1 * no; ++i) grad[i] = 0.0f;
         return 0.0;
     }
-    return no - 5 >= 16 ? rows_wide(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs)
-                        : rows_narrow(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs);
+    if (no - 5 >= NARROW)
+        return gamma == 2.0f ? rows_wide(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs, 1)
+                             : rows_wide(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs, 0);
+    return gamma == 2.0f ? rows_narrow(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs, 1)
+                         : rows_narrow(x, grad, r0, r1, no, gamma, floor_q, nonfinite_inputs, 0);
 }
