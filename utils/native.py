@@ -1,15 +1,20 @@
 """Optional compiled CPU kernels: C sources in the repository, built on first use, loaded with ctypes.
 
-Today one kernel: ``utils/loss/focal_negative.c``, the fused loss + gradient of
-:func:`utils.loss.functional.focal_negative_sum` (the dense (anchors x classes) term of ``dw`` and
-``freeanchor``), about 3x faster than the eager chunked version on the CPU (``benchmarks/loss_speed.py``).
+Kernels:
 
-Build: ``cc -O3 -march=native -ffast-math`` (vectorised ``expf`` / ``logf`` from glibc's libmvec) into
-``$YOLO_NATIVE_CACHE`` (default ``~/.cache/yolo-assign``), one file per source hash, compiler and CPU,
-so a changed source or another machine builds afresh; the object is linked without ``-ffast-math`` so
-loading it does not switch the process to flush-denormals-to-zero. It takes well under a second. No
-compiler, a failed build or ``YOLO_NATIVE=0`` in the environment: the callers keep their eager
-PyTorch code (same values, tested), with one log line saying why.
+- ``focal_negative`` (``utils/loss/focal_negative.c``): the fused loss + gradient of
+  :func:`utils.loss.functional.focal_negative_sum` (the dense (anchors x classes) term of ``dw`` and
+  ``freeanchor``), ~3x faster than the eager chunked version on the CPU. Built with
+  ``-O3 -march=native -ffast-math`` (vectorised ``expf`` / ``logf`` from glibc's libmvec); the object
+  is linked without ``-ffast-math`` so loading it does not switch the process to flush-denormals-to-zero.
+- ``prior_match`` (``utils/loss/prior_match.c``): ``freeanchor``'s no-grad matching, its bags (top-k
+  priors by IoU) and its (object, prior) pairs above the IoU threshold, walking only the cells that
+  can overlap an object instead of indexing every pair with PyTorch ops. Plain ``-O2``: IEEE maths.
+
+Each is compiled on first use into ``$YOLO_NATIVE_CACHE`` (default ``~/.cache/yolo-assign``), one file
+per source hash, flags, compiler and CPU, so a changed source or another machine builds afresh; a
+build takes well under a second. No compiler, a failed build or ``YOLO_NATIVE=0`` in the environment:
+the callers keep their PyTorch code (same values, tested), with one log line saying why.
 
 Threads: the kernels work on row ranges; :func:`split_rows` runs one range per torch thread
 (``torch.get_num_threads()``) from a thread pool, ctypes releases the GIL during each call.
@@ -31,8 +36,13 @@ from pathlib import Path
 import torch
 
 LOGGER = logging.getLogger(__name__)
-SOURCES = {"focal_negative": Path(__file__).resolve().parent / "loss" / "focal_negative.c"}
-COMPILE_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd", "-fPIC", "-std=c99")
+_LOSS_DIR = Path(__file__).resolve().parent / "loss"
+SOURCES = {"focal_negative": _LOSS_DIR / "focal_negative.c", "prior_match": _LOSS_DIR / "prior_match.c"}
+COMPILE_FLAGS = {
+    "focal_negative": ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd",
+                       "-fPIC", "-std=c99"),
+    "prior_match": ("-O2", "-march=native", "-fPIC", "-std=c99"),
+}
 
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
@@ -70,7 +80,7 @@ def build(name: str) -> Path:
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc)")
     src = SOURCES[name].read_bytes()
-    key = hashlib.sha256(src + " ".join(COMPILE_FLAGS).encode() + cc.encode() + _cpu_id().encode()
+    key = hashlib.sha256(src + " ".join(COMPILE_FLAGS[name]).encode() + cc.encode() + _cpu_id().encode()
                          + platform.machine().encode()).hexdigest()[:16]
     out = cache_dir() / f"{name}-{key}.so"
     if out.exists():
@@ -78,7 +88,7 @@ def build(name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         obj, lib = Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.so"
-        for cmd in ([cc, *COMPILE_FLAGS, "-c", str(SOURCES[name]), "-o", str(obj)],
+        for cmd in ([cc, *COMPILE_FLAGS[name], "-c", str(SOURCES[name]), "-o", str(obj)],
                     [cc, "-shared", str(obj), "-o", str(lib), "-lmvec", "-lm"]):
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
@@ -103,11 +113,17 @@ def library(name: str) -> ctypes.CDLL | None:
 
 
 def _declare(name: str, lib: ctypes.CDLL) -> None:
+    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     if name == "focal_negative":
         f = lib.focal_negative_rows
         f.restype = ctypes.c_double
-        f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                      ctypes.c_float, ctypes.c_float, ctypes.POINTER(ctypes.c_int64)]
+        f.argtypes = [ptr, ptr, i64, i64, i64, f32, f32, ctypes.POINTER(i64)]
+    elif name == "prior_match":
+        lib.fa_bags.restype = None
+        lib.fa_bags.argtypes = [i64, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr]
+        lib.fa_matched_pairs.restype = i64
+        lib.fa_matched_pairs.argtypes = [i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, f32,
+                                         i64, ptr, ptr, ptr]
 
 
 def reset() -> None:
@@ -150,3 +166,71 @@ def focal_negative(x: torch.Tensor, gamma: float, floor_q: float,
     if any(bad for _, bad in parts):
         return None
     return sum(total for total, _ in parts), grad
+
+
+class LevelArrays:
+    """Head levels as the C kernels take them: parallel int64 / float32 arrays (kept alive here).
+
+    ``levels``: objects with ``ny``, ``nx``, ``stride`` (px per cell), ``start`` (first prior index)
+    and ``anchor_wh`` (Tensor[na, 2], px), e.g. ``utils.loss.freeanchor._Level``.
+    """
+
+    def __init__(self, levels):
+        self.n = len(levels)
+        self.na = int(levels[0].anchor_wh.shape[0]) if levels else 0
+        self.ny = torch.tensor([lv.ny for lv in levels], dtype=torch.int64)
+        self.nx = torch.tensor([lv.nx for lv in levels], dtype=torch.int64)
+        self.stride = torch.tensor([lv.stride for lv in levels], dtype=torch.float32)
+        self.start = torch.tensor([lv.start for lv in levels], dtype=torch.int64)
+        self.anchor_wh = torch.stack([lv.anchor_wh.detach().float().cpu() for lv in levels]).contiguous()
+
+    def args(self) -> tuple:
+        return (self.n, self.na, self.ny.data_ptr(), self.nx.data_ptr(), self.stride.data_ptr(),
+                self.start.data_ptr(), self.anchor_wh.data_ptr())
+
+
+def _cpu_f32(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+
+
+def fa_bags(boxes_xywh_px: torch.Tensor, levels, k: int) -> torch.Tensor | None:
+    """``freeanchor`` bags: (n, k) prior indices of highest IoU per object (ties: lower index first),
+    highest first; None when the kernel is unavailable or the inputs are not CPU float32."""
+    lib = library("prior_match")
+    boxes = boxes_xywh_px.contiguous()
+    if lib is None or not _cpu_f32(boxes) or not levels:
+        return None
+    lv = LevelArrays(levels)
+    member = torch.empty((boxes.shape[0], k), dtype=torch.int64)
+    split_rows(lambda o0, o1: lib.fa_bags(o0, o1, boxes.data_ptr(), *lv.args(), k, member.data_ptr()),
+               boxes.shape[0], min_rows=16)
+    return member
+
+
+def fa_matched_pairs(boxes_xywh_px: torch.Tensor, image: torch.Tensor, levels, preds: list[torch.Tensor],
+                     thr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(obj, prior, iou) of every (object, prior) whose decoded prediction has IoU > ``thr`` with the
+    object, object by object; None when unavailable. ``preds``: each level's (bs, na, ny, nx, no) output."""
+    lib = library("prior_match")
+    boxes = boxes_xywh_px.contiguous()
+    xs = [p.detach().contiguous() for p in preds]
+    if lib is None or not _cpu_f32(boxes) or not levels or not all(_cpu_f32(x) for x in xs):
+        return None
+    lv = LevelArrays(levels)
+    image = image.to(torch.int64).contiguous()
+    ptrs = torch.tensor([x.data_ptr() for x in xs], dtype=torch.int64)
+    no = xs[0].shape[-1]
+
+    def part(o0: int, o1: int):
+        cap = 4096 + 256 * (o1 - o0)
+        while True:
+            obj, prior = torch.empty(cap, dtype=torch.int64), torch.empty(cap, dtype=torch.int64)
+            iou = torch.empty(cap, dtype=torch.float32)
+            n = lib.fa_matched_pairs(o0, o1, boxes.data_ptr(), image.data_ptr(), *lv.args(), ptrs.data_ptr(), no,
+                                     thr, cap, obj.data_ptr(), prior.data_ptr(), iou.data_ptr())
+            if n <= cap:
+                return obj[:n], prior[:n], iou[:n]
+            cap = n
+
+    parts = split_rows(part, boxes.shape[0], min_rows=16)
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))

@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from utils.assign.centre_prior import cells_in_ranges
 from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
+from utils import native
 from utils.boxes import xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import (focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss,
@@ -300,10 +301,12 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         t = targets.to(device=preds[0].device, dtype=torch.float32)
         box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
         k = min(self.hyp.fa_bag_size, len(pri))
-        member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
         levels = self.levels(preds)
-        for s in self._chunks(len(t), len(pri)):
-            member[s] = prior_iou(box[s], levels).topk(k, dim=1).indices
+        member = native.fa_bags(box, levels, k) if len(t) else None  # C: only the priors overlapping each object
+        if member is None:
+            member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
+            for s in self._chunks(len(t), len(pri)):
+                member[s] = prior_iou(box[s], levels).topk(k, dim=1).indices
         return _Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
 
     @torch.no_grad()
@@ -318,9 +321,14 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         ascending) and their values.
         """
         thr = self.hyp.fa_iou_thr
-        obj, prior = reachable_pairs(bags.box_xywh_px, self.levels(flat.preds), thr)
-        pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
-        iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
+        levels = self.levels(flat.preds)
+        found = native.fa_matched_pairs(bags.box_xywh_px, bags.image, levels, flat.levels, thr) if len(bags.image) else None
+        if found is not None:  # the C kernel walks the same cells and keeps only the pairs above thr
+            obj, prior, iou = found
+        else:
+            obj, prior = reachable_pairs(bags.box_xywh_px, levels, thr)
+            pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
+            iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
         best = iou.new_full((len(bags.image),), -1.0).scatter_reduce(0, obj, iou, reduce="amax")
         prob = saturated_linear(iou, thr, best=best[obj])
         keep = prob > 0
