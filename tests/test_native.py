@@ -202,3 +202,42 @@ def test_matched_pairs_and_the_loss_equal_the_pytorch_code(match_on, monkeypatch
         loss.append((value.item(), [p.grad for p in ps]))
     assert loss[0][0] == pytest.approx(loss[1][0], rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(loss[0][1], loss[1][1]))
+
+
+# --- dw's pair terms (utils/loss/dw_pairs.c) -------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dw_pair_kernel_equals_the_pytorch_code(monkeypatch, seed):
+    from tests.test_loss_dw import make_targets, yolo_model
+    from utils.loss import build_loss
+    monkeypatch.setenv("YOLO_NATIVE", "1")
+    native.reset()
+    if native.library("dw_pairs") is None:
+        pytest.skip("no C compiler here: the PyTorch code is the only path")
+    g = torch.Generator().manual_seed(seed)
+    bs, nc = 2, 3
+    preds = [torch.randn(bs, 3, 64 // s, 64 // s, 5 + nc, generator=g) * 1.5 for s in (8, 16, 32)]
+    for p in preds:  # many decoded boxes near their cell, so IoU >= 0.5 pairs (the IoU factor) occur
+        p[..., :4] *= 0.3
+    targets = make_targets(g, bs, 6, nc)
+    targets[1] = targets[0]
+    targets[1, 2] += 0.02  # two overlapping objects of one class
+    loss_fn = build_loss(yolo_model(nc=nc), {"loss": "dw"})
+    cands = loss_fn.candidates(preds, targets)
+    rows = loss_fn.candidate_rows(preds, cands)
+    fused = loss_fn._positive_fused(rows, cands, len(targets))
+    w_pos, w_neg = loss_fn.weights(loss_fn.pair_terms(rows, cands, preds), len(targets))
+    assert (w_neg < 1).sum() > 5
+    assert torch.allclose(fused[1], w_pos, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(fused[2], w_neg, rtol=1e-4, atol=1e-6)
+    out = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("YOLO_NATIVE", flag)
+        native.reset()
+        ps = [p.clone().requires_grad_() for p in preds]
+        loss, items = loss_fn(ps, targets, torch.zeros(bs, 3, 64, 64))
+        (loss * 1.3).backward()
+        out.append((items, [p.grad for p in ps]))
+    native.reset()
+    assert torch.allclose(out[0][0], out[1][0], rtol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(out[0][1], out[1][1]))

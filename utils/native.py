@@ -7,6 +7,9 @@ Kernels:
   ``freeanchor``), ~3x faster than the eager chunked version on the CPU. Built with
   ``-O3 -march=native -ffast-math`` (vectorised ``expf`` / ``logf`` from glibc's libmvec); the object
   is linked without ``-ffast-math`` so loading it does not switch the process to flush-denormals-to-zero.
+- ``dw_pairs`` (``utils/loss/dw_pairs.c``): ``dw``'s (candidate, object) terms — decode, GIoU / IoU,
+  centre prior, both weights, the two positive losses and their gradient (written out) — in one loop
+  over the candidates instead of ~150 PyTorch ops. Plain ``-O2``, double precision inside.
 - ``prior_match`` (``utils/loss/prior_match.c``): ``freeanchor``'s no-grad matching, its bags (top-k
   priors by IoU) and its (object, prior) pairs above the IoU threshold, walking only the cells that
   can overlap an object instead of indexing every pair with PyTorch ops. Plain ``-O2``: IEEE maths.
@@ -37,11 +40,13 @@ import torch
 
 LOGGER = logging.getLogger(__name__)
 _LOSS_DIR = Path(__file__).resolve().parent / "loss"
-SOURCES = {"focal_negative": _LOSS_DIR / "focal_negative.c", "prior_match": _LOSS_DIR / "prior_match.c"}
+SOURCES = {"focal_negative": _LOSS_DIR / "focal_negative.c", "prior_match": _LOSS_DIR / "prior_match.c",
+           "dw_pairs": _LOSS_DIR / "dw_pairs.c"}
 COMPILE_FLAGS = {
     "focal_negative": ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd",
                        "-fPIC", "-std=c99"),
     "prior_match": ("-O2", "-march=native", "-fPIC", "-std=c99"),
+    "dw_pairs": ("-O2", "-march=native", "-fPIC", "-std=c99"),
 }
 
 _lock = threading.Lock()
@@ -124,6 +129,10 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
         lib.fa_matched_pairs.restype = i64
         lib.fa_matched_pairs.argtypes = [i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, f32,
                                          i64, ptr, ptr, ptr]
+    elif name == "dw_pairs":
+        lib.dw_pairs.restype = None
+        lib.dw_pairs.argtypes = [i64, ptr, ptr, ptr, ptr, i64, ctypes.c_double, ctypes.c_double, ptr, ptr, ptr, ptr,
+                                 ptr, ptr, ptr, ptr]
 
 
 def reset() -> None:
@@ -234,3 +243,23 @@ def fa_matched_pairs(boxes_xywh_px: torch.Tensor, image: torch.Tensor, levels, p
 
     parts = split_rows(part, boxes.shape[0], min_rows=16)
     return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
+
+
+def dw_pairs(rows: torch.Tensor, box: torch.Tensor, anchor: torch.Tensor, target: torch.Tensor, n_obj: int,
+             sigma: float, loc_scale: float) -> dict[str, torch.Tensor] | None:
+    """``dw``'s pair terms of k candidates (see ``utils/loss/dw_pairs.c``), no autograd: a dict of
+    ``w_pos``, ``w_neg_iou``, ``iou`` (k,), ``grad`` (k, 6) and ``sums`` (2,) float64 = (cls_pos, loc);
+    None when the kernel is unavailable or the inputs are not CPU float32."""
+    lib = library("dw_pairs")
+    rows, box, anchor = (t.detach().contiguous() for t in (rows, box, anchor))
+    if lib is None or not all(_cpu_f32(t) for t in (rows, box, anchor)):
+        return None
+    k = rows.shape[0]
+    target = target.to(torch.int64).contiguous()
+    work = torch.empty((3, max(n_obj, 1)), dtype=torch.float64)
+    out = {"w_pos": torch.empty(k), "w_neg_iou": torch.empty(k), "iou": torch.empty(k),
+           "grad": torch.empty((k, 6)), "sums": torch.zeros(2, dtype=torch.float64)}
+    lib.dw_pairs(k, rows.data_ptr(), box.data_ptr(), anchor.data_ptr(), target.data_ptr(), n_obj, sigma, loc_scale,
+                 work[0].data_ptr(), work[1].data_ptr(), work[2].data_ptr(), out["w_pos"].data_ptr(),
+                 out["w_neg_iou"].data_ptr(), out["iou"].data_ptr(), out["grad"].data_ptr(), out["sums"].data_ptr())
+    return out

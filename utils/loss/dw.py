@@ -70,6 +70,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from utils import native
 from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
@@ -207,13 +208,18 @@ class ComputeLossDW(AnchorLossStrategy):
         cands = self.candidates(preds, targets)
         # the dense negative sum at weight 1 of every level, and the candidates' rows with gradient
         dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=m.flat_rows(pi), cls=m.cls) for pi, m in zip(preds, cands)))
-        terms = self.pair_terms(rows, cands, preds)
-        w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
         n_obj = max(targets.shape[0], 1)
-        neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
-        neg_log_p_loc = h.dw_loc_scale * (1 - terms.giou)
-        lcls_pos = ((w_pos * neg_log_p_cls).sum() * h.dw_pos_weight / n_obj).view(1)
-        lloc = ((w_pos * neg_log_p_loc).sum() * h.dw_pos_weight / n_obj).view(1)
+        fused = None if h.dw_best_object else self._positive_fused(rows, cands, targets.shape[0])
+        if fused is not None:  # utils/loss/dw_pairs.c: the same terms in one loop
+            sums, w_pos, w_neg_iou = fused
+            lcls_pos, lloc = (sums * h.dw_pos_weight / n_obj).split(1)
+        else:
+            terms = self.pair_terms(rows, cands, preds)
+            w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
+            neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
+            neg_log_p_loc = h.dw_loc_scale * (1 - terms.giou)
+            lcls_pos = ((w_pos * neg_log_p_cls).sum() * h.dw_pos_weight / n_obj).view(1)
+            lloc = ((w_pos * neg_log_p_loc).sum() * h.dw_pos_weight / n_obj).view(1)
         neg_sum, neg_norm = 0.0, 0.0
         for pi, m, r, d, w in zip(preds, cands, rows, dense, w_neg_iou.split([len(m) for m in cands])):
             level_sum, level_norm = self._negative_level(pi, m, r, d, w)
@@ -221,6 +227,17 @@ class ComputeLossDW(AnchorLossStrategy):
         lcls_neg = (neg_sum * h.dw_neg_weight / max(float(neg_norm), 1.0)).view(1)
         parts = torch.cat((lloc, lcls_pos, lcls_neg)) * h.dw_gain
         return parts.sum() * bs, parts.detach()
+
+    def _positive_fused(self, rows: list[torch.Tensor], cands: list[LevelCandidates],
+                        n_obj: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``(cls_pos, loc)`` sums (2,) with gradient, ``w_pos`` and the negative IoU factor from the C
+        kernel; None where it does not run (no compiler, not CPU float32), the PyTorch code then does."""
+        r = torch.cat(rows)
+        if native.library("dw_pairs") is None or r.device.type != "cpu" or r.dtype != torch.float32:
+            return None
+        return _DWPositive.apply(r, torch.cat([m.box_grid for m in cands]).float(),
+                                 torch.cat([m.anchor_wh for m in cands]).float(), torch.cat([m.target for m in cands]),
+                                 n_obj, self.hyp.dw_sigma, self.hyp.dw_loc_scale)
 
     @staticmethod
     def _negative_level(pi: torch.Tensor, m: LevelCandidates, rows: torch.Tensor, dense: torch.Tensor,
@@ -243,3 +260,23 @@ class ComputeLossDW(AnchorLossStrategy):
         s = torch.sigmoid(r[:, 4]) * torch.sigmoid(r[:, 5])
         f = s.square() * -torch.log(torch.clamp(1 - s, min=FOCAL_NEG_FLOOR))
         return dense + ((w - 1) * f).sum(), (1 - w).sum()
+
+
+class _DWPositive(torch.autograd.Function):
+    """The two positive sums of :class:`ComputeLossDW` from ``utils/loss/dw_pairs.c`` (see
+    :func:`utils.native.dw_pairs`); their gradient comes out of the same pass, backward scales it."""
+
+    @staticmethod
+    def forward(ctx, rows, box, anchor, target, n_obj, sigma, loc_scale):
+        out = native.dw_pairs(rows, box, anchor, target, n_obj, sigma, loc_scale)
+        ctx.grad = out["grad"]
+        ctx.mark_non_differentiable(out["w_pos"], out["w_neg_iou"])
+        return out["sums"].to(rows.dtype), out["w_pos"], out["w_neg_iou"]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sums, _grad_w_pos, _grad_w_neg):
+        grad = ctx.grad
+        grad[:, 4:] *= grad_sums[0]  # obj and class logits: the cls_pos sum
+        grad[:, :4] *= grad_sums[1]  # box logits: the loc sum
+        return grad, None, None, None, None, None, None
