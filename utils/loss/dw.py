@@ -132,19 +132,22 @@ class ComputeLossDW(AnchorLossStrategy):
         device = preds[0].device
         targets = targets.to(device=device, dtype=torch.float32)
         anchors = self.anchors.to(device=device, dtype=torch.float32)
+        image_cls = targets[:, :2].long()  # (nt, 2)
+        na = self.na
         out = []
         for i, p in enumerate(preds):
             ny, nx = p.shape[2:4]
             box = targets[:, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (nt, 4) xywh grid units
             obj, gj, gi = cells_inside_boxes(xywh2xyxy(box), (ny, nx))  # (k,) each
-            cell_box = box[obj]
+            cell_box = box.index_select(0, obj)
             cell_box[:, :2] -= torch.stack((gi, gj), 1)
-            # each cell's na anchors side by side: (k * na,) rows
-            t, gj, gi = torch.stack((obj, gj, gi)).repeat_interleave(self.na, 1)
-            a = torch.arange(self.na, device=device).repeat(len(obj))
-            out.append(LevelCandidates(image=targets[t, 0].long(), anchor=a, gj=gj, gi=gi, target=t,
-                                       cls=targets[t, 1].long(), box_grid=cell_box.repeat_interleave(self.na, 0),
-                                       anchor_wh=anchors[i, a]))
+            ic = image_cls.index_select(0, obj)
+            # each cell's na anchors side by side: (k * na,) rows (expand + reshape, no index ops)
+            t, gj, gi, image, cls = (v[:, None].expand(-1, na).reshape(-1) for v in (obj, gj, gi, ic[:, 0], ic[:, 1]))
+            out.append(LevelCandidates(image=image, anchor=torch.arange(na, device=device).repeat(len(obj)), gj=gj,
+                                       gi=gi, target=t, cls=cls,
+                                       box_grid=cell_box[:, None].expand(-1, na, 4).reshape(-1, 4),
+                                       anchor_wh=anchors[i].repeat(len(obj), 1)))
         return out
 
     @staticmethod
