@@ -32,8 +32,12 @@ priors -> assign (no grad) -> losses:
 
 Cost: the negative term is dense over (anchors x classes);
 :func:`~utils.loss.functional.focal_negative_sum` computes it at weight 1 in one fused pass per level,
-which also hands out the candidates' rows (their gradients share its buffer), and the few weighted
-cells are corrected from those rows.
+which also hands out the candidates' box, obj and own-class logits (their gradients share its
+buffer), and the few weighted cells are corrected from those. On the CPU the pair terms (steps 2-3
+for the positive losses) run in ``utils/loss/dw_pairs.c`` through :func:`utils.native.dw_pairs`,
+gradient included; :meth:`ComputeLossDW.pair_terms` / :meth:`~ComputeLossDW.weights` are the same
+formulas in PyTorch, used where the kernel does not run (no C compiler, float64, CUDA,
+``dw_best_object``) and tested equal to it.
 
 Decisions where the official code is silent or differs on purpose:
 

@@ -68,8 +68,10 @@ Cost: the precision term is the one (images x priors x classes) computation;
 :func:`~utils.loss.functional.focal_negative_sum` does it in one fused pass per level that also
 hands out the bag rows, so their gradients share its buffer. Bags come from :func:`prior_iou`
 (overlaps per axis, then one product), and only the pairs :func:`reachable_pairs` allows are
-decoded for ``B``. At 80 classes the fused pass alone costs about as much as the whole ``yolov5``
-loss step (README, "Loss step cost").
+decoded for ``B``. On the CPU both (no gradient) run in ``utils/loss/prior_match.c``
+(:func:`utils.native.fa_bags`, :func:`utils.native.fa_matched_pairs`), which visits only the cells
+that can overlap each object; bag ties go to the lower prior index there (``topk``'s order is
+unspecified). Loss step cost: README, "Loss step cost".
 
 ``assign`` returns every bag member (``fa_bag_size`` rows per object), with ``weight`` giving each
 row its mean-max weight within its bag, which is where FreeAnchor's learned matching shows.
