@@ -1,4 +1,4 @@
-"""The compiled focal-negative kernel (utils/native.py, utils/loss/focal_negative.c) against the PyTorch code."""
+"""The compiled kernels (utils/native.py: focal_negative.c, prior_match.c, dw_pairs.c) against the PyTorch code."""
 from __future__ import annotations
 
 import pytest
@@ -10,9 +10,10 @@ from utils.loss.functional import FOCAL_NEG_FLOOR, focal_negative_sum
 
 @pytest.fixture
 def native_on(monkeypatch):
+    """Every kernel enabled and built (they need the same compiler), else the test is skipped."""
     monkeypatch.setenv("YOLO_NATIVE", "1")
     native.reset()
-    if native.library("focal_negative") is None:
+    if any(native.library(name) is None for name in native.SOURCES):
         pytest.skip("no C compiler here: the PyTorch code is the only path")
     yield
     native.reset()
@@ -129,16 +130,6 @@ def test_build_is_cached_by_source(native_on, monkeypatch, tmp_path):
 
 # --- freeanchor's matching kernels (utils/loss/prior_match.c) -----------------------------------
 
-@pytest.fixture
-def match_on(monkeypatch):
-    monkeypatch.setenv("YOLO_NATIVE", "1")
-    native.reset()
-    if native.library("prior_match") is None:
-        pytest.skip("no C compiler here: the PyTorch code is the only path")
-    yield
-    native.reset()
-
-
 def freeanchor_case(bag=9, seed=0, n=12, thr=0.6):
     from tests.test_loss_freeanchor import random_batch, three_level_loss
     loss_fn = three_level_loss(nc=3, hyp={"fa_bag_size": bag, "fa_iou_thr": thr})
@@ -156,7 +147,7 @@ def with_native(flag, monkeypatch, fn):
 
 
 @pytest.mark.parametrize("bag", [1, 9, 50])
-def test_bags_equal_the_pytorch_top_k(match_on, monkeypatch, bag):
+def test_bags_equal_the_pytorch_top_k(native_on, monkeypatch, bag):
     from utils.loss.freeanchor import prior_iou
     loss_fn, preds, t, imgs = freeanchor_case(bag)
     got = with_native("1", monkeypatch, lambda: loss_fn.bags(preds, t, imgs)).member
@@ -168,7 +159,7 @@ def test_bags_equal_the_pytorch_top_k(match_on, monkeypatch, bag):
     assert all(len(set(row)) == bag for row in got.tolist())
 
 
-def test_bags_break_ties_by_lower_prior_index(match_on):
+def test_bags_break_ties_by_lower_prior_index(native_on):
     # one anchor of 16 px at stride 8 on an 8 x 16 grid; a 16 px box on cell (4, 3): prior (4, 3) has
     # IoU 1, its 4 neighbours tie at 1/3, 4 diagonal ones at 1/7; a bag of 12 then takes the 3 lowest
     # -index priors of IoU 0
@@ -182,7 +173,7 @@ def test_bags_break_ties_by_lower_prior_index(match_on):
     assert member[9:] == [0, 1, 2]
 
 
-def test_matched_pairs_and_the_loss_equal_the_pytorch_code(match_on, monkeypatch):
+def test_matched_pairs_and_the_loss_equal_the_pytorch_code(native_on, monkeypatch):
     from utils.loss.freeanchor import _FlatPreds
     loss_fn, preds, t, imgs = freeanchor_case(seed=3, n=24, thr=0.3)
     for p in preds:  # predictions near their prior boxes, so plenty of pairs pass IoU 0.3
@@ -207,13 +198,9 @@ def test_matched_pairs_and_the_loss_equal_the_pytorch_code(match_on, monkeypatch
 # --- dw's pair terms (utils/loss/dw_pairs.c) -------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_dw_pair_kernel_equals_the_pytorch_code(monkeypatch, seed):
+def test_dw_pair_kernel_equals_the_pytorch_code(native_on, monkeypatch, seed):
     from tests.test_loss_dw import make_targets, yolo_model
     from utils.loss import build_loss
-    monkeypatch.setenv("YOLO_NATIVE", "1")
-    native.reset()
-    if native.library("dw_pairs") is None:
-        pytest.skip("no C compiler here: the PyTorch code is the only path")
     g = torch.Generator().manual_seed(seed)
     bs, nc = 2, 3
     preds = [torch.randn(bs, 3, 64 // s, 64 // s, 5 + nc, generator=g) * 1.5 for s in (8, 16, 32)]
@@ -241,3 +228,20 @@ def test_dw_pair_kernel_equals_the_pytorch_code(monkeypatch, seed):
     native.reset()
     assert torch.allclose(out[0][0], out[1][0], rtol=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(out[0][1], out[1][1]))
+
+
+def test_dw_non_finite_logits_go_to_the_pytorch_code(native_on):
+    from tests.test_loss_dw import make_targets, yolo_model
+    from utils.loss import build_loss
+    g = torch.Generator().manual_seed(5)
+    preds = [torch.randn(1, 3, 64 // s, 64 // s, 8, generator=g) for s in (8, 16, 32)]
+    targets = make_targets(g, 1, 3, 3)
+    targets[:, 0] = 0
+    loss_fn = build_loss(yolo_model(nc=3), {"loss": "dw"})
+    cands = loss_fn.candidates(preds, targets)
+    rows = loss_fn.candidate_rows(preds, cands)
+    rows[0][0, 2] = float("nan")  # one candidate's w logit
+    assert loss_fn._positive_fused(rows, cands, len(targets)) is None
+    preds[0].view(-1, 8)[cands[0].flat_rows(preds[0])[0], 2] = float("nan")
+    loss, _ = loss_fn([p.requires_grad_() for p in preds], targets, torch.zeros(1, 3, 64, 64))
+    assert torch.isnan(loss)  # propagated as by the PyTorch code, so train.py's finiteness check sees it

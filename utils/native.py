@@ -4,12 +4,13 @@ Kernels:
 
 - ``focal_negative`` (``utils/loss/focal_negative.c``): the fused loss + gradient of
   :func:`utils.loss.functional.focal_negative_sum` (the dense (anchors x classes) term of ``dw`` and
-  ``freeanchor``), ~3x faster than the eager chunked version on the CPU. Built with
+  ``freeanchor``), 2-3x faster than the eager chunked version on the CPU. Built with
   ``-O3 -march=native -ffast-math`` (vectorised ``expf`` / ``logf`` from glibc's libmvec); the object
   is linked without ``-ffast-math`` so loading it does not switch the process to flush-denormals-to-zero.
 - ``dw_pairs`` (``utils/loss/dw_pairs.c``): ``dw``'s (candidate, object) terms — decode, GIoU / IoU,
   centre prior, both weights, the two positive losses and their gradient (written out) — in two
-  vectorised loops over the candidates instead of ~150 PyTorch ops (``-O3 -ffast-math`` as above).
+  vectorised loops over the candidates instead of the PyTorch ops of ``ComputeLossDW.pair_terms`` /
+  ``weights`` (``-O3 -ffast-math`` as above).
 - ``prior_match`` (``utils/loss/prior_match.c``): ``freeanchor``'s no-grad matching, its bags (top-k
   priors by IoU) and its (object, prior) pairs above the IoU threshold, walking only the cells that
   can overlap an object instead of indexing every pair with PyTorch ops. Plain ``-O2``: IEEE maths.
@@ -53,6 +54,7 @@ COMPILE_FLAGS = {
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
 def enabled() -> bool:
@@ -144,14 +146,14 @@ def reset() -> None:
 
 def split_rows(fn, n: int, min_rows: int = 4096) -> list:
     """``[fn(r0, r1) for each row range]`` covering ``range(n)``, run in parallel, one per torch thread."""
-    global _pool
+    global _pool, _pool_size
     parts = max(1, min(torch.get_num_threads(), n // min_rows))
     bounds = [n * i // parts for i in range(parts + 1)]
     if parts == 1:
         return [fn(0, n)]
     with _lock:
-        if _pool is None or _pool._max_workers < parts:
-            _pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="yolo-native")
+        if _pool_size < parts:
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="yolo-native"), parts
     return [f.result() for f in [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(parts)]]
 
 

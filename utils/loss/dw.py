@@ -238,13 +238,13 @@ class ComputeLossDW(AnchorLossStrategy):
     def _positive_fused(self, rows: list[torch.Tensor], cands: list[LevelCandidates],
                         n_obj: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """``(cls_pos, loc)`` sums (2,) with gradient, ``w_pos`` and the negative IoU factor from the C
-        kernel; None where it does not run (no compiler, not CPU float32), the PyTorch code then does."""
+        kernel; None where it does not run (no compiler, not CPU float32, inf / NaN logits), the
+        PyTorch code then does."""
         r = torch.cat(rows)
-        if native.library("dw_pairs") is None or r.device.type != "cpu" or r.dtype != torch.float32:
-            return None
-        return _DWPositive.apply(r, torch.cat([m.box_grid for m in cands]).float(),
-                                 torch.cat([m.anchor_wh for m in cands]).float(), torch.cat([m.target for m in cands]),
-                                 n_obj, self.hyp.dw_sigma, self.hyp.dw_loc_scale)
+        out = native.dw_pairs(r, torch.cat([m.box_grid for m in cands]).float(),
+                              torch.cat([m.anchor_wh for m in cands]).float(), torch.cat([m.target for m in cands]),
+                              n_obj, self.hyp.dw_sigma, self.hyp.dw_loc_scale)
+        return None if out is None else _DWPositive.apply(r, out)
 
     @staticmethod
     def _negative_level(pi: torch.Tensor, m: LevelCandidates, rows: torch.Tensor, dense: torch.Tensor,
@@ -270,12 +270,11 @@ class ComputeLossDW(AnchorLossStrategy):
 
 
 class _DWPositive(torch.autograd.Function):
-    """The two positive sums of :class:`ComputeLossDW` from ``utils/loss/dw_pairs.c`` (see
-    :func:`utils.native.dw_pairs`); their gradient comes out of the same pass, backward scales it."""
+    """The two positive sums of :class:`ComputeLossDW` as autograd sees them: ``out`` is what
+    :func:`utils.native.dw_pairs` computed from ``rows``, gradient included; backward scales it."""
 
     @staticmethod
-    def forward(ctx, rows, box, anchor, target, n_obj, sigma, loc_scale):
-        out = native.dw_pairs(rows, box, anchor, target, n_obj, sigma, loc_scale)
+    def forward(ctx, rows, out):
         ctx.grad = out["grad"]
         ctx.mark_non_differentiable(out["w_pos"], out["w_neg_iou"])
         return out["sums"].to(rows.dtype), out["w_pos"], out["w_neg_iou"]
@@ -286,4 +285,4 @@ class _DWPositive(torch.autograd.Function):
         grad = ctx.grad
         grad[:, 4:] *= grad_sums[0]  # obj and class logits: the cls_pos sum
         grad[:, :4] *= grad_sums[1]  # box logits: the loc sum
-        return grad, None, None, None, None, None, None
+        return grad, None
