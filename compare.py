@@ -50,7 +50,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def experiment_dir(opt: argparse.Namespace) -> Path:
     """The newest project/name* folder made by the same comparison, else a new one."""
-    from utils.paths import increment_path
+    from utils.io.paths import increment_path
 
     key = {k: getattr(opt, k) for k in SAME_IF}
     if not opt.new:
@@ -64,7 +64,7 @@ def experiment_dir(opt: argparse.Namespace) -> Path:
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.compare import compare
+    from utils.engine.compare import compare
 
     train_args = ["--data", opt.data, "--cfg", opt.cfg, "--workers", str(opt.workers)]
     for flag, value in (("--img", opt.img), ("--epochs", opt.epochs), ("--batch-size", opt.batch_size)):

@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 import torch
 
-from utils.annotate import draw_detections, save_one_box
+from utils.io.annotate import draw_detections, save_one_box
 from utils.boxes import scale_boxes, xyxy2xywh
-from utils.nms import non_max_suppression
-from utils.paths import increment_path
-from utils.sources import LoadImages
-from utils.torch_utils import select_device
+from utils.eval.nms import non_max_suppression
+from utils.io.paths import increment_path
+from utils.io.sources import LoadImages
+from utils.engine.torch_utils import select_device
 
 
 def check_img_size(imgsz: int | Sequence[int], stride: int = 32, floor: int = 0) -> list[int]:
@@ -91,7 +91,7 @@ class VideoSaver:
 
 def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
     """Our checkpoint or an official YOLOv5 .pt -> (model in eval mode on ``device``, class names)."""
-    from utils.checkpoint import load_checkpoint
+    from utils.io.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(weights, device="cpu")
     names = meta.get("names") or getattr(model, "names", None) or [str(i) for i in range(int(model.nc))]
@@ -209,7 +209,7 @@ def main(opt: argparse.Namespace) -> Path:
 
 
 if __name__ == "__main__":
-    from utils.checkpoint import CheckpointError
+    from utils.io.checkpoint import CheckpointError
 
     try:
         main(parse_opt())

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.optim import OPTIMIZERS  # noqa: E402
+from utils.engine.optim import OPTIMIZERS  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,10 +59,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.checkpoint import CheckpointError
+    from utils.io.checkpoint import CheckpointError
     from utils.dataloaders import DatasetError
-    from utils.hyp import HypError
-    from utils.trainer import train
+    from utils.engine.hyp import HypError
+    from utils.engine.trainer import train
 
     try:
         train(opt)

@@ -43,11 +43,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(opt: argparse.Namespace) -> dict:
-    from utils import validator
-    from utils.checkpoint import load_checkpoint
+    from utils.eval import validator
+    from utils.io.checkpoint import load_checkpoint
     from utils.dataloaders import check_dataset, create_dataloader
-    from utils.paths import increment_path
-    from utils.torch_utils import select_device
+    from utils.io.paths import increment_path
+    from utils.engine.torch_utils import select_device
 
     device = select_device(opt.device)
     model, meta = load_checkpoint(opt.weights, device)
@@ -66,7 +66,7 @@ def run(opt: argparse.Namespace) -> dict:
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
     compute_loss = None
     if opt.loss:
-        from utils.hyp import load_hyp
+        from utils.engine.hyp import load_hyp
         from utils.loss import build_loss
 
         compute_loss = build_loss(model, load_hyp(meta["hyp"] or {}))
@@ -83,7 +83,7 @@ def run(opt: argparse.Namespace) -> dict:
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.cli import run_cli
+    from utils.io.cli import run_cli
 
     return run_cli(lambda: run(opt), "val")
 

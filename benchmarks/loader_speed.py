@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.augmentations import HYP_DEFAULTS, letterbox  # noqa: E402
+from utils.data.augmentations import HYP_DEFAULTS, letterbox  # noqa: E402
 from utils.dataloaders import check_dataset, create_dataloader  # noqa: E402
 
 

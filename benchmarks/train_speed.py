@@ -3,7 +3,7 @@ train.py run by the reviewer on the same machine and settings.
 
     python benchmarks/train_speed.py --data data/bccd.yaml --cfg models/yolov5n.yaml --img 320 --batch-size 16
 
-It runs the real trainer (utils.trainer: setup + train_epoch, same data pipeline, loss, optimiser,
+It runs the real trainer (utils.engine.trainer: setup + train_epoch, same data pipeline, loss, optimiser,
 warm-up and EMA as train.py) for ``--epochs`` epochs without validation, and reports images/s of
 the epochs after the first (worker start-up and first-iteration costs excluded). Prints a table
 and the command.
@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import train as train_cli  # noqa: E402
-from utils import trainer  # noqa: E402
+from utils.engine import trainer  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.shapes_dataset import CLASSES, make_shapes_dataset
+from utils.data.shapes_dataset import CLASSES, make_shapes_dataset
 
 
 def write_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, seed: int = 3) -> Path:

@@ -5,8 +5,8 @@ import torch
 import yaml
 
 from models.yolo import Model
-from utils.hyp import load_hyp
-from utils.compare import hyp_for
+from utils.engine.hyp import load_hyp
+from utils.engine.compare import hyp_for
 from utils.loss import LOSSES, build_loss
 
 TARGETS = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.augmentations import augment_hsv, box_candidates, letterbox, mixup, random_perspective
+from utils.data.augmentations import augment_hsv, box_candidates, letterbox, mixup, random_perspective
 from utils.boxes import xywhn2xyxy
 from utils.dataloaders import LoadImagesAndLabels
 

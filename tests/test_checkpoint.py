@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.yolo import Model
-from utils.checkpoint import (CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint,
+from utils.io.checkpoint import (CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint,
                               save_checkpoint)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

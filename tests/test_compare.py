@@ -6,7 +6,7 @@ import json
 import pytest
 
 import compare as compare_cli
-from utils.compare import hyp_for
+from utils.engine.compare import hyp_for
 
 
 def args(data, project, losses):

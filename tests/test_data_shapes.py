@@ -8,7 +8,7 @@ import numpy as np
 import yaml
 
 from utils.dataloaders import check_dataset
-from utils.shapes_dataset import CLASSES, ensure_shapes_dataset, make_shapes_dataset
+from utils.data.shapes_dataset import CLASSES, ensure_shapes_dataset, make_shapes_dataset
 
 SMALL = dict(n_train=4, n_val=2, imgsz=96)
 

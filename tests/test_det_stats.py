@@ -1,10 +1,10 @@
-"""Detection statistics (utils/det_stats.py, tools/det_stats.py) on hand-built detections."""
+"""Detection statistics (utils/eval/det_stats.py, tools/det_stats.py) on hand-built detections."""
 import math
 
 import pytest
 import torch
 
-from utils.det_stats import DetectionStats, output_index, stray_sources
+from utils.eval.det_stats import DetectionStats, output_index, stray_sources
 
 
 def test_detection_stats_on_a_hand_built_image():
@@ -57,7 +57,7 @@ def test_cli_counts_every_label_of_the_split(tiny_data, tmp_path):
 
     from models.yolo import Model
     from tools import det_stats as cli
-    from utils.checkpoint import make_checkpoint, save_checkpoint
+    from utils.io.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     data = yaml.safe_load(tiny_data.read_text())
@@ -83,7 +83,7 @@ def test_cli_counts_every_label_of_the_split(tiny_data, tmp_path):
 def test_cli_names_a_missing_checkpoint_and_a_wrong_class_count(tiny_data, tmp_path, caplog):
     from models.yolo import Model
     from tools import det_stats as cli
-    from utils.checkpoint import make_checkpoint, save_checkpoint
+    from utils.io.checkpoint import make_checkpoint, save_checkpoint
 
     missing = tmp_path / "nope.pt"
     assert cli.cli(["--weights", str(missing), "--data", str(tiny_data), "--img", "64", "--out", str(tmp_path)]) == 1

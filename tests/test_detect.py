@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.paths import increment_path
-from utils.sources import LoadImages
-from utils.torch_utils import select_device
+from utils.io.paths import increment_path
+from utils.io.sources import LoadImages
+from utils.engine.torch_utils import select_device
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_increment_path_and_device(tmp_path: Path):
 
 def test_detect_end_to_end(tmp_path: Path, image_dir: Path):
     yolo = pytest.importorskip("models.yolo", reason="models.yolo not written yet")
-    checkpoint = pytest.importorskip("utils.checkpoint", reason="utils.checkpoint not written yet")
+    checkpoint = pytest.importorskip("utils.io.checkpoint", reason="utils.io.checkpoint not written yet")
     import detect
 
     torch.manual_seed(0)

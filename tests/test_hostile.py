@@ -9,7 +9,7 @@ import torch
 
 from utils.data.verify import check_pair
 from utils.dataloaders import check_dataset
-from utils import trainer
+from utils.engine import trainer
 
 
 def test_paths_outside_the_dataset_root_are_reported(tmp_path, caplog):

@@ -12,10 +12,10 @@ import train as train_cli
 import val as val_cli
 from models.dfl_head import DFLDetect
 from models.yolo import Model
-from utils import trainer
+from utils.engine import trainer
 from utils.boxes import bbox_iou, xywh2xyxy
-from utils.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from utils.hyp import load_hyp
+from utils.io.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from utils.engine.hyp import load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import distribution_focal_loss, quality_focal_loss
 

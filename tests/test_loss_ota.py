@@ -18,7 +18,7 @@ import torch
 
 from utils.assign.simota import simota_match
 from utils.assign.yolo_candidates import LevelCandidates
-from utils.hyp import HypError, load_hyp, validate_hyp
+from utils.engine.hyp import HypError, load_hyp, validate_hyp
 from utils.loss import LOSSES, build_loss
 
 ANCHORS_PX = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from utils.hyp import HypError, load_hyp
+from utils.engine.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import hard_negative_mask
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import ConfusionMatrix, DetMetrics, ap_per_class, compute_ap, fitness, match_predictions
+from utils.eval.metrics import ConfusionMatrix, DetMetrics, ap_per_class, compute_ap, fitness, match_predictions
 
 
 def _reference_ap(recall, precision):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision
 
-from utils.nms import _greedy_nms_first, non_max_suppression
+from utils.eval.nms import _greedy_nms_first, non_max_suppression
 
 
 def _pred() -> torch.Tensor:

@@ -2,9 +2,9 @@
 import numpy as np
 import torch
 
-from utils import assign_view as av
+from utils.eval import assign_view as av
 from utils.assign.yolo_candidates import yolo_candidates
-from utils.compare import hyp_for
+from utils.engine.compare import hyp_for
 
 
 def fixed_input():

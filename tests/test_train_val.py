@@ -11,10 +11,11 @@ from torch import nn
 
 import train as train_cli
 from models.yolo import Model
-from utils import trainer, validator
+from utils.engine import trainer
+from utils.eval import validator
 from utils.dataloaders import create_dataloader
-from utils.hyp import load_hyp
-from utils.compare import hyp_for
+from utils.engine.hyp import load_hyp
+from utils.engine.compare import hyp_for
 from utils.loss import LOSSES, build_loss
 
 
@@ -110,7 +111,7 @@ class FixedDetector(nn.Module):
 
 
 def ap101(recall, precision):
-    """COCO/YOLOv5 101-point interpolated AP, written independently of utils.metrics."""
+    """COCO/YOLOv5 101-point interpolated AP, written independently of utils.eval.metrics."""
     r = [0.0] + list(recall) + [1.0]
     p = [1.0] + list(precision) + [0.0]
     for k in range(len(p) - 2, -1, -1):

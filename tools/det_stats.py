@@ -3,7 +3,7 @@
     python tools/det_stats.py --data data/bccd.yaml --img 320 \\
         --weights runs/compare/exp/runs/yolov5-s0/weights/best.pt runs/compare/exp/runs/freeanchor-s0/weights/best.pt
 
-For each checkpoint and class (see :mod:`utils.det_stats`): labels, detections at --conf after NMS
+For each checkpoint and class (see :mod:`utils.eval.det_stats`): labels, detections at --conf after NMS
 (--nms-conf / --iou-thres as val.py), detections per label, the fraction of them that are stray
 (IoU < --stray-iou with every label of their class), recall at IoU >= --match-iou, the median best
 score of the right box per label and the median score of the stray boxes. A second table counts,
@@ -52,10 +52,10 @@ def analyse(weights: str, opt: argparse.Namespace, data: dict):
     from tqdm import tqdm
 
     from utils.boxes import xywh2xyxy
-    from utils.checkpoint import load_checkpoint
+    from utils.io.checkpoint import load_checkpoint
     from utils.dataloaders import create_dataloader
-    from utils.det_stats import DetectionStats, stray_sources
-    from utils.nms import non_max_suppression
+    from utils.eval.det_stats import DetectionStats, stray_sources
+    from utils.eval.nms import non_max_suppression
 
     model, _ = load_checkpoint(weights)
     if model.nc != data["nc"]:
@@ -129,7 +129,7 @@ def main(opt: argparse.Namespace) -> Path:
 
 def cli(argv: list[str] | None = None) -> int:
     """``main`` with the errors a user can act on printed as one line (exit status 1)."""
-    from utils.cli import run_cli
+    from utils.io.cli import run_cli
 
     return run_cli(lambda: main(parse_opt(argv)), "det_stats")
 

@@ -43,10 +43,10 @@ def main(opt: argparse.Namespace) -> Path:
     import torch
     from tqdm import tqdm
 
-    from utils import assign_view as av
+    from utils.eval import assign_view as av
     from utils.boxes import xywh2xyxy
-    from utils.checkpoint import load_checkpoint
-    from utils.compare import hyp_for
+    from utils.io.checkpoint import load_checkpoint
+    from utils.engine.compare import hyp_for
     from utils.dataloaders import check_dataset, create_dataloader
 
     torch.manual_seed(opt.seed)
@@ -83,7 +83,7 @@ def main(opt: argparse.Namespace) -> Path:
 
 def cli(argv: list[str] | None = None) -> int:
     """``main`` with the errors a user can act on printed as one line (exit status 1)."""
-    from utils.cli import run_cli
+    from utils.io.cli import run_cli
 
     return run_cli(lambda: main(parse_opt(argv)), "show_assign")
 

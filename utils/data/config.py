@@ -51,7 +51,7 @@ def _prepare_root(data: dict, root: Path, yaml_file: Path) -> None:
     if data.get("generate"):
         if data["generate"] != "shapes":
             raise DatasetError(f"{yaml_file}: unknown 'generate: {data['generate']}' (choose: shapes)")
-        from utils.shapes_dataset import ensure_shapes_dataset
+        from utils.data.shapes_dataset import ensure_shapes_dataset
 
         ensure_shapes_dataset(root, **(data.get("generate_args") or {}))
     elif data.get("convert") and not root.exists():

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from utils.augmentations import (HYP_DEFAULTS, augment_hsv, labels_to_pixels, letterbox, mixup,
+from utils.data.augmentations import (HYP_DEFAULTS, augment_hsv, labels_to_pixels, letterbox, mixup,
                                  mosaic4, random_perspective)
 from utils.boxes import xyxy2xywhn
 from utils.data.label_cache import load_labels

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.checkpoint import CheckpointError, read_checkpoint
-from utils.hyp import HYP_DIR, find_hyp, load_hyp
+from utils.io.checkpoint import CheckpointError, read_checkpoint
+from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.loss import loss_class
-from utils.run_log import read_results
+from utils.io.run_log import read_results
 
 LOGGER = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def hyp_for(loss: str) -> Path:

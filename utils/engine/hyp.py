@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from utils.augmentations import HYP_DEFAULTS
+from utils.data.augmentations import HYP_DEFAULTS
 from utils.loss import LOSSES, loss_class
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HYP_DIR = ROOT / "hyp"
 DEFAULT_HYP = HYP_DIR / "hyp.scratch.yaml"
 

@@ -16,9 +16,9 @@ from torch import nn
 
 from models.yolo import Model
 from utils.assign.yolo_candidates import LevelCandidates
-from utils.hyp import load_hyp
+from utils.engine.hyp import load_hyp
 from utils.loss import build_loss, loss_class
-from utils.train_setup import scaled_loss_hyp
+from utils.engine.train_setup import scaled_loss_hyp
 
 LOGGER = logging.getLogger(__name__)
 LEVEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from utils.boxes import clip_boxes, xywh2xyxy, xyxy2xywh
-from utils.paths import increment_path
+from utils.io.paths import increment_path
 
 # 20 well-separated colours, RGB hex; class i uses entry i mod 20
 _PALETTE_HEX = ("E6194B", "3CB44B", "FFB000", "4363D8", "F58231", "911EB4", "42D4F4", "F032E6", "BFEF45", "FABED4",

@@ -1,6 +1,6 @@
 """Training as YOLOv5's train.py does it, split into steps that can be run and tested alone:
 
-    setup(opt) -> Run          (utils/train_setup.py) run folder, hyp, data, model, loss, optimiser, EMA, loaders, resume
+    setup(opt) -> Run          (utils/engine/train_setup.py) run folder, hyp, data, model, loss, optimiser, EMA, loaders, resume
     train_epoch(run, epoch)    warm-up, gradient accumulation to a nominal batch (hyp ``nbs``, 64), AMP on CUDA,
                                clipping, EMA; non-finite losses skipped
     end_epoch(run, epoch)      validation of the EMA model, results.csv, last.pt / best.pt
@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils import validator
-from utils.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
-from utils.distributed import broadcast, cleanup, replicas_identical
-from utils.ema import unwrap
-from utils.metrics import fitness
-from utils.run_log import plot_results
-from utils.torch_utils import synced_time
-from utils.train_setup import Run, rng_state, setup
+from utils.eval import validator
+from utils.io.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+from utils.engine.distributed import broadcast, cleanup, replicas_identical
+from utils.engine.ema import unwrap
+from utils.eval.metrics import fitness
+from utils.io.run_log import plot_results
+from utils.engine.torch_utils import synced_time
+from utils.engine.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before training stops

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from utils.augmentations import letterbox
+from utils.data.augmentations import letterbox
 
 LOGGER = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that name a bad input (file, key, value), not a bug: no traceback for these."""
-    from utils.checkpoint import CheckpointError
+    from utils.io.checkpoint import CheckpointError
     from utils.dataloaders import DatasetError
-    from utils.hyp import HypError
+    from utils.engine.hyp import HypError
 
     return (HypError, DatasetError, CheckpointError, FileNotFoundError, ValueError)
 

@@ -1,4 +1,4 @@
-"""Training set-up, the steps before the first epoch of utils/trainer.py:
+"""Training set-up, the steps before the first epoch of utils/engine/trainer.py:
 
     setup(opt) -> Run    run folder (rank 0's, shared under DDP), hyp (+ the dataset's train_defaults),
                          data, model with the strategy's head, optimiser, scheduler, EMA, loaders,
@@ -20,16 +20,16 @@ import yaml
 from torch import nn
 
 from models.yolo import Model
-from utils.autoanchor import check_anchors
-from utils.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from utils.engine.autoanchor import check_anchors
+from utils.io.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from utils.dataloaders import check_dataset, create_dataloader
-from utils.distributed import DistInfo, broadcast, dist_info, init_distributed
-from utils.ema import ModelEMA, unwrap
-from utils.hyp import load_hyp, validate_hyp
+from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
+from utils.engine.ema import ModelEMA, unwrap
+from utils.engine.hyp import load_hyp, validate_hyp
 from utils.loss import build_loss, loss_class
-from utils.optim import build_optimizer, lr_lambda
-from utils.paths import increment_path
-from utils.run_log import ResultsLogger
+from utils.engine.optim import build_optimizer, lr_lambda
+from utils.io.paths import increment_path
+from utils.io.run_log import ResultsLogger
 
 LOGGER = logging.getLogger(__name__)
 # YOLOv5's defaults, used where neither the command line nor the dataset YAML's train_defaults set a value
@@ -271,7 +271,7 @@ def setup(opt: argparse.Namespace) -> Run:
         if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
             check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
         if not opt.resume and not opt.noplots:
-            from utils.plots import plot_labels
+            from utils.io.plots import plot_labels
 
             plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
     ema = ModelEMA(model) if info.main else None

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
-from utils.metrics import DetMetrics
-from utils.nms import non_max_suppression
-from utils.torch_utils import synced_time
+from utils.eval.metrics import DetMetrics
+from utils.eval.nms import non_max_suppression
+from utils.engine.torch_utils import synced_time
 
 LOGGER = logging.getLogger(__name__)
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
@@ -118,7 +118,7 @@ def run(model: torch.nn.Module, dataloader, names: list[str], *, conf_thres: flo
         progress: bool = True) -> dict[str, Any]:
     """Validate ``model`` (eval mode, on its device) over ``dataloader``.
 
-    Returns a dict with the metrics of :meth:`utils.metrics.DetMetrics.compute`, ``loss`` (val loss
+    Returns a dict with the metrics of :meth:`utils.eval.metrics.DetMetrics.compute`, ``loss`` (val loss
     items averaged over batches, or None), ``speed`` (ms per image: pre-process, inference, NMS),
     ``maps`` (nc,) per-class mAP50-95 (the overall mAP where a class has no labels), and ``coco``
     ((mAP50-95, mAP50) from pycocotools when ``save_json`` and it is installed).
@@ -196,7 +196,7 @@ def _write_coco(jdict: list[dict], dataset, names: list[str], save_dir: Path) ->
 
 
 def _plot_val_batch(im, targets, dets, paths, names, save_dir: Path, batch_i: int) -> None:
-    from utils.plots import plot_images
+    from utils.io.plots import plot_images
 
     plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
     rows = [torch.cat((torch.full((len(d), 1), i, device=d.device), d[:, 5:6], xyxy2xywh(d[:, :4]), d[:, 4:5]), 1)
