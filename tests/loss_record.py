@@ -4,13 +4,13 @@
     python tests/loss_record.py --only ssd,dw   # rewrite only those strategies' entries
 
 ``tests/test_loss_record.py`` checks that the current code reproduces the file to relative 1e-5.
-The first record was made with ``YOLO_NATIVE=0`` (the PyTorch code, before the C kernels were
-removed). A change that alters a strategy's behaviour on purpose regenerates that strategy's
+The first record was made with ``YOLO_NATIVE=0`` (the PyTorch code, before the optional C
+kernels were removed). A change that alters a strategy's behaviour on purpose regenerates that strategy's
 entries with the second command and says so in its commit message.
 
 Cases (yolov5n geometry, strides 8/16/32): head outputs are seeded normal logits (objectness and
 class logits shifted down, as a freshly initialised head), not a forward pass, so the record does
-not depend on convolution kernels; targets are literal.
+not depend on convolution arithmetic; targets are literal.
 
 - ``nc80``: 80 classes, 2 images of 128x160 (rectangular), 7 objects from 6 to 120 px;
 - ``nc3``: 3 classes, 3 images of 160x160, the middle image without objects;
