@@ -1,6 +1,8 @@
-"""What the command-line tools share: errors a user can act on become one log line and exit status 1."""
+"""What the command-line tools share: errors a user can act on become one log line and exit status 1,
+and a --help that shows the defaults."""
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,3 +25,18 @@ def run_cli(fn: Callable[[], Any], logger: str) -> int:
         logging.getLogger(logger).error("error: %s", e)
         return 1
     return 0
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help that keeps the description's line breaks and ends each option's help with its default.
+
+    Defaults that say nothing (None, False of a switch, '') are left out, and so is any help
+    text that already explains its default in words.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        silent = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+        if silent or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
