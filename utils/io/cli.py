@@ -9,13 +9,16 @@ from typing import Any
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the docstring's layout and appends ``(default: X)`` to every option that has a value by default
-    (required options, flags and options without a default get nothing: "default: None" says nothing)."""
+    """Keeps the docstring's layout and appends ``(default: X)`` to every option that has a value by default.
+
+    Required options, flags and options whose default says nothing (None, '') get nothing, and
+    neither does a help text that already explains its default in words.
+    """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("%(default)" in text or action.required or action.default is None or action.default is False
-                or action.default == argparse.SUPPRESS):
+        silent = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+        if silent or action.required or "default" in text:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -38,17 +41,3 @@ def run_cli(fn: Callable[[], Any], logger: str) -> int:
         return 1
     return 0
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """--help that keeps the description's line breaks and ends each option's help with its default.
-
-    Defaults that say nothing (None, False of a switch, '') are left out, and so is any help
-    text that already explains its default in words.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        silent = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
-        if silent or "default" in text:
-            return text
-        return f"{text} (default: %(default)s)"
