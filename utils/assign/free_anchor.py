@@ -26,7 +26,6 @@ import torch
 from models.geometry import AnchorPriors, LevelPriors, YOLOBoxCoder
 from utils.assign.centre_prior import cells_in_ranges
 from utils.boxes import xywh2xyxy
-from utils.loss.functional import saturated_linear
 
 
 @dataclasses.dataclass
@@ -118,6 +117,29 @@ def reachable_pairs(box_xywh_px: torch.Tensor, levels: list[LevelPriors], thr: f
     return torch.cat(obj), torch.cat(prior)
 
 
+def saturated_linear(iou: torch.Tensor, thr: float = 0.6, best: torch.Tensor | None = None) -> torch.Tensor:
+    """FreeAnchor's P(anchor j -> object i) from the IoU of j's predicted box with object i.
+
+    Per object (row): 0 at or below ``thr``, 1 at the object's best IoU, linear in between, i.e.
+    ``clamp((iou - thr) / (max_j iou - thr), 0, 1)``. A row whose best IoU is not above ``thr`` is all
+    0 (the reference divides by a clamped 1e-12 there, which gives 0 below ``thr`` and 0/0 at it).
+
+    Args:
+        iou (Tensor[n_obj, n_anchor]).
+        best: the objects' best IoU broadcastable to ``iou`` (default: the row maximum); given when
+            ``iou`` holds only some (object, anchor) pairs, e.g. a flat (pairs,) tensor.
+
+    Returns:
+        Tensor shaped like ``iou``, in [0, 1].
+    """
+    if iou.shape[-1] == 0:
+        return iou.clone()
+    if best is None:
+        best = iou.max(dim=-1, keepdim=True).values  # (n_obj, 1)
+    span = (best - thr).clamp(min=torch.finfo(iou.dtype).tiny)
+    return torch.where(best > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))
+
+
 @torch.no_grad()
 def highest_first(values: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the ``k`` largest values along the last dim, equal values lowest index first.
@@ -151,7 +173,7 @@ def anchor_bags(box_xywh_px: torch.Tensor, levels: list[LevelPriors], k: int,
     member = torch.zeros((len(box_xywh_px), k), dtype=torch.long, device=box_xywh_px.device)
     step = max(1, max_pair_elems // max(m, 1))
     for s in range(0, len(box_xywh_px), step):
-        member[s:s + step] = prior_iou(box_xywh_px[s:s + step], levels).topk(k, dim=1).indices
+        member[s:s + step] = highest_first(prior_iou(box_xywh_px[s:s + step], levels), k)
     return member
 
 
@@ -160,7 +182,7 @@ def matched_class_prob(box_logits: torch.Tensor, pri: AnchorPriors, levels: list
                        nc: int, thr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The nonzero entries of B (image, prior, class) = max over objects of that class of P(j -> i).
 
-    P(j -> i) is :func:`~utils.loss.functional.saturated_linear` of the IoU of j's decoded
+    P(j -> i) is :func:`saturated_linear` of the IoU of j's decoded
     prediction with i. Only (object, prior) pairs whose prediction can reach IoU > ``thr`` under the
     YOLOv5 decode are decoded (see :func:`reachable_pairs`); the others are 0 in the dense formula
     too, so the result is the same.
