@@ -209,6 +209,15 @@ def train(opt: argparse.Namespace) -> dict[str, Any]:
     Ctrl-C stops cleanly: last.pt already holds the last finished epoch, and ``--resume`` continues.
     """
     run = setup(opt)
+    try:
+        return train_run(run)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+def train_run(run: Run) -> dict[str, Any]:
+    """The epochs and the final validation of a set-up run (see :func:`train`)."""
     t0 = time.time()
     try:
         for epoch in range(run.start_epoch, run.opt.epochs):
