@@ -25,8 +25,8 @@ import torch
 from utils.io.annotate import draw_detections, save_one_box
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.eval.nms import non_max_suppression
-from utils.data.verify import MAX_IMAGE_PIXELS, set_max_pixels
-from utils.io.cli import positive_int
+from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS, set_max_pixels
+from utils.io.cli import add_max_pixels_flag, positive_int
 from utils.io.paths import make_run_dir, remove_empty_dirs
 from utils.io.sources import LoadImages
 from utils.engine.torch_utils import select_device
@@ -121,7 +121,7 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
         save_conf: bool = False, save_crop: bool = False, nosave: bool = False, classes: Sequence[int] | None = None,
         agnostic_nms: bool = False, project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
         line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
-        max_pixels: int = MAX_IMAGE_PIXELS) -> Path:
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Path:
     """Detect objects in every image / frame of ``source``; returns the run folder.
 
     Images over ``max_pixels`` (read from the header, before decoding) are skipped; a source of
@@ -211,8 +211,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hide-labels", action="store_true", help="hide labels")
     parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (GPU only)")
-    parser.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                        help="skip images with more pixels than this (decompression bombs), read from the header")
+    add_max_pixels_flag(parser)
     opt = parser.parse_args(argv)
     if len(opt.imgsz) > 2:
         parser.error("--imgsz takes 1 or 2 integers")

@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.data.verify import MAX_IMAGE_PIXELS  # noqa: E402
 from utils.engine.optim import OPTIMIZERS  # noqa: E402
-from utils.io.cli import fraction, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import add_max_pixels_flag, fraction, non_negative_int, positive_int  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +53,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (DDP on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                   help="refuse images with more pixels than this (decompression bombs), read from the header")
+    add_max_pixels_flag(p)
     opt = p.parse_args(argv)
     if not opt.cfg and not opt.weights:
         opt.cfg = str(ROOT / "models/yolov5n.yaml")

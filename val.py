@@ -14,8 +14,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.data.verify import MAX_IMAGE_PIXELS  # noqa: E402
-from utils.io.cli import non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import add_max_pixels_flag, non_negative_int, positive_int  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,8 +41,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                   help="refuse images with more pixels than this (decompression bombs), read from the header")
+    add_max_pixels_flag(p)
     return p.parse_args(argv)
 
 

@@ -36,7 +36,8 @@ IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp",
 MIN_IMAGE_SIDE = 10  # px
 # Above this an image is treated as a decompression bomb; the one limit of every image reader
 # (training, validation, detect.py, tools/). The CLIs' --max-pixels sets it with set_max_pixels().
-MAX_IMAGE_PIXELS = 20_000 * 20_000
+DEFAULT_MAX_IMAGE_PIXELS = 20_000 * 20_000
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 _PIL_LIMIT_LOCK = threading.Lock()  # PIL's own limit is a module global: swap it under a lock
 BOX_TOL = 0.01  # normalised; corners this far outside the image are clipped without a warning
 ABSURD_CENTRE = (-0.5, 1.5)

@@ -256,7 +256,7 @@ def setup(opt: argparse.Namespace) -> Run:
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_checkpoint(opt)
-    verify.set_max_pixels(getattr(opt, "max_pixels", verify.MAX_IMAGE_PIXELS))
+    verify.set_max_pixels(getattr(opt, "max_pixels", verify.DEFAULT_MAX_IMAGE_PIXELS))
     save_dir, created, lock = make_save_dir(opt, info)
     try:
         run = build_run(opt, info, device, ckpt, save_dir)

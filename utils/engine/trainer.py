@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from utils.data.loader import set_epoch
 from utils.eval import validator
 from utils.io.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
 from utils.engine.distributed import broadcast, cleanup, replicas_identical
@@ -79,8 +80,7 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     model.train()
     nb = len(run.train_loader)
     nw = max(round(run.hyp["warmup_epochs"] * nb), 100)
-    if hasattr(run.train_loader.sampler, "set_epoch"):
-        run.train_loader.sampler.set_epoch(epoch)
+    set_epoch(run.train_loader, epoch)
     dataset = run.train_loader.dataset
     if run.hyp["close_mosaic"] and dataset.mosaic and epoch >= opt.epochs - run.hyp["close_mosaic"]:
         dataset.mosaic = False

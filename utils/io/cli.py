@@ -55,3 +55,12 @@ def fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
     return value
+
+
+def add_max_pixels_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels``: the one pixel limit of every image reader (``utils.data.verify.set_max_pixels``)."""
+    from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS
+
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="refuse images with more pixels than this (decompression bombs); read from the "
+                             "image header before decoding")
