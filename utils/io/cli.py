@@ -8,6 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's layout and appends ``(default: X)`` to every option that has a value by default
+    (required options, flags and options without a default get nothing: "default: None" says nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or action.required or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that name a bad input (file, key, value), not a bug: no traceback for these.
 
