@@ -223,9 +223,14 @@ def main(opt: argparse.Namespace) -> Path:
     return run(**vars(opt))
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` with the errors a user can act on printed as one line (exit status 1)."""
     from utils.io.cli import run_cli
 
+    opt = parse_opt(argv)
+    return run_cli(lambda: main(opt), "detect")
+
+
+if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    options = parse_opt()
-    sys.exit(run_cli(lambda: main(options), "detect"))
+    sys.exit(cli())
