@@ -81,7 +81,8 @@ def test_non_finite_losses_skip_steps_then_stop(tmp_path, caplog):
     ({"weight_decay": -1e-4}, "hyp key 'weight_decay' must be in [0, inf), got -0.0001"),
     ({"fliplr": 1.5}, "hyp key 'fliplr' must be in [0, 1], got 1.5"),
     ({"loss": "ota", "ota_iou_weight": float("nan")}, "hyp key 'ota_iou_weight' must be a finite number, got nan"),
-    ({"loss": "freeanchor", "fa_bag_size": 0}, "hyp key 'fa_bag_size' must be in (0, inf), got 0"),
+    ({"loss": "freeanchor", "fa_bag_size": 0}, "hyp key 'fa_bag_size' must be >= 1, got 0"),  # the strategy's check
+    ({"loss": "gfl", "atss_topk": 0}, "hyp key 'atss_topk' must be in (0, inf), got 0"),
 ])
 def test_hyp_values_out_of_range_name_key_and_file(hyp, message):
     with pytest.raises(HypError) as e:

@@ -39,19 +39,17 @@ AUG_DEFAULTS = HYP_DEFAULTS
 LOGGER = logging.getLogger(__name__)
 
 # Allowed values as interval notation: zero is refused where the code divides by the value, a
-# negative where it has no meaning, 1 where a momentum would never forget. Keys not listed
-# (every other strategy key) still must be finite.
+# negative where it has no meaning, 1 where a momentum would never forget. Strategies that check
+# their own keys (ota, freeanchor, dw: their Hyp's __post_init__) are not repeated here; every
+# other key still must be finite.
 _POSITIVE, _NON_NEGATIVE, _FRACTION, _BELOW_ONE = "(0, inf)", "[0, inf)", "[0, 1]", "[0, 1)"
 HYP_RANGES: dict[str, str] = {
-    **dict.fromkeys(("nbs", "anchor_t", "anchors", "reg_max", "atss_topk", "atss_scale", "ota_topk",
-                     "fa_bag_size", "dw_sigma"), _POSITIVE),
+    **dict.fromkeys(("nbs", "anchor_t", "anchors", "reg_max", "atss_topk", "atss_scale"), _POSITIVE),
     **dict.fromkeys(("lr0", "lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "close_mosaic",
                      "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma", "qfl", "qfl_beta", "giou", "dfl",
-                     "ota_iou_weight", "fa_gain", "fa_alpha", "fa_gamma", "fa_bbox_beta", "fa_bbox_weight",
-                     "dw_loc_scale", "dw_pos_weight", "dw_neg_weight", "dw_gain", "ssd_neg_pos_ratio",
-                     "ssd_min_neg", "degrees", "shear", "perspective"), _NON_NEGATIVE),
+                     "ssd_neg_pos_ratio", "ssd_min_neg", "degrees", "shear", "perspective"), _NON_NEGATIVE),
     **dict.fromkeys(("hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "mixup",
-                     "copy_paste", "iou_t", "label_smoothing", "fa_iou_thr", "ssd_iou_thr"), _FRACTION),
+                     "copy_paste", "iou_t", "label_smoothing", "ssd_iou_thr"), _FRACTION),
     **dict.fromkeys(("momentum", "warmup_momentum", "scale"), _BELOW_ONE),
 }
 
