@@ -111,9 +111,17 @@ def nonfinite_tensors(x: Any, where: str = "") -> list[str]:
     return []
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write ``ckpt`` atomically: temp file in the same folder, fsync, then ``os.replace``.
 
+    The file gets the mode any new file would (0o666 less the umask), not mkstemp's private 0o600.
     A checkpoint holding a non-finite tensor is never written (NonFiniteCheckpoint), and a failed
     write (disk full, read-only folder) is a CheckpointError; both leave an existing file unchanged.
     """
@@ -128,6 +136,7 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     except OSError as e:
         raise CheckpointError(f"cannot write checkpoint {path} ({e.strerror or e})") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
