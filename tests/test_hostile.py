@@ -16,8 +16,8 @@ from utils.data import label_cache
 from utils.data.loader import set_epoch
 from utils.data.verify import check_pair
 from utils.dataloaders import LoadImagesAndLabels, check_dataset, create_dataloader
-from utils.engine import trainer
-from utils.engine.hyp import HYP_DIR, HypError, find_hyp, load_hyp, validate_hyp
+from utils.engine.hyp import HYP_DIR, TRAINER_DEFAULTS, HypError, find_hyp, load_hyp, validate_hyp
+from utils.engine.step import MAX_BAD_STEPS, make_stepper
 from utils.io import checkpoint as ckpt_io
 from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, NonFiniteCheckpoint, load_checkpoint, read_checkpoint,
                                  save_checkpoint)
@@ -55,23 +55,19 @@ def test_label_file_with_100k_rows_is_parsed_quickly(tmp_path):
 
 
 def test_non_finite_losses_skip_steps_then_stop(tmp_path, caplog):
-    class FakeRun:
-        bad_steps = 0
-        save_dir = tmp_path
-        hyp = {"loss": "ota"}
-        compute_loss = type("L", (), {"names": ("box", "obj", "cls")})()
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-
-    run = FakeRun()
+    names = type("L", (), {"names": ("box", "obj", "cls")})()
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1))
+    stepper = make_stepper(model, names, {**TRAINER_DEFAULTS, "loss": "ota"}, optimizer="SGD",
+                           batch_size=8, epochs=1, batches_per_epoch=1, save_dir=tmp_path)
     ok = torch.tensor(1.0), torch.tensor([0.1, 0.2, 0.3])
     bad = torch.tensor(float("nan")), torch.tensor([0.1, float("inf"), 0.3])
-    assert trainer.check_finite(run, *ok)
+    assert stepper.check_finite(*ok)
     with caplog.at_level(logging.WARNING):
-        for _ in range(trainer.MAX_BAD_STEPS - 1):
-            assert not trainer.check_finite(run, *bad)
+        for _ in range(MAX_BAD_STEPS - 1):
+            assert not stepper.check_finite(*bad)
     assert "non-finite loss of strategy 'ota' (components: obj); step skipped" in caplog.text
     with pytest.raises(FloatingPointError, match="10 consecutive non-finite losses"):
-        trainer.check_finite(run, *bad)
+        stepper.check_finite(*bad)
 
 
 # ---- hyp files ------------------------------------------------------------------------------------
