@@ -90,8 +90,14 @@ class VideoSaver:
 
 
 def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
-    """Our checkpoint or an official YOLOv5 .pt -> (model in eval mode on ``device``, class names)."""
+    """Our checkpoint, an official YOLOv5 .pt or an export.py .onnx -> (model in eval mode on ``device``, names)."""
     from utils.io.checkpoint import load_checkpoint
+
+    if Path(weights).suffix == ".onnx":
+        from utils.io.onnx_backend import OnnxModel
+
+        onnx_model = OnnxModel(weights, device)
+        return onnx_model, onnx_model.names
 
     model, meta = load_checkpoint(weights, device="cpu")
     names = meta.get("names") or getattr(model, "names", None) or [str(i) for i in range(int(model.nc))]
@@ -126,9 +132,11 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
     if half:
         model.half()
     stride = int(model.stride.max())
+    fixed = getattr(model, "fixed_imgsz", None)  # a static ONNX export runs at its exported size only
+    imgsz = fixed or imgsz
     imgsz = check_img_size([imgsz] * 2 if isinstance(imgsz, int) else imgsz, stride)
     imgsz = imgsz * 2 if len(imgsz) == 1 else imgsz
-    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=True)
+    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=not fixed)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # after the checks: no empty runs
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
 
@@ -176,7 +184,7 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path")
+    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path (.pt, or .onnx from export.py)")
     parser.add_argument("--source", type=str, default="data/images", help="file/dir/glob/.txt list/video")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")

@@ -93,6 +93,6 @@ class DFLDetect(nn.Module):
             centre = self._centres(nx, ny, r.device, ltrb.dtype)
             xy = (centre + (ltrb[..., 2:] - ltrb[..., :2]) / 2) * self.stride[i]
             wh = (ltrb[..., :2] + ltrb[..., 2:]) * self.stride[i]
-            obj = torch.ones_like(wh[..., :1])
+            obj = wh.new_ones(1).expand_as(wh[..., :1])  # not ones_like: ONNX traces would fix its shape
             out.append(torch.cat((xy, wh, obj, r[..., self.n_dist:].float().sigmoid()), -1).to(r.dtype))
         return torch.cat(out, 1)

@@ -13,7 +13,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("%(default)" in text or action.required or action.default is None or action.default is False
+        if ("%(default)" in text or "(default:" in text or action.required or action.default is None or action.default is False
                 or action.default == argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)"
