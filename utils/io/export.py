@@ -13,7 +13,6 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -38,14 +37,6 @@ class DecodedOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)[0]
-
-
-def checkpoint_imgsz(meta: dict[str, Any]) -> int | None:
-    """The training image size a checkpoint records (``opt.imgsz``, ours and official YOLOv5 alike)."""
-    value = (meta.get("opt") or {}).get("imgsz")
-    if isinstance(value, (list, tuple)) and value:
-        value = max(value)
-    return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def export_metadata(model: nn.Module, names: list[str], head: str, imgsz: list[int], dynamic: bool,
@@ -106,6 +97,7 @@ def export(weights: str | Path, include: list[str], imgsz: list[int] | None = No
     """
     from utils.engine.torch_utils import select_device
     from utils.io.checkpoint import load_checkpoint
+    from utils.io.recorded import pick_imgsz
 
     unknown = [f for f in include if f not in FORMATS]
     if unknown:
@@ -115,9 +107,9 @@ def export(weights: str | Path, include: list[str], imgsz: list[int] | None = No
         raise ExportError(f"--half needs a CUDA --device (FP16 inference is GPU-only here); got {dev.type}")
     model, meta = load_checkpoint(weights, device=dev)
     if imgsz is None:
-        size = checkpoint_imgsz(meta)
-        LOGGER.info("image size %s (%s)", size or 640, "from the checkpoint" if size else "default")
-        imgsz = [size or 640] * 2
+        size, source = pick_imgsz(None, meta)
+        LOGGER.info("image size %d, %s", size, source)
+        imgsz = [size, size]
     gs = int(model.stride.max())
     if any(s % gs for s in imgsz):
         raise ExportError(f"--img {imgsz} must be multiples of the model's largest stride {gs}")

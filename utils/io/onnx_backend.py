@@ -50,6 +50,8 @@ class OnnxModel:
         self.head: str = meta["head"]
         self.dynamic: bool = json.loads(meta.get("dynamic", "false"))
         self.fixed_imgsz: list[int] | None = None if self.dynamic else self.imgsz
+        # what detect.py reads from a checkpoint's meta: a dynamic export defaults to its exported size
+        self.meta = {"names": self.names, "head": self.head, "opt": {"imgsz": max(self.imgsz)}, "path": str(path)}
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
