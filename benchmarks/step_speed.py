@@ -1,15 +1,19 @@
-"""Training-step cost of loss strategies relative to the first one named, on identical inputs.
+"""Training-step cost of every loss strategy relative to the first one named (``yolov5``), on identical inputs.
 
-    python benchmarks/step_speed.py [--losses yolov5,ssd] [--cfg models/yolov5n.yaml] [--img 320] [--batch 16] [--objects 15] [--nc 3]
+    python benchmarks/step_speed.py [--losses yolov5,ota,freeanchor,gfl,ssd,dw] [--cfg models/yolov5n.yaml]
+        [--img 320] [--batch 16] [--objects 15] [--nc 3] [--repeats 7] [--device cpu|cuda] [--amp] [--cpu-time]
 
-One model and one synthetic batch (``--objects`` boxes per image, BCCD-like sizes of 5-30 % of the
-image side) are shared by every strategy. Two timings per strategy, interleaved, best of
-``--repeats``: the loss alone (assign + loss + backward into the head outputs) and a full training
-step (model forward + loss + backward). Prints a table and the command.
+One model per head kind (same seed) and one synthetic batch (``--objects`` boxes per image, BCCD-like
+sizes of 5-30 % of the image side) are shared by every strategy. Two timings per strategy, the
+strategies interleaved within each repeat so that drifting machine load hits all alike: the loss
+alone (assign + loss + backward into the head outputs) and a full training step (model forward +
+loss + backward, under autocast with ``--amp``). The table gives the median and the best of
+``--repeats`` and the median's ratio to the first strategy's. Prints the command.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,13 +37,15 @@ def synthetic_targets(bs: int, per_image: int, nc: int, g: torch.Generator) -> t
     return torch.cat((image, torch.randint(0, nc, (n, 1), generator=g).float(), xy, wh), 1)
 
 
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def time_once(fn, device: torch.device, clock=time.perf_counter) -> float:
+    """Seconds of one call on ``clock`` (the device synchronised before and after)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = clock()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return clock() - t0
 
 
 def main() -> None:
@@ -49,13 +55,27 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--objects", type=int, default=15, help="objects per image")
     ap.add_argument("--nc", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--losses", default="yolov5,ssd", help="comma-separated strategy names; the first is the baseline")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--losses", default=",".join(LOSSES), help="comma-separated strategy names; the first is the baseline")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--amp", action="store_true", help="full step under autocast (float16 on CUDA, bfloat16 on CPU)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one torch thread, this thread's CPU time: steadier than wall-clock on a loaded machine")
     a = ap.parse_args()
+    if a.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    if a.device not in ("cpu", "cuda") or (a.device == "cuda" and not torch.cuda.is_available()):
+        ap.error(f"--device {a.device!r}: expected cpu, or cuda on a machine with a GPU")
+    if a.cpu_time and a.device != "cpu":
+        ap.error("--cpu-time measures the CPU: use it with --device cpu")
+    device = torch.device(a.device)
+    clock = time.thread_time if a.cpu_time else time.perf_counter
+    if a.cpu_time:
+        torch.set_num_threads(1)
 
     g = torch.Generator().manual_seed(0)
-    imgs = torch.rand(a.batch, 3, a.img, a.img, generator=g)
-    targets = synthetic_targets(a.batch, a.objects, a.nc, g)
+    imgs = torch.rand(a.batch, 3, a.img, a.img, generator=g).to(device)
+    targets = synthetic_targets(a.batch, a.objects, a.nc, g).to(device)
     names = a.losses.split(",")
     unknown = [n for n in names if n not in LOSSES]
     if unknown:
@@ -63,7 +83,7 @@ def main() -> None:
     models, fixed = {}, {}
     for head in dict.fromkeys(LOSSES[n].head for n in names):  # one model per head kind, same seed
         torch.manual_seed(0)
-        models[head] = Model(a.cfg, ch=3, nc=a.nc, head=head).train()
+        models[head] = Model(a.cfg, ch=3, nc=a.nc, head=head).to(device).train()
         with torch.no_grad():
             fixed[head] = [p.detach() for p in models[head](imgs)]
     losses = {name: build_loss(models[LOSSES[name].head], {"loss": name}) for name in names}
@@ -75,24 +95,30 @@ def main() -> None:
     def full_step(fn):
         model = models[fn.head]
         model.zero_grad(set_to_none=True)
-        fn(model(imgs), targets, imgs)[0].backward()
+        with torch.autocast(device.type, enabled=a.amp):
+            preds = model(imgs)
+        fn(preds, targets, imgs)[0].backward()
 
-    results = {name: [float("inf"), float("inf")] for name in names}
+    times = {name: ([], []) for name in names}
     for name in names:  # warm-up
         loss_only(losses[name])
         full_step(losses[name])
-    for _ in range(a.repeats):  # interleaved so drifting machine load hits both alike
+    for _ in range(a.repeats):
         for name in names:
-            results[name][0] = min(results[name][0], best_time(lambda: loss_only(losses[name]), 1))
-            results[name][1] = min(results[name][1], best_time(lambda: full_step(losses[name]), 1))
+            times[name][0].append(time_once(lambda: loss_only(losses[name]), device, clock))
+            times[name][1].append(time_once(lambda: full_step(losses[name]), device, clock))
 
-    base = results[names[0]]
-    print(f"{'loss':<10}{'loss ms':>10}{'x':>7}{'step ms':>10}{'x':>7}")
-    for name in names:
-        lo, st = results[name]
-        print(f"{name:<10}{lo * 1e3:>10.1f}{lo / base[0]:>7.2f}{st * 1e3:>10.1f}{st / base[1]:>7.2f}")
-    print(f"cfg {Path(a.cfg).name}, img {a.img}, batch {a.batch}, {a.objects} objects/image, "
-          f"best of {a.repeats}, {torch.get_num_threads()} threads")
+    med = {n: [statistics.median(t) for t in times[n]] for n in names}
+    base = med[names[0]]
+    print(f"{'loss':<11}{'loss ms med':>12}{'best':>8}{'x':>7}{'step ms med':>13}{'best':>8}{'x':>7}")
+    for n in names:
+        (lo, st), (lo_all, st_all) = med[n], times[n]
+        print(f"{n:<11}{lo * 1e3:>12.1f}{min(lo_all) * 1e3:>8.1f}{lo / base[0]:>7.2f}"
+              f"{st * 1e3:>13.1f}{min(st_all) * 1e3:>8.1f}{st / base[1]:>7.2f}")
+    print(f"cfg {Path(a.cfg).name}, img {a.img}, batch {a.batch}, {a.objects} objects/image, {a.nc} classes, "
+          f"{a.device}{' AMP' if a.amp else ''}, median and best of {a.repeats} interleaved repeats after one "
+          f"warm-up, {torch.get_num_threads()} threads, {'CPU' if a.cpu_time else 'wall-clock'} ms; "
+          f"x = median / {names[0]}'s median")
     print("command: python " + " ".join(sys.argv))
 
 

@@ -39,9 +39,13 @@ class Bags:
 
 
 @torch.no_grad()
-def decode_xyxy(box_logits: torch.Tensor, pri: AnchorPriors) -> torch.Tensor:
-    """YOLOv5 decode of (bs, m, 4) box logits at their priors -> (bs, m, 4) x1y1x2y2 pixels."""
-    return xywh2xyxy(YOLOBoxCoder.decode(box_logits, pri.xywh_px[:, 2:], pri.cell_xy, pri.stride_px[:, None]))
+def decode_xyxy(box_logits: torch.Tensor, pri: AnchorPriors, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """YOLOv5 decode of box logits at their priors -> x1y1x2y2 pixels: (bs, m, 4) for every prior,
+    or (n, 4) rows at the priors ``prior`` (LongTensor[n])."""
+    if prior is None:
+        return xywh2xyxy(YOLOBoxCoder.decode(box_logits, pri.xywh_px[:, 2:], pri.cell_xy, pri.stride_px[:, None]))
+    return xywh2xyxy(YOLOBoxCoder.decode(box_logits, pri.xywh_px[prior, 2:], pri.cell_xy[prior],
+                                         pri.stride_px[prior, None]))
 
 
 def paired_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -147,7 +151,8 @@ def highest_first(values: torch.Tensor, k: int) -> torch.Tensor:
     Non-negative float32 values only. The float64 key ``v * (1 - index * 2^-26 / m) - index * 2^-1000``
     keeps the order of distinct values (neighbours differ by at least 2^-24 relative, or by a
     denormal near 0) and orders equal ones, zeros included, by index; ``topk``'s own order among
-    equal values is unspecified and differs between devices.
+    equal values is unspecified and differs between devices. Exact ties are common here: every
+    anchor box lying wholly inside a large object has the same IoU with it.
     """
     m = values.shape[-1]
     idx = torch.arange(m, device=values.device, dtype=torch.float64)
@@ -198,7 +203,8 @@ def matched_class_prob(box_logits: torch.Tensor, pri: AnchorPriors, levels: list
     """
     m = box_logits.shape[1]
     obj, prior = reachable_pairs(bags.box_xywh_px, levels, thr)
-    pred = decode_xyxy(box_logits, pri).flatten(0, 1)[bags.image[obj] * m + prior]  # (pairs, 4)
+    logits = box_logits.reshape(-1, 4).index_select(0, bags.image[obj] * m + prior)  # (pairs, 4)
+    pred = decode_xyxy(logits, pri, prior)  # only the pairs are decoded
     iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
     best = iou.new_full((len(bags.image),), -1.0).scatter_reduce(0, obj, iou, reduce="amax")
     prob = saturated_linear(iou, thr, best=best[obj])

@@ -79,7 +79,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """The positive (object, anchor, cell) rows of every level under SSD matching.
 
-        ``box_grid`` follows :mod:`utils.assign.yolo_candidates`: xy relative to the cell's top-left
+        ``box_grid`` is in the cell frame (:func:`models.geometry.cell_frame`): xy relative to the cell's top-left
         corner, wh in grid units of the level.
         """
         device = preds[0].device
