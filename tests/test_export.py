@@ -132,6 +132,20 @@ def test_export_bad_input(tmp_path: Path, capsys, caplog, monkeypatch):
     assert not (tmp_path / "w.onnx").exists()
 
 
+def test_failed_export_keeps_the_earlier_file(tmp_path: Path, monkeypatch):
+    _, weights = tiny_checkpoint(tmp_path / "w.pt", "anchor")
+    (file,) = export(weights, ["onnx"])
+    good = file.read_bytes()
+
+    def broken_check(proto):
+        raise onnx.checker.ValidationError("broken on purpose")
+
+    monkeypatch.setattr(onnx.checker, "check_model", broken_check)
+    with pytest.raises(onnx.checker.ValidationError):
+        export(weights, ["onnx"], imgsz=[32, 32])
+    assert file.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["w.onnx", "w.pt"]
+
+
 def test_onnx_given_to_val_and_train(tmp_path: Path, tiny_data, caplog):
     import train
     import val
