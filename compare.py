@@ -11,8 +11,9 @@ it; the same per class, and how often a class collapsed), map_vs_epoch.png, poin
 
 Each run is a train.py process; runs go seed by seed (every strategy's first seed before any second
 one), --jobs of them at once per device, and the tables are rewritten after each run. A run that
-fails is reported as failed and the others go on. Rerunning the same command continues in the same
-folder: finished runs are read back, interrupted ones resume.
+fails is reported as failed and the others go on. Rerunning with the same training settings
+continues in the same folder (more --seeds or --losses included): finished runs are read back,
+interrupted ones resume.
 
     python compare.py ... --plan > jobs.txt          # the train.py commands, one per line; trains nothing
     python compare.py --report DIR [DIR ...]         # tables from finished run folders, wherever they ran
@@ -31,8 +32,9 @@ if str(ROOT) not in sys.path:
 
 from utils.engine.compare_pack import parse_jobs  # noqa: E402  (after the sys.path line above)
 
-# the settings that make two compare commands "the same comparison"
-SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "losses", "seeds", "workers", "noplots")
+# the training settings that make two compare commands one comparison (one folder); strategies and
+# seeds may differ, so more seeds or another strategy join the runs already there
+SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -85,8 +87,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
-    """The newest project/name* folder made by the same comparison, else a new one (only named, not
-    made, when ``create`` is False)."""
+    """The newest project/name* folder made with the same training settings, else a new one (only
+    named, not made, when ``create`` is False)."""
     from utils.io.paths import increment_path
 
     key = {k: getattr(opt, k) for k in SAME_IF}

@@ -3,7 +3,6 @@ an independent computation (scipy's own t-test), --plan, --report, failures, and
 given numbers (the CUDA paths cannot run on a CPU machine)."""
 import csv
 import json
-import math
 import shlex
 import shutil
 import sys
@@ -16,6 +15,7 @@ from scipy import stats
 import compare as compare_cli
 from utils.engine import compare_pack
 from utils.engine.compare import hyp_for
+from utils.engine.compare_stats import seeds_needed
 
 LOSSES, SEEDS = ["yolov5", "ssd"], [0, 1, 2]
 
@@ -94,9 +94,8 @@ def test_results_equal_an_independent_computation(tmp_path, caplog):
     assert (rows["ssd"]["map_diff"], rows["ssd"]["map_diff_ci_low"], rows["ssd"]["map_diff_ci_high"]) == (
         f"{b.mean() - a.mean():.3f}", f"{ci.low:.3f}", f"{ci.high:.3f}")
     assert rows["ssd"]["map_p"] == f"{test.pvalue:.4f}" and test.pvalue > 0.05
-    # the seeds estimate from the observed stds, by the normal-approximation formula
-    k = math.ceil((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) ** 2 * (a.var(ddof=1) + b.var(ddof=1))
-                  / (b.mean() - a.mean()) ** 2)
+    # the seeds estimate from the observed stds (seeds_needed itself: tests/test_compare_stats.py)
+    k = seeds_needed(b.mean() - a.mean(), a.std(ddof=1), b.std(ddof=1))
     assert rows["ssd"]["verdict"] == f"not resolved (n=4/3; about {k} seeds per strategy would resolve a difference this size)"
     assert (rows["yolov5"]["collapsed_Platelets"], rows["ssd"]["collapsed_Platelets"], rows["yolov5"]["collapsed_RBC"]) == ("2", "0", "0")
     assert rows["ssd"]["ap_Platelets_mean"] == f"{(b / 3).mean():.3f}"
@@ -123,6 +122,9 @@ def test_rerun_reads_back_and_report_rewrites(packed, tiny_data):
     assert compare_cli.main(args(tiny_data, packed.parent, "yolov5,ssd", "0,1,2", "--noplots", "--jobs", "2")) == 0
     assert (packed / "runs" / "yolov5-s0" / "summary.json").stat().st_mtime == mtime
     assert not (packed.parent / "exp2").exists()
+    # more seeds and another strategy join the same folder: only the new runs would train
+    more = compare_cli.experiment_dir(args(tiny_data, packed.parent, "yolov5,ota,ssd", "0,1,2,3", "--noplots"), create=False)
+    assert more == packed
 
 
 def test_plan_prints_the_commands_and_trains_nothing(tiny_data, tmp_path, capsys):

@@ -1,10 +1,11 @@
 """The comparison statistics on hand-computed cases (t quantiles from printed tables)."""
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
-from utils.engine.compare_stats import mean_ci, seeds_needed, verdict, welch
+from utils.engine.compare_stats import mean_ci, power, seeds_needed, verdict, welch
 
 A = [0.40, 0.42, 0.44]  # mean 0.42, std 0.02
 B = [0.45, 0.50, 0.55]  # mean 0.50, std 0.05
@@ -33,16 +34,30 @@ def test_welch_by_hand_and_against_scipy():
     assert (same.diff, same.p) == (pytest.approx(0.1), 0.0)
 
 
-def test_seeds_needed_matches_the_issue_figure():
-    # std 0.02 on both sides, difference 0.03: (1.960 + 0.842)^2 * 2 * 0.02^2 / 0.03^2 = 6.98 -> 7
-    assert seeds_needed(0.03, 0.02, 0.02) == 7
-    assert seeds_needed(-0.03, 0.02, 0.02) == 7
-    assert seeds_needed(0.5, 0.01, 0.01) == 2
+def test_seeds_needed_matches_published_power_tables():
+    # two-sample t-test, alpha 0.05 two-sided, power 0.8: n per group 17 / 26 / 64 for effect sizes
+    # d = 1.0 / 0.8 / 0.5 (Cohen 1988, Table 2.4.1; G*Power gives the same)
+    assert [seeds_needed(d, 1.0, 1.0) for d in (1.0, 0.8, 0.5)] == [17, 26, 64]
+    assert seeds_needed(-0.03, 0.02, 0.02) == seeds_needed(0.03, 0.02, 0.02) == 9
+    assert seeds_needed(0.5, 0.01, 0.01) == 2 and seeds_needed(0.0, 0.02, 0.02) == 10_000
+
+
+def test_power_against_simulation():
+    """Power of Welch's test by simulation: 4000 repetitions of 17 vs 17 normal draws, d = 1."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (4000, 17)), rng.normal(1, 1, (4000, 17))
+    simulated = (stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05).mean()
+    assert power(1.0, 1.0, 1.0, 17) == pytest.approx(simulated, abs=0.02)
+    a, b = rng.normal(0, 0.026, (4000, 5)), rng.normal(0.03, 0.015, (4000, 5))  # the issue's stds
+    simulated = (stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05).mean()
+    assert power(0.03, 0.026, 0.015, 5) == pytest.approx(simulated, abs=0.03)
 
 
 def test_verdicts():
-    # p = 0.087; (1.960 + 0.842)^2 * (0.02^2 + 0.05^2) / 0.08^2 = 3.56 -> 4
-    assert verdict(A, B) == "not resolved (n=3; about 4 seeds per strategy would resolve a difference this size)"
+    # p = 0.087 at n = 3; Welch's power at these stds reaches 0.8 at 6 seeds
+    assert power(0.08, 0.02, 0.05, 5) < 0.8 <= power(0.08, 0.02, 0.05, 6)
+    assert verdict(A, B) == "not resolved (n=3; about 6 seeds per strategy would resolve a difference this size)"
     assert verdict([0.40, 0.41, 0.42, 0.40], [0.50, 0.51, 0.49, 0.50]) == "better"
     assert verdict([0.50, 0.51, 0.49, 0.50], [0.40, 0.41, 0.42, 0.40]) == "worse"
     assert verdict([0.4], [0.5, 0.6]).startswith("not resolved (n=1/2; at least 2 seeds")
+    assert verdict([0.40, 0.44], [0.41, 0.43]).endswith("more than 1000 seeds per strategy would be needed for a difference this size)")

@@ -8,9 +8,10 @@ Each (strategy, seed) run gives one number (mAP50-95 of its best.pt). Over a str
 - a verdict: ``better`` / ``worse`` when p < 0.05, else ``not resolved`` with the number of seeds per
   strategy that would resolve a difference of the observed size at the observed stds.
 
-The seeds estimate is the usual normal-approximation sample size of a two-sample test at
-alpha 0.05 (two-sided) and power 0.8, ``n = (z(0.975) + z(0.8))² (s_a² + s_b²) / d²`` — "about",
-because the stds it uses are themselves estimated from few seeds.
+The seeds estimate is the sample size of Welch's test at alpha 0.05 (two-sided) and power 0.8: the
+fewest seeds per strategy at which a true difference of the observed size, at the observed stds,
+reaches p < 0.05 in 80 % of repetitions (noncentral t). It is "about": the stds it uses are
+themselves estimated from few seeds.
 """
 from __future__ import annotations
 
@@ -80,14 +81,37 @@ def welch(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Diffe
     return Difference(diff, diff - half, diff + half, p, df)
 
 
-def seeds_needed(diff: float, std_a: float, std_b: float, alpha: float = ALPHA, power: float = POWER) -> int:
-    """Seeds per strategy for a two-sided test at ``alpha`` to detect ``diff`` with ``power``,
-    at the given stds (normal approximation, at least 2). A zero difference never resolves: returns
-    a very large number rather than dividing by zero."""
+def power(diff: float, std_a: float, std_b: float, n: int, alpha: float = ALPHA) -> float:
+    """Probability that Welch's two-sided test at ``alpha`` resolves a true difference ``diff`` with
+    ``n`` seeds per strategy at the given stds (noncentral t with the Welch-Satterthwaite df)."""
+    va, vb = std_a ** 2 / n, std_b ** 2 / n
+    if va + vb == 0:
+        return 1.0 if diff != 0 else 0.0
+    df = (va + vb) ** 2 / ((va ** 2 + vb ** 2) / (n - 1))
+    ncp = abs(diff) / math.sqrt(va + vb)
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+
+
+def seeds_needed(diff: float, std_a: float, std_b: float, alpha: float = ALPHA, target: float = POWER,
+                 limit: int = 10_000) -> int:
+    """The fewest seeds per strategy (>= 2) at which Welch's test resolves ``diff`` with probability
+    ``target``, at the given stds; ``limit`` when even that many would not (e.g. a zero difference)."""
     if diff == 0:
-        return 10 ** 9
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return max(2, math.ceil(z ** 2 * (std_a ** 2 + std_b ** 2) / diff ** 2))
+        return limit
+    hi = 2  # power grows with n: double to bracket the answer (noncentral t is NaN at huge ncp), then bisect
+    while power(diff, std_a, std_b, hi, alpha) < target:
+        if hi >= limit:
+            return limit
+        hi = min(2 * hi, limit)
+    lo = max(2, hi // 2)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if power(diff, std_a, std_b, mid, alpha) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def verdict(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> str:
@@ -101,7 +125,9 @@ def verdict(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> str
     if d.diff == 0:
         return f"not resolved ({n}; the means are equal)"
     k = seeds_needed(d.diff, mean_ci(a).std, mean_ci(b).std, alpha)
+    if k > 1000:
+        return f"not resolved ({n}; more than 1000 seeds per strategy would be needed for a difference this size)"
     return f"not resolved ({n}; about {k} seeds per strategy would resolve a difference this size)"
 
 
-__all__ = ["MeanCI", "Difference", "mean_ci", "welch", "seeds_needed", "verdict", "ALPHA", "POWER"]
+__all__ = ["MeanCI", "Difference", "mean_ci", "welch", "seeds_needed", "power", "verdict", "ALPHA", "POWER"]
