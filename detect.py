@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from utils.io.annotate import draw_detections, save_one_box
+from utils.io.cli import HelpFormatter
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.eval.nms import non_max_suppression
 from utils.io.paths import increment_path
@@ -48,13 +49,29 @@ def write_labels(path: Path, det: torch.Tensor, shape: Sequence[int], save_conf:
             f.write(("%g " * len(line)).rstrip() % line + "\n")
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun`` in English number: '1 cross', '2 crosses', '3 butterflies', '2 Platelets'.
+
+    Nouns already ending in a single 's' ('skis', 'scissors', 'Platelets') are taken as plural.
+    """
+    if n == 1 or not noun:
+        return f"{n} {noun}"
+    low = noun.lower()
+    if low.endswith(("ss", "sh", "ch", "x", "z", "us")):
+        return f"{n} {noun}es"
+    if low.endswith("s"):
+        return f"{n} {noun}"
+    if low.endswith("y") and low[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+        return f"{n} {noun[:-1]}ies"
+    return f"{n} {noun}s"
+
+
 def summarize(det: torch.Tensor, names: Sequence[str]) -> str:
-    """'2 persons, 1 car, ' style count of detections per class."""
+    """'2 circles, 1 cross, ' style count of detections (n, 6) per class, in class order."""
     s = ""
     for c in det[:, 5].unique():
         n = int((det[:, 5] == c).sum())
-        name = names[int(c)] if int(c) < len(names) else str(int(c))
-        s += f"{n} {name}{'s' * (n > 1)}, "
+        s += plural(n, names[int(c)] if int(c) < len(names) else str(int(c))) + ", "
     return s
 
 
@@ -89,15 +106,31 @@ class VideoSaver:
         self.path, self.writer = None, None
 
 
-def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
-    """Our checkpoint or an official YOLOv5 .pt -> (model in eval mode on ``device``, class names)."""
+def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, list[str], dict]:
+    """Our checkpoint or an official YOLOv5 .pt -> (model in eval mode on ``device``, class names, meta)."""
     from utils.io.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(weights, device="cpu")
     names = meta.get("names") or getattr(model, "names", None) or [str(i) for i in range(int(model.nc))]
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
-    return model.to(device).eval(), list(names)
+    return model.to(device).eval(), list(names), meta
+
+
+def inference_size(imgsz: int | Sequence[int] | None, meta: dict, stride: int) -> list[int]:
+    """[h, w] to letterbox to: ``imgsz`` (--img, 1 or 2 values), else the checkpoint's training size, else 640;
+    rounded up to a multiple of ``stride``. Prints where the size came from."""
+    from utils.io.recorded import pick_imgsz
+
+    if imgsz is None:
+        size, source = pick_imgsz(None, meta)
+        imgsz = [size]
+    else:
+        source = "from --img"
+    imgsz = [imgsz] if isinstance(imgsz, int) else list(imgsz)
+    print(f"image size {' x '.join(map(str, imgsz))}, {source}")
+    imgsz = check_img_size(imgsz, stride)
+    return imgsz * 2 if len(imgsz) == 1 else imgsz
 
 
 def show(window: str, im: np.ndarray) -> bool:
@@ -113,21 +146,23 @@ def show(window: str, im: np.ndarray) -> bool:
 
 @torch.no_grad()
 def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] = "data/images",
-        imgsz: int | Sequence[int] = (640, 640), conf_thres: float = 0.25, iou_thres: float = 0.45,
+        imgsz: int | Sequence[int] | None = None, conf_thres: float = 0.25, iou_thres: float = 0.45,
         max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
         save_conf: bool = False, save_crop: bool = False, nosave: bool = False, classes: Sequence[int] | None = None,
         agnostic_nms: bool = False, project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
-        line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False) -> Path:
-    """Detect objects in every image / frame of ``source``; returns the run folder."""
+        line_thickness: int | None = None, hide_labels: bool = False, hide_conf: bool = False, half: bool = False) -> Path:
+    """Detect objects in every image / frame of ``source``; returns the run folder.
+
+    ``imgsz`` None: the checkpoint's training size (else 640). ``line_thickness`` None: from each image's size.
+    """
     save_img = not nosave
     device = select_device(device)
-    model, names = load_model(weights, device)
+    model, names, meta = load_model(weights, device)
     half &= device.type != "cpu"
     if half:
         model.half()
     stride = int(model.stride.max())
-    imgsz = check_img_size([imgsz] * 2 if isinstance(imgsz, int) else imgsz, stride)
-    imgsz = imgsz * 2 if len(imgsz) == 1 else imgsz
+    imgsz = inference_size(imgsz, meta, stride)
     dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=True)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # after the checks: no empty runs
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
@@ -175,14 +210,15 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
 
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path")
     parser.add_argument("--source", type=str, default="data/images", help="file/dir/glob/.txt list/video")
-    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
+    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+                        help="inference size h,w (default: the checkpoint's training size, else 640)")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
-    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu (default: first GPU if any, else CPU)")
     parser.add_argument("--view-img", action="store_true", help="show results")
     parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     parser.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
@@ -193,14 +229,16 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--project", default="runs/detect", help="save results to project/name")
     parser.add_argument("--name", default="exp", help="save results to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    parser.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    parser.add_argument("--line-thickness", default=None, type=int,
+                        help="bounding box thickness in pixels (default: 0.3%% of the image's mean side, >= 1)")
     parser.add_argument("--hide-labels", action="store_true", help="hide labels")
     parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (GPU only)")
     opt = parser.parse_args(argv)
-    if len(opt.imgsz) > 2:
-        parser.error("--imgsz takes 1 or 2 integers")
-    opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
+    if opt.imgsz is not None:
+        if len(opt.imgsz) > 2:
+            parser.error("--imgsz takes 1 or 2 integers")
+        opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
     return opt
 
 

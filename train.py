@@ -19,10 +19,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.optim import OPTIMIZERS  # noqa: E402
+from utils.io.cli import HelpFormatter  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--weights", type=str, default="", help="initial weights: our .pt or an official YOLOv5 .pt ('' = from scratch)")
     p.add_argument("--cfg", type=str, default="", help="model YAML (default models/yolov5n.yaml, or the architecture of --weights)")
     p.add_argument("--data", type=str, default=str(ROOT / "data/shapes.yaml"), help="dataset YAML (default: the built-in shapes dataset, generated on first use)")

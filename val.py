@@ -14,21 +14,26 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.io.cli import HelpFormatter  # noqa: E402
+
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=str, default=str(ROOT / "data/shapes.yaml"), help="dataset YAML")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--data", type=str, default=None,
+                   help="dataset YAML (default: the one the checkpoint was trained on if it exists here, "
+                        "else data/shapes.yaml)")
     p.add_argument("--weights", type=str, required=True, help="checkpoint path (ours or official YOLOv5)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+                   help="inference size in pixels (default: the checkpoint's training size, else 640)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
     p.add_argument("--task", default="val", choices=("train", "val", "test", "speed"), help="split to use, or speed")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (default: first GPU if any, else CPU)")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     p.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
-    p.add_argument("--verbose", action="store_true", help="report mAP by class")
+    p.add_argument("--verbose", action="store_true", help="report mAP by class (one row per class)")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
     p.add_argument("--save-json", action="store_true", help="save COCO-format detections and ground truth; "
@@ -47,19 +52,26 @@ def run(opt: argparse.Namespace) -> dict:
     from utils.io.checkpoint import load_checkpoint
     from utils.dataloaders import check_dataset, create_dataloader
     from utils.io.paths import increment_path
+    from utils.io.recorded import pick_data, pick_imgsz
     from utils.engine.torch_utils import select_device
 
     device = select_device(opt.device)
     model, meta = load_checkpoint(opt.weights, device)
-    data = check_dataset(opt.data)
+    log = logging.getLogger("val")
+    data_file, source = pick_data(opt.data, meta, ROOT / "data/shapes.yaml")
+    log.info("dataset %s, %s", data_file, source)
+    data = check_dataset(data_file)
     names = ["item"] if opt.single_cls else data["names"]
     if not opt.single_cls and len(names) != model.nc:
-        raise ValueError(f"{opt.weights} was trained for {model.nc} classes but {opt.data} has {len(names)}")
+        raise ValueError(f"{opt.weights} was trained for {model.nc} classes but {data_file} has {len(names)}")
     gs = max(int(model.stride.max()), 32)
-    imgsz = math.ceil(opt.imgsz / gs) * gs
+    size, source = pick_imgsz(opt.imgsz, meta)
+    imgsz = math.ceil(size / gs) * gs
+    log.info("image size %d, %s%s", imgsz, source, f", rounded up from {size} to a multiple of stride {gs}"
+             if imgsz != size else "")
     task = "val" if opt.task == "speed" else opt.task
     if data.get(task) is None:
-        raise ValueError(f"{opt.data} has no '{task}' split")
+        raise ValueError(f"{data_file} has no '{task}' split")
     pad, rect = (0.0, False) if opt.task == "speed" else (0.5, True)
     loader, _ = create_dataloader(data[task], imgsz, opt.batch_size, gs, opt.single_cls, pad=pad, rect=rect,
                                   workers=opt.workers, prefix=f"{task}: ", nc=len(data["names"]))
@@ -72,13 +84,13 @@ def run(opt: argparse.Namespace) -> dict:
         compute_loss = build_loss(model, load_hyp(meta["hyp"] or {}))
     res = validator.run(model, loader, names, conf_thres=opt.conf_thres, iou_thres=opt.iou_thres,
                         max_det=opt.max_det, single_cls=opt.single_cls, half=opt.half, compute_loss=compute_loss,
-                        save_dir=save_dir, plots=opt.task != "speed", verbose=opt.verbose or len(names) < 50,
+                        save_dir=save_dir, plots=opt.task != "speed", verbose=opt.verbose,
                         save_txt_labels=opt.save_txt, save_conf=opt.save_conf, save_json=opt.save_json,
                         progress=not opt.quiet)
     if res["loss"] is not None:
-        logging.getLogger("val").info("val loss: %s", "  ".join(
+        log.info("val loss: %s", "  ".join(
             f"{n} {v:.4g}" for n, v in zip(compute_loss.names, res["loss"].tolist())))
-    logging.getLogger("val").info("Results saved to %s", save_dir)
+    log.info("Results saved to %s", save_dir)
     return res
 
 

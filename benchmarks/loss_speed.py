@@ -14,8 +14,6 @@ over the first strategy named. Prints the command.
 Wall-clock times on a shared 2-core machine swing with the other processes' load (a parallel op
 waits for a descheduled thread). ``--cpu-time`` measures this thread's CPU time with one torch
 thread instead (``time.thread_time``), which load barely moves: use it to compare strategies there.
-``dw`` and ``freeanchor`` use the compiled kernels of ``utils/native.py`` when a C compiler is there;
-``YOLO_NATIVE=0 python benchmarks/loss_speed.py ...`` times their PyTorch code instead.
 """
 from __future__ import annotations
 
@@ -132,10 +130,6 @@ def main() -> None:
     print(f"\nmedian and best of {a.repeats} interleaved repeats after one warm-up; "
           f"torch.set_num_threads({a.threads}); {'CPU' if a.cpu_time else 'wall-clock'} ms; "
           "step = loss + backward into the head outputs")
-    from utils import native
-    state = {n: native.library(n) is not None for n in native.SOURCES} if native.enabled() else {}
-    print("compiled kernels (utils/native.py): " + (", ".join(f"{n} {'on' if on else 'unavailable'}" for n, on in state.items())
-                                                   if state else "off (YOLO_NATIVE=0)"))
     print("command: python " + " ".join(sys.argv))
 
 

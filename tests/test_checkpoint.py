@@ -144,3 +144,14 @@ def test_head_mismatch(saved: tuple[Path, Model]) -> None:
     with pytest.raises(CheckpointError, match="holds head 'anchor' but head 'dfl' was requested"):
         load_checkpoint(saved[0], head="dfl")
     assert load_checkpoint(saved[0], head="anchor")[1]["head"] == "anchor"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_checkpoint_file_mode_follows_umask(model: Model, tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(make_checkpoint(model), tmp_path / "w.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode

@@ -224,7 +224,7 @@ def test_loss_equals_the_dense_formula():
     pos = positive_bag_loss(loss_fn.bag_probs(rows, pri, bags)).mean()
     assert items.tolist() == pytest.approx([0.5 * pos.item(), 0.5 * neg.item()], rel=1e-5)
     assert loss.item() == pytest.approx(2 * (0.5 * pos.item() + 0.5 * neg.item()), rel=1e-5)
-    # and the gradient: the fused kernel + picked rows equal autograd through the dense formula
+    # and the gradient: the fused negative sum + picked rows equal autograd through the dense formula
     (2 * (0.5 * pos + 0.5 * neg)).backward()
     for got, p in zip(fused_grads, preds):
         assert torch.allclose(got, p.grad, rtol=1e-5, atol=1e-8)  # _FlatPreds works in float32

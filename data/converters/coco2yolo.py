@@ -1,17 +1,22 @@
-"""COCO instances JSON -> YOLO txt layout.
+"""COCO instances JSON + its image folder -> YOLO txt layout.
 
 Output:: <out>/images/{split}/<file_name> (hard links, or copies), <out>/labels/{split}/*.txt,
-         <out>/data.yaml (names; splits converted so far).
+         <out>/data.yaml (names; splits converted so far; takes ``train.py --data`` as is).
 
 Rules:
+- ``--split NAME`` puts every image of the JSON into that split (one JSON per split, as COCO ships);
+  without it each image goes to train/val/test by a seeded hash of its file name
+  (``--val-fraction``, ``--test-fraction``, ``--seed``): adding images never moves the others.
 - category ids are mapped to contiguous 0..nc-1 in sorted id order (COCO's 1..90 -> 0..79);
-  names come from the JSON ``categories``.
-- ``iscrowd: 1`` annotations are skipped: they mark a region of many instances, not one object
-  (YOLOv5's COCO labels skip them too).
-- ``bbox`` is ``[x_left, y_top, w, h]`` pixels; boxes are clipped to the image and dropped with a
+  names come from the JSON ``categories``; an annotation of another id is dropped and counted.
+- ``iscrowd: 1`` annotations are skipped and counted: they mark a region of many instances, not
+  one object (YOLOv5's COCO labels skip them too).
+- ``bbox`` is ``[x_left, y_top, w, h]`` pixels; an object without a usable bbox takes the box
+  around its segmentation polygons. Boxes are clipped to the image (counted) and dropped with a
   warning when no area is left.
 - every image in the JSON gets a label file (empty = background); an image file that is missing
-  is skipped with a warning.
+  is skipped with a warning. A JSON that does not parse or has no ``images`` list stops the
+  conversion with one line naming the file.
 """
 from __future__ import annotations
 
@@ -19,82 +24,155 @@ import argparse
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from data.converters.common import place_image, write_dataset_yaml, yolo_row
+from data.converters.common import (ConverterError, check_fractions, hash_split, image_size,
+                                    place_image, run_cli, write_dataset_yaml, write_labels, yolo_row)
+from utils.io.cli import HelpFormatter
 
 LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
 class CocoStats:
-    """Counts: images written / missing, boxes written, crowd boxes skipped, degenerate dropped."""
+    """Counts: images written / missing / background, boxes written, crowd skipped, clipped, dropped."""
 
     images: int = 0
     images_missing: int = 0
+    backgrounds: int = 0
     boxes_written: int = 0
+    boxes_from_polygon: int = 0
     crowd_skipped: int = 0
+    boxes_clipped: int = 0
     boxes_dropped: int = 0
+    per_split: dict = field(default_factory=dict)
 
 
-def convert_coco(json_file: str | Path, images_dir: str | Path, out: str | Path, split: str = "train",
-                 link: bool = True) -> tuple[CocoStats, list[str]]:
-    """Convert one COCO JSON (one split) into ``out``. Returns (stats, names)."""
+def load_coco_json(json_file: Path) -> dict[str, Any]:
+    """The parsed JSON, checked to hold an ``images`` list; ConverterError naming the file otherwise."""
+    try:
+        data = json.loads(json_file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConverterError(f"--json {json_file}: cannot read it ({e.strerror})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConverterError(f"{json_file}: not valid JSON ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ConverterError(f"{json_file}: no 'images' list; expected a COCO instances JSON "
+                             "(images, annotations, categories)")
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key, []), list):
+            raise ConverterError(f"{json_file}: '{key}' must be a list")
+    return data
+
+
+def _pixel_box(ann: dict[str, Any]) -> tuple[tuple[float, float, float, float] | None, bool]:
+    """(x1, y1, x2, y2) pixels from ``bbox``, else from the segmentation polygons; and whether polygons gave it."""
+    bbox = ann.get("bbox")
+    if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:
+        x, y, w, h = map(float, bbox)
+        return (x, y, x + w, y + h), False
+    seg = ann.get("segmentation")
+    if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 6 for p in seg):
+        xs = [float(v) for p in seg for v in p[0::2]]
+        ys = [float(v) for p in seg for v in p[1::2]]
+        return (min(xs), min(ys), max(xs), max(ys)), True
+    return None, False  # RLE masks without a bbox, or an empty / malformed bbox
+
+
+def _image_rows(img: dict[str, Any], size: tuple[float, float], anns: list[dict[str, Any]],
+                id_map: dict[int, int], where: Path, stats: CocoStats) -> list[str]:
+    """YOLO rows of one image (``size`` = w, h pixels): crowd skipped, boxes clipped, unusable ones dropped."""
+    w, h = size
+    rows = []
+    for a in anns:
+        if a.get("iscrowd", 0):
+            stats.crowd_skipped += 1
+            continue
+        try:
+            box, from_polygon = _pixel_box(a)
+        except (TypeError, ValueError):
+            box, from_polygon = None, False
+        clipped = None if box is None else (max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h))
+        if clipped is None or clipped[2] <= clipped[0] or clipped[3] <= clipped[1] or a.get("category_id") not in id_map:
+            stats.boxes_dropped += 1
+            LOGGER.warning("%s: annotation %s of %s dropped (bbox %s, category %s)", where, a.get("id"),
+                           img["file_name"], a.get("bbox"), a.get("category_id"))
+            continue
+        stats.boxes_clipped += clipped != box
+        stats.boxes_from_polygon += from_polygon
+        rows.append(yolo_row(id_map[a["category_id"]], *clipped, w, h))
+    return rows
+
+
+def convert_coco(json_file: str | Path, images_dir: str | Path, out: str | Path, split: str | None = None,
+                 link: bool = True, val_fraction: float = 0.2, test_fraction: float = 0.0,
+                 seed: int = 0) -> tuple[CocoStats, list[str]]:
+    """Convert one COCO JSON into ``out`` (``split`` for all its images, or the hash split). -> (stats, names)."""
     json_file, images_dir, out = Path(json_file), Path(images_dir), Path(out)
-    data = json.loads(json_file.read_text(encoding="utf-8"))
+    check_fractions(val_fraction, test_fraction)
+    if split is not None and (val_fraction, test_fraction) != (0.2, 0.0):
+        raise ConverterError("--split puts every image into one split; drop --val-fraction / --test-fraction")
+    if not images_dir.is_dir():
+        raise ConverterError(f"--images {images_dir} is not a folder")
+    data = load_coco_json(json_file)
+    if not all(isinstance(c, dict) and "id" in c and "name" in c for c in data.get("categories", [])):
+        raise ConverterError(f"{json_file}: every entry of 'categories' needs an 'id' and a 'name'")
     cats = sorted(data.get("categories", []), key=lambda c: c["id"])
     id_map = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c["name"]) for c in cats]
     anns = defaultdict(list)
     for a in data.get("annotations", []):
-        anns[a["image_id"]].append(a)
+        anns[a.get("image_id")].append(a)
     stats = CocoStats()
-    for img in data.get("images", []):
-        src = images_dir / img["file_name"]
-        if not src.is_file():
+    for img in data["images"]:
+        src = images_dir / str(img.get("file_name", ""))
+        if not img.get("file_name") or not src.is_file():
             stats.images_missing += 1
             LOGGER.warning("%s: image %s not found, skipped", json_file, src)
             continue
-        w, h = float(img["width"]), float(img["height"])
-        rows = []
-        for a in anns[img["id"]]:
-            if a.get("iscrowd", 0):
-                stats.crowd_skipped += 1
-                continue
-            x, y, bw, bh = map(float, a["bbox"])
-            x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)
-            if x2 <= x1 or y2 <= y1 or a["category_id"] not in id_map:
-                stats.boxes_dropped += 1
-                LOGGER.warning("%s: annotation %s of %s dropped (bbox %s, category %s)", json_file,
-                               a.get("id"), img["file_name"], a["bbox"], a["category_id"])
-                continue
-            rows.append(yolo_row(id_map[a["category_id"]], x1, y1, x2, y2, w, h))
-        place_image(src, out / "images" / split / Path(img["file_name"]).name, link)
-        lb = out / "labels" / split / f"{Path(img['file_name']).stem}.txt"
-        lb.parent.mkdir(parents=True, exist_ok=True)
-        lb.write_text("".join(r + "\n" for r in rows))
+        size = (img.get("width"), img.get("height"))
+        if not all(isinstance(v, (int, float)) and v > 0 for v in size):
+            size = image_size(src)  # COCO requires width/height; hand-made JSONs often omit them
+        rows = _image_rows(img, tuple(map(float, size)), anns[img.get("id")], id_map, json_file, stats)
+        name = Path(img["file_name"]).name
+        to = split or hash_split(name, val_fraction, test_fraction, seed)
+        place_image(src, out / "images" / to / name, link)
+        write_labels(out, to, Path(name).stem, rows)
         stats.images += 1
+        stats.backgrounds += not rows
         stats.boxes_written += len(rows)
-    write_dataset_yaml(out, names, [split])
-    LOGGER.info("COCO %s -> %s/%s: %d images, %d boxes, %d crowd skipped, %d dropped", json_file, out,
-                split, stats.images, stats.boxes_written, stats.crowd_skipped, stats.boxes_dropped)
+        stats.per_split[to] = stats.per_split.get(to, 0) + 1
+    write_dataset_yaml(out, names, list(stats.per_split))
+    LOGGER.info("COCO %s -> %s: %d images %s, %d boxes, %d crowd skipped, %d dropped", json_file, out,
+                stats.images, stats.per_split, stats.boxes_written, stats.crowd_skipped, stats.boxes_dropped)
     return stats, names
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", required=True, help="COCO instances JSON of one split")
-    ap.add_argument("--images", required=True, help="folder holding that split's images")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--json", required=True, help="COCO instances JSON")
+    ap.add_argument("--images", required=True, help="folder holding the JSON's images")
     ap.add_argument("--out", required=True, help="output dataset root")
-    ap.add_argument("--split", default="train", help="split name: train, val or test")
+    ap.add_argument("--split", choices=("train", "val", "test"), help="put every image into this split "
+                    "(default: split by file-name hash)")
+    ap.add_argument("--val-fraction", type=float, default=0.2, help="share of images for val (hash split)")
+    ap.add_argument("--test-fraction", type=float, default=0.0, help="share of images for test (hash split)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the file-name hash split")
     ap.add_argument("--copy", action="store_true", help="copy images instead of hard-linking")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    st, names = convert_coco(a.json, a.images, a.out, a.split, not a.copy)
-    print(f"{st.images} images, {st.boxes_written} boxes, {st.crowd_skipped} crowd skipped, "
-          f"{st.boxes_dropped} dropped, {len(names)} classes -> {Path(a.out) / 'data.yaml'}")
+
+    def convert() -> str:
+        st, names = convert_coco(a.json, a.images, a.out, a.split, not a.copy, a.val_fraction, a.test_fraction,
+                                 a.seed)
+        return (f"{st.images} images ({st.per_split}, {st.backgrounds} background, {st.images_missing} missing), "
+                f"{st.boxes_written} boxes ({st.boxes_from_polygon} from polygons, {st.boxes_clipped} clipped), "
+                f"{st.crowd_skipped} crowd skipped, {st.boxes_dropped} dropped, {len(names)} classes "
+                f"-> {Path(a.out) / 'data.yaml'}")
+
+    return run_cli(convert)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,11 +1,47 @@
-"""Helpers shared by the converters: placing image files and writing YOLO rows / YAMLs."""
+"""What the converters share: errors, the hash split, placing images, YOLO rows and data.yaml."""
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
+from PIL import Image
+
+SPLITS = ("train", "val", "test")
+
+
+class ConverterError(ValueError):
+    """Input a converter cannot use (empty folder, unparsable XML/JSON, bad option); names the file."""
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Both in [0, 1) and their sum below 1, or ConverterError naming the flag."""
+    for flag, f in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= f < 1:
+            raise ConverterError(f"{flag} must be in [0, 1), got {f}")
+    if val_fraction + test_fraction >= 1:
+        raise ConverterError(f"--val-fraction + --test-fraction must be < 1 (leave images to train), "
+                             f"got {val_fraction} + {test_fraction}")
+
+
+def hash_split(file_name: str, val_fraction: float, test_fraction: float, seed: int = 0) -> str:
+    """'train', 'val' or 'test' for one image, from a seeded SHA-1 of its file name alone.
+
+    The split of a file depends on nothing but its name, the fractions and the seed, so adding
+    or removing other files never moves it (unlike a shuffled list cut at fixed fractions).
+    ``u`` uniform in [0, 1): test below ``test_fraction``, val up to ``test + val``, else train.
+    """
+    digest = hashlib.sha1(f"{seed}:{file_name}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2 ** 64
+    if u < test_fraction:
+        return "test"
+    return "val" if u < test_fraction + val_fraction else "train"
 
 
 def place_image(src: Path, dst: Path, link: bool = True) -> None:
@@ -22,19 +58,56 @@ def place_image(src: Path, dst: Path, link: bool = True) -> None:
     shutil.copy2(src, dst)
 
 
+def image_size(im_file: Path) -> tuple[int, int]:
+    """(w, h) pixels read from the image header, or ConverterError naming the file."""
+    try:
+        with Image.open(im_file) as im:
+            return im.size
+    except OSError as e:
+        raise ConverterError(f"{im_file}: cannot read the image size ({e})") from e
+
+
+def write_labels(out: Path, split: str, stem: str, rows: list[str]) -> None:
+    """``<out>/labels/<split>/<stem>.txt`` with one YOLO row a line (empty file = background image)."""
+    lb = out / "labels" / split / f"{stem}.txt"
+    lb.parent.mkdir(parents=True, exist_ok=True)
+    lb.write_text("".join(r + "\n" for r in rows))
+
+
 def yolo_row(cls: int, x1: float, y1: float, x2: float, y2: float, w: float, h: float) -> str:
     """Pixel corners -> ``"cls xc yc bw bh"`` normalised, 6 decimals."""
     return f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
 
 
 def write_dataset_yaml(out: Path, names: list[str], splits: list[str]) -> Path:
-    """``<out>/data.yaml`` with ``path: .`` (relative to the YAML's folder) and the given splits."""
+    """``<out>/data.yaml`` with ``path: .`` (relative to the YAML's folder) and the given splits.
+
+    Splits already in an existing data.yaml are kept (COCO splits converted one JSON at a time).
+    Without a val split, ``val`` reads the train images (with a warning): train.py needs one.
+    """
     f = out / "data.yaml"
-    existing = yaml.safe_load(f.read_text()) if f.is_file() else {}
-    data = {"path": "."}
-    for s in ("train", "val", "test"):
-        if s in splits or s in (existing or {}):
+    existing = (yaml.safe_load(f.read_text()) if f.is_file() else None) or {}
+    data: dict[str, Any] = {"path": "."}
+    for s in SPLITS:
+        if s in splits:
             data[s] = f"images/{s}"
+        elif s in existing:
+            data[s] = existing[s]
+    if "val" not in data and "train" in data:
+        logging.getLogger(__name__).warning("%s: no image fell into val; 'val' reads the train images "
+                                            "(raise --val-fraction for a held-out split)", f)
+        data["val"] = data["train"]
     data["names"] = dict(enumerate(names))
     f.write_text(yaml.safe_dump(data, sort_keys=False))
     return f
+
+
+def run_cli(fn: Callable[[], str]) -> int:
+    """Run a converter; print its summary line, or ``error: ...`` (one line) and return 1."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        print(fn())
+    except (ConverterError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -90,12 +90,23 @@ def make_checkpoint(model: nn.Module, *, ema: Any = None, optimizer: torch.optim
     }
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
-    """Write ``ckpt`` atomically: temp file in the same folder, fsync, then ``os.replace``."""
+    """Write ``ckpt`` atomically: temp file in the same folder, fsync, then ``os.replace``.
+
+    The file gets the mode any new file would (0o666 less the umask), not mkstemp's private 0o600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
             f.flush()

@@ -33,11 +33,7 @@ priors -> assign (no grad) -> losses:
 Cost: the negative term is dense over (anchors x classes);
 :func:`~utils.loss.functional.focal_negative_sum` computes it at weight 1 in one fused pass per level,
 which also hands out the candidates' box, obj and own-class logits (their gradients share its
-buffer), and the few weighted cells are corrected from those. On the CPU the pair terms (steps 2-3
-for the positive losses) run in ``utils/loss/dw_pairs.c`` through :func:`utils.native.dw_pairs`,
-gradient included; :meth:`ComputeLossDW.pair_terms` / :meth:`~ComputeLossDW.weights` are the same
-formulas in PyTorch, used where the kernel does not run (no C compiler, float64, CUDA,
-``dw_best_object``) and tested equal to it.
+buffer), and the few weighted cells are corrected from those.
 
 Decisions where the official code is silent or differs on purpose:
 
@@ -74,7 +70,6 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from utils import native
 from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
@@ -216,17 +211,12 @@ class ComputeLossDW(AnchorLossStrategy):
         # the dense negative sum at weight 1 of every level, and the candidates' rows with gradient
         dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=m.flat_rows(pi), cls=m.cls) for pi, m in zip(preds, cands)))
         n_obj = max(targets.shape[0], 1)
-        fused = None if h.dw_best_object else self._positive_fused(rows, cands, targets.shape[0])
-        if fused is not None:  # utils/loss/dw_pairs.c: the same terms in one loop
-            sums, w_pos, w_neg_iou = fused
-            lcls_pos, lloc = (sums * h.dw_pos_weight / n_obj).split(1)
-        else:
-            terms = self.pair_terms(rows, cands, preds)
-            w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
-            neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
-            neg_log_p_loc = h.dw_loc_scale * (1 - terms.giou)
-            lcls_pos = ((w_pos * neg_log_p_cls).sum() * h.dw_pos_weight / n_obj).view(1)
-            lloc = ((w_pos * neg_log_p_loc).sum() * h.dw_pos_weight / n_obj).view(1)
+        terms = self.pair_terms(rows, cands, preds)
+        w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
+        neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
+        neg_log_p_loc = h.dw_loc_scale * (1 - terms.giou)
+        lcls_pos = ((w_pos * neg_log_p_cls).sum() * h.dw_pos_weight / n_obj).view(1)
+        lloc = ((w_pos * neg_log_p_loc).sum() * h.dw_pos_weight / n_obj).view(1)
         neg_sum, neg_norm = 0.0, 0.0
         for pi, m, r, d, w in zip(preds, cands, rows, dense, w_neg_iou.split([len(m) for m in cands])):
             level_sum, level_norm = self._negative_level(pi, m, r, d, w)
@@ -234,17 +224,6 @@ class ComputeLossDW(AnchorLossStrategy):
         lcls_neg = (neg_sum * h.dw_neg_weight / max(float(neg_norm), 1.0)).view(1)
         parts = torch.cat((lloc, lcls_pos, lcls_neg)) * h.dw_gain
         return parts.sum() * bs, parts.detach()
-
-    def _positive_fused(self, rows: list[torch.Tensor], cands: list[LevelCandidates],
-                        n_obj: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """``(cls_pos, loc)`` sums (2,) with gradient, ``w_pos`` and the negative IoU factor from the C
-        kernel; None where it does not run (no compiler, not CPU float32, inf / NaN logits), the
-        PyTorch code then does."""
-        r = torch.cat(rows)
-        out = native.dw_pairs(r, torch.cat([m.box_grid for m in cands]).float(),
-                              torch.cat([m.anchor_wh for m in cands]).float(), torch.cat([m.target for m in cands]),
-                              n_obj, self.hyp.dw_sigma, self.hyp.dw_loc_scale)
-        return None if out is None else _DWPositive.apply(r, out)
 
     @staticmethod
     def _negative_level(pi: torch.Tensor, m: LevelCandidates, rows: torch.Tensor, dense: torch.Tensor,
@@ -268,21 +247,3 @@ class ComputeLossDW(AnchorLossStrategy):
         f = s.square() * -torch.log(torch.clamp(1 - s, min=FOCAL_NEG_FLOOR))
         return dense + ((w - 1) * f).sum(), (1 - w).sum()
 
-
-class _DWPositive(torch.autograd.Function):
-    """The two positive sums of :class:`ComputeLossDW` as autograd sees them: ``out`` is what
-    :func:`utils.native.dw_pairs` computed from ``rows``, gradient included; backward scales it."""
-
-    @staticmethod
-    def forward(ctx, rows, out):
-        ctx.grad = out["grad"]
-        ctx.mark_non_differentiable(out["w_pos"], out["w_neg_iou"])
-        return out["sums"].to(rows.dtype), out["w_pos"], out["w_neg_iou"]
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_sums, _grad_w_pos, _grad_w_neg):
-        grad = ctx.grad
-        grad[:, 4:] *= grad_sums[0]  # obj and class logits: the cls_pos sum
-        grad[:, :4] *= grad_sums[1]  # box logits: the loc sum
-        return grad, None

@@ -68,10 +68,7 @@ Cost: the precision term is the one (images x priors x classes) computation;
 :func:`~utils.loss.functional.focal_negative_sum` does it in one fused pass per level that also
 hands out the bag rows, so their gradients share its buffer. Bags come from :func:`prior_iou`
 (overlaps per axis, then one product), and only the pairs :func:`reachable_pairs` allows are
-decoded for ``B``. On the CPU both (no gradient) run in ``utils/loss/prior_match.c``
-(:func:`utils.native.fa_bags`, :func:`utils.native.fa_matched_pairs`), which visits only the cells
-that can overlap each object; bag ties go to the lower prior index there (``topk``'s order is
-unspecified). Loss step cost: README, "Loss step cost".
+decoded for ``B``. Loss step cost: README, "Loss step cost".
 
 ``assign`` returns every bag member (``fa_bag_size`` rows per object), with ``weight`` giving each
 row its mean-max weight within its bag, which is where FreeAnchor's learned matching shows.
@@ -87,7 +84,6 @@ import torch.nn.functional as F
 from utils.assign.centre_prior import cells_in_ranges
 from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
-from utils import native
 from utils.boxes import xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import (focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss,
@@ -304,11 +300,9 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
         k = min(self.hyp.fa_bag_size, len(pri))
         levels = self.levels(preds)
-        member = native.fa_bags(box, levels, k) if len(t) else None  # C: only the priors overlapping each object
-        if member is None:
-            member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
-            for s in self._chunks(len(t), len(pri)):
-                member[s] = prior_iou(box[s], levels).topk(k, dim=1).indices
+        member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
+        for s in self._chunks(len(t), len(pri)):
+            member[s] = prior_iou(box[s], levels).topk(k, dim=1).indices
         return _Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
 
     @torch.no_grad()
@@ -324,13 +318,9 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         """
         thr = self.hyp.fa_iou_thr
         levels = self.levels(flat.preds)
-        found = native.fa_matched_pairs(bags.box_xywh_px, bags.image, levels, flat.levels, thr) if len(bags.image) else None
-        if found is not None:  # the C kernel walks the same cells and keeps only the pairs above thr
-            obj, prior, iou = found
-        else:
-            obj, prior = reachable_pairs(bags.box_xywh_px, levels, thr)
-            pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
-            iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
+        obj, prior = reachable_pairs(bags.box_xywh_px, levels, thr)
+        pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
+        iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
         best = iou.new_full((len(bags.image),), -1.0).scatter_reduce(0, obj, iou, reduce="amax")
         prob = saturated_linear(iou, thr, best=best[obj])
         keep = prob > 0

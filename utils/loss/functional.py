@@ -7,8 +7,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils import native
-
 
 def smooth_bce_targets(eps: float = 0.0) -> tuple[float, float]:
     """Positive and negative BCE targets under label smoothing (YOLOv5's ``smooth_BCE``)."""
@@ -297,12 +295,6 @@ class _FocalNegativeSum(torch.autograd.Function):
         if n == 0 or nc <= 0:
             ctx.grad = torch.zeros((n, no), dtype=work, device=x.device) if need_grad else None
             return total if rows is None else (total, picked)
-        if work == torch.float32 and not x.is_cuda:
-            fused = native.focal_negative(x.float().contiguous(), gamma, FOCAL_NEG_FLOOR, need_grad)
-            if fused is not None:  # the compiled kernel: same values in one pass (utils/native.py)
-                total.fill_(fused[0])
-                ctx.grad = fused[1]
-                return total if rows is None else (total, picked)
         grad = torch.empty((n, no), dtype=work, device=x.device) if need_grad else None
         ctx.grad = grad
         if need_grad:
@@ -374,9 +366,8 @@ def focal_negative_sum(pred: torch.Tensor, gamma: float = 2.0, rows: torch.Tenso
     below 1e-12 both are ~1e-36; ``s == 1.0`` gives ``-log(1e-12)`` here and BCE's 100 there).
 
     Cost: the gradient is computed during the forward pass and backward only scales it. On the
-    CPU in float32 one compiled C pass does both (:mod:`utils.native`, ``utils/loss/focal_negative.c``;
-    ~3x faster); without a C compiler, in float64 and on CUDA the PyTorch code runs: chunks of ~256k
-    elements on the CPU (so the work buffers stay in cache) written into the (anchors, 5 + nc)
+    CPU the work runs in chunks of ~256k elements (so the work buffers stay in cache), on CUDA in
+    one piece, written into the (anchors, 5 + nc)
     gradient, directly when there are more than 8 classes, through a class-major buffer otherwise;
     about 12 passes over the class logits instead of the ~40 (and as many fresh full-size tensors)
     of autograd. Half-precision inputs are computed in float32; float64 stays float64 (the tests
