@@ -31,14 +31,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.compare_pack import parse_jobs  # noqa: E402  (after the sys.path line above)
+from utils.io.cli import HelpFormatter  # noqa: E402
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
 SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots")
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every flag's default in --help."""
 
 
 def int_list(text: str) -> list[int]:
@@ -62,9 +59,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--data", default=str(ROOT / "data/shapes.yaml"), help="dataset YAML")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML")
-    p.add_argument("--img", "--imgsz", type=int, default=None, help="image size; None = train.py's default")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run; None = train.py's default")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size; None = train.py's default")
+    p.add_argument("--img", "--imgsz", type=int, default=None, help="image size (default: train.py's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: train.py's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: train.py's)")
     p.add_argument("--losses", type=name_list, default="yolov5,ota,freeanchor,gfl,ssd,dw",
                    help="comma-separated strategies; the first is the baseline of the verdicts")
     p.add_argument("--seeds", type=int_list, default="0,1,2",
