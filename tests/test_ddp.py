@@ -1,5 +1,6 @@
 """DDP through torchrun: 2 CPU processes with Gloo train a tiny set and end with identical weights."""
 import csv
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    """A port no one listens on now: a fixed one collides when several suites run on one machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     data = tiny_data
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "train.py"), "--data", str(data), "--epochs", "2", "--img", "64", "--batch-size", "4",
            "--workers", "0", "--project", str(tmp_path / "runs"), "--quiet", "--device", "cpu"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)

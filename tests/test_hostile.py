@@ -9,7 +9,8 @@ import torch
 
 from utils.data.verify import check_pair
 from utils.dataloaders import check_dataset
-from utils.engine import trainer
+from utils.engine.hyp import TRAINER_DEFAULTS
+from utils.engine.step import MAX_BAD_STEPS, make_stepper
 
 
 def test_paths_outside_the_dataset_root_are_reported(tmp_path, caplog):
@@ -44,20 +45,16 @@ def test_label_file_with_100k_rows_is_parsed_quickly(tmp_path):
 
 
 def test_non_finite_losses_skip_steps_then_stop(tmp_path, caplog):
-    class FakeRun:
-        bad_steps = 0
-        save_dir = tmp_path
-        hyp = {"loss": "ota"}
-        compute_loss = type("L", (), {"names": ("box", "obj", "cls")})()
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-
-    run = FakeRun()
+    names = type("L", (), {"names": ("box", "obj", "cls")})()
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1))
+    stepper = make_stepper(model, names, {**TRAINER_DEFAULTS, "loss": "ota"}, optimizer="SGD",
+                           batch_size=8, epochs=1, batches_per_epoch=1, save_dir=tmp_path)
     ok = torch.tensor(1.0), torch.tensor([0.1, 0.2, 0.3])
     bad = torch.tensor(float("nan")), torch.tensor([0.1, float("inf"), 0.3])
-    assert trainer.check_finite(run, *ok)
+    assert stepper.check_finite(*ok)
     with caplog.at_level(logging.WARNING):
-        for _ in range(trainer.MAX_BAD_STEPS - 1):
-            assert not trainer.check_finite(run, *bad)
+        for _ in range(MAX_BAD_STEPS - 1):
+            assert not stepper.check_finite(*bad)
     assert "non-finite loss of strategy 'ota' (components: obj); step skipped" in caplog.text
     with pytest.raises(FloatingPointError, match="10 consecutive non-finite losses"):
-        trainer.check_finite(run, *bad)
+        stepper.check_finite(*bad)

@@ -27,7 +27,7 @@ from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distri
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
 from utils.loss import build_loss, loss_class
-from utils.engine.optim import build_optimizer, lr_lambda
+from utils.engine.step import Stepper, make_stepper
 from utils.io.paths import increment_path
 from utils.io.run_log import ResultsLogger
 
@@ -47,21 +47,24 @@ class Run:
     data: dict[str, Any]
     model: nn.Module
     compute_loss: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
+    stepper: Stepper  # one training iteration: optimiser, LR schedule, warm-up, accumulation, AMP, EMA
     ema: ModelEMA | None  # rank 0 only
     train_loader: Any
     val_loader: Any  # rank 0 only
     results: ResultsLogger | None  # rank 0 only
+    speed: "SpeedStats"
     start_epoch: int = 0
     best_fitness: float = 0.0
     best_epoch: int = -1
-    accumulate: int = 1
-    last_opt_step: int = -1
-    bad_steps: int = 0
-    scaler: Any = None
     info: DistInfo = field(default_factory=DistInfo)
-    speed: "SpeedStats" = field(default_factory=lambda: SpeedStats())
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.stepper.optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        return self.stepper.scheduler
 
 
 @dataclass
@@ -254,11 +257,6 @@ def setup(opt: argparse.Namespace) -> Run:
         LOGGER.warning("--img-size %d must be a multiple of max stride %d, updating to %d", opt.imgsz, gs, imgsz)
     opt.imgsz = imgsz
 
-    accumulate = max(round(hyp["nbs"] / opt.batch_size), 1)
-    decay = hyp["weight_decay"] * opt.batch_size * accumulate / hyp["nbs"]
-    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr))
-
     train_loader, train_set = create_dataloader(
         data["train"], imgsz, opt.batch_size // info.world, gs, opt.single_cls, hyp=hyp, augment=True,
         cache=opt.cache, rect=opt.rect, workers=opt.workers, prefix="train: ", shuffle=True, seed=opt.seed,
@@ -277,11 +275,14 @@ def setup(opt: argparse.Namespace) -> Run:
     ema = ModelEMA(model) if info.main else None
     model = wrap_ddp(model, info, device, opt.sync_bn)
     compute_loss = build_loss(model, scaled_loss_hyp(hyp, unwrap(model).model[-1].nl, nc, imgsz, opt.label_smoothing))
+    speed = SpeedStats()
+    stepper = make_stepper(model, compute_loss, hyp, optimizer=opt.optimizer, batch_size=opt.batch_size,
+                           epochs=opt.epochs, batches_per_epoch=len(train_loader), cos_lr=opt.cos_lr, ema=ema,
+                           world=info.world, speed=speed, save_dir=save_dir)
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
-              compute_loss=compute_loss, optimizer=optimizer, scheduler=scheduler, ema=ema,
-              train_loader=train_loader, val_loader=val_loader, accumulate=accumulate, info=info,
-              results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0) if info.main else None,
-              scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"))
+              compute_loss=compute_loss, stepper=stepper, ema=ema, speed=speed,
+              train_loader=train_loader, val_loader=val_loader, info=info,
+              results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0) if info.main else None)
     if ckpt:
         restore(run, ckpt)
     LOGGER.info("%s: %d train images, %d classes, loss '%s', image size %d, batch %d, %d epochs; "
@@ -301,7 +302,7 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
     run.start_epoch = ckpt["epoch"] + 1
     run.best_fitness = ckpt.get("best_fitness") or 0.0
     run.best_epoch = extra.get("best_epoch", -1)
-    run.last_opt_step = extra.get("last_opt_step", -1)
+    run.stepper.last_opt_step = extra.get("last_opt_step", -1)
     if run.start_epoch >= run.opt.epochs:
         raise CheckpointError(f"--resume: {run.opt.resume} already trained {run.opt.epochs} epochs, nothing to resume")
     if extra.get("rng"):

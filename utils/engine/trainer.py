@@ -1,8 +1,9 @@
 """Training as YOLOv5's train.py does it, split into steps that can be run and tested alone:
 
     setup(opt) -> Run          (utils/engine/train_setup.py) run folder, hyp, data, model, loss, optimiser, EMA, loaders, resume
-    train_epoch(run, epoch)    warm-up, gradient accumulation to a nominal batch (hyp ``nbs``, 64), AMP on CUDA,
-                               clipping, EMA; non-finite losses skipped
+    train_epoch(run, epoch)    one pass over the loader; each batch is run.stepper.step (utils/engine/step.py):
+                               warm-up, gradient accumulation to a nominal batch (hyp ``nbs``, 64), AMP on
+                               CUDA, clipping, EMA; non-finite losses skipped
     end_epoch(run, epoch)      validation of the EMA model, results.csv, last.pt / best.pt
     finish(run)                validation of best.pt with per-class rows and plots
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,57 +28,16 @@ from utils.engine.distributed import broadcast, cleanup, replicas_identical
 from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
 from utils.io.run_log import plot_results
-from utils.engine.torch_utils import synced_time
 from utils.engine.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)
-MAX_BAD_STEPS = 10  # consecutive non-finite losses before training stops
-
-
-def warmup(run: Run, ni: int, nw: int, epoch: int) -> None:
-    """Linear warm-up of learning rates (bias from warmup_bias_lr down, others from 0 up), momentum
-    and the accumulation count, over the first ``nw`` iterations."""
-    h, xi = run.hyp, [0, nw]
-    run.accumulate = max(1, int(np.interp(ni, xi, [1, h["nbs"] / run.opt.batch_size]).round()))
-    lf = run.scheduler.lr_lambdas[0]
-    for j, group in enumerate(run.optimizer.param_groups):
-        group["lr"] = float(np.interp(ni, xi, [h["warmup_bias_lr"] if j == 2 else 0.0, group["initial_lr"] * lf(epoch)]))
-        if "momentum" in group:
-            group["momentum"] = float(np.interp(ni, xi, [h["warmup_momentum"], h["momentum"]]))
-
-
-def optimizer_step(run: Run) -> None:
-    run.scaler.unscale_(run.optimizer)
-    torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm=10.0)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.optimizer.zero_grad()
-    if run.ema is not None:
-        run.ema.update(run.model)
-
-
-def check_finite(run: Run, loss: torch.Tensor, items: torch.Tensor) -> bool:
-    """False (skip the step) for a non-finite loss; stop the run after MAX_BAD_STEPS in a row."""
-    if torch.isfinite(loss).all():
-        run.bad_steps = 0
-        return True
-    bad = [n for n, v in zip(run.compute_loss.names, items.tolist()) if not math.isfinite(v)]
-    run.bad_steps += 1
-    LOGGER.warning("non-finite loss of strategy '%s' (components: %s); step skipped",
-                   run.hyp.get("loss", "yolov5"), ", ".join(bad) or "total")
-    run.optimizer.zero_grad()
-    if run.bad_steps >= MAX_BAD_STEPS:
-        raise FloatingPointError(f"{MAX_BAD_STEPS} consecutive non-finite losses; stopping without saving "
-                                 f"NaN weights (last good checkpoint: {run.save_dir / 'weights' / 'last.pt'})")
-    return False
 
 
 def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     """One pass over the training set; returns the mean loss items."""
-    model, opt = run.model, run.opt
-    model.train()
+    opt = run.opt
+    run.model.train()
     nb = len(run.train_loader)
-    nw = max(round(run.hyp["warmup_epochs"] * nb), 100)
     if hasattr(run.train_loader.sampler, "set_epoch"):
         run.train_loader.sampler.set_epoch(epoch)
     dataset = run.train_loader.dataset
@@ -90,27 +49,12 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     LOGGER.info(("%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
     pbar = tqdm(enumerate(run.train_loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}",
                 disable=opt.quiet or not run.info.main)
-    run.optimizer.zero_grad()
+    run.stepper.start_epoch()
     t_epoch = time.perf_counter()
     for i, (imgs, targets, _, _) in pbar:
-        ni = i + nb * epoch
-        imgs = imgs.to(run.device, non_blocking=True).float() / 255
-        if ni <= nw:
-            warmup(run, ni, nw, epoch)
-        with torch.autocast(run.device.type, enabled=run.device.type == "cuda"):
-            preds = model(imgs)
-            t_loss = synced_time(run.device)
-            loss, items = run.compute_loss(preds, targets.to(run.device), imgs)
-            if run.info.world > 1:
-                loss = loss * run.info.world  # DDP averages gradients over processes; YOLOv5 sums them
-            run.speed.loss_seconds += synced_time(run.device) - t_loss
-            run.speed.loss_calls += 1
-        if check_finite(run, loss, items):
-            run.scaler.scale(loss).backward()
-            if ni - run.last_opt_step >= run.accumulate:
-                optimizer_step(run)
-                run.last_opt_step = ni
-            mloss = (mloss * i + items) / (i + 1)
+        res = run.stepper.step(imgs, targets, i + nb * epoch, epoch)
+        if res.finite:
+            mloss = (mloss * i + res.items) / (i + 1)
         mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
         desc = (("%11s" * 2 + "%11.4g" * (len(names) + 2))
                 % (f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
@@ -125,8 +69,7 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
 def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
     """Validate, log, checkpoint; returns True when early stopping says to stop."""
     opt = run.opt
-    lrs = [g["lr"] for g in run.optimizer.param_groups]
-    run.scheduler.step()
+    lrs = run.stepper.end_epoch()
     if not run.info.main:
         return broadcast(None, run.info)  # rank 0's early-stopping decision
     run.ema.update_attr(run.model)
@@ -156,7 +99,7 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
 
 
 def save_epoch(run: Run, epoch: int, is_best: bool) -> None:
-    extra = {"best_epoch": run.best_epoch, "last_opt_step": run.last_opt_step,
+    extra = {"best_epoch": run.best_epoch, "last_opt_step": run.stepper.last_opt_step,
              "rng": rng_state()}
     ckpt = make_checkpoint(unwrap(run.model), ema=run.ema, optimizer=run.optimizer, epoch=epoch,
                            best_fitness=run.best_fitness, hyp=run.hyp, opt=run.opt, extra=extra)

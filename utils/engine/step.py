@@ -1,0 +1,157 @@
+"""One iteration of YOLOv5's training loop, as an object that can be fed given batches.
+
+``Stepper.step(imgs, targets, ni, epoch)`` is exactly what the epoch loop of utils/engine/trainer.py
+runs for each batch: linear warm-up of learning rates, momentum and the accumulation count; the
+forward pass (AMP on CUDA) and the loss; backward; and, once gradients of a nominal batch (hyp
+``nbs``, 64 images) have accumulated, unscale, clip to norm 10, optimiser step and EMA update.
+tests/test_official_trace.py feeds it the batches recorded from the official YOLOv5 train.py and
+checks that it reproduces that run's schedule, steps and losses.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from utils.engine.ema import ModelEMA, unwrap
+from utils.engine.optim import build_optimizer, lr_lambda
+from utils.engine.torch_utils import synced_time
+
+if TYPE_CHECKING:
+    from utils.engine.train_setup import SpeedStats
+
+LOGGER = logging.getLogger(__name__)
+MAX_BAD_STEPS = 10  # consecutive non-finite losses before training stops
+BIAS_GROUP = 2  # build_optimizer's group order: BN weights, weights with decay, biases
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one iteration did."""
+
+    loss: torch.Tensor  # scalar: the strategy's loss (x batch size, x world size under DDP) as backpropagated
+    items: torch.Tensor  # (len(compute_loss.names),) detached loss components
+    finite: bool  # False: the loss was not finite and the batch was skipped
+    stepped: bool  # the optimiser stepped (a nominal batch of gradients had accumulated)
+
+
+class Stepper:
+    """Model, loss, optimiser, LR schedule, AMP scaler and EMA of a run, and the accumulation state.
+
+    ``accumulate`` (batches per optimiser step), ``last_opt_step`` (the iteration of the last step,
+    -1 before the first) and ``bad_steps`` (consecutive non-finite losses) are the loop's state;
+    a resumed run sets ``last_opt_step`` from its checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, compute_loss: Any, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LambdaLR, hyp: dict[str, Any], batch_size: int,
+                 warmup_iters: int, ema: ModelEMA | None = None, world: int = 1,
+                 speed: SpeedStats | None = None, save_dir: Path | None = None):
+        self.model, self.compute_loss, self.optimizer, self.scheduler = model, compute_loss, optimizer, scheduler
+        self.hyp, self.batch_size, self.warmup_iters = hyp, batch_size, warmup_iters
+        self.ema, self.world, self.speed, self.save_dir = ema, world, speed, save_dir
+        self.device = next(model.parameters()).device
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.accumulate = max(round(hyp["nbs"] / batch_size), 1)
+        self.last_opt_step = -1
+        self.bad_steps = 0
+
+    @property
+    def lf(self) -> Callable[[float], float]:
+        """Learning-rate factor of an epoch (the scheduler's lambda)."""
+        return self.scheduler.lr_lambdas[0]
+
+    def start_epoch(self) -> None:
+        """Drop gradients left over from the previous epoch's unfinished accumulation, as YOLOv5 does."""
+        self.optimizer.zero_grad()
+
+    def end_epoch(self) -> list[float]:
+        """Advance the LR schedule by an epoch; returns the learning rates the epoch ended with."""
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.scheduler.step()
+        return lrs
+
+    def warmup(self, ni: int, epoch: int) -> None:
+        """Linear warm-up over the first ``warmup_iters`` iterations: the bias learning rate from
+        ``warmup_bias_lr`` down, the others from 0 up, to the epoch's scheduled value; momentum from
+        ``warmup_momentum`` up; the accumulation count from 1 up to nominal batch / batch size."""
+        h, xi = self.hyp, [0, self.warmup_iters]
+        self.accumulate = max(1, int(np.interp(ni, xi, [1, h["nbs"] / self.batch_size]).round()))
+        for j, group in enumerate(self.optimizer.param_groups):
+            start = h["warmup_bias_lr"] if j == BIAS_GROUP else 0.0
+            group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * self.lf(epoch)]))
+            if "momentum" in group:
+                group["momentum"] = float(np.interp(ni, xi, [h["warmup_momentum"], h["momentum"]]))
+
+    def step(self, imgs: torch.Tensor, targets: torch.Tensor, ni: int, epoch: int) -> StepResult:
+        """One iteration on a batch from the loader.
+
+        imgs (Tensor[B, 3, H, W]) uint8 RGB as the loader gives them; targets (Tensor[n, 6])
+        ``[image, class, x, y, w, h]`` normalised; ni: the iteration counted from the start of
+        training (``i + batches_per_epoch * epoch``).
+        """
+        imgs = imgs.to(self.device, non_blocking=True).float() / 255
+        if ni <= self.warmup_iters:
+            self.warmup(ni, epoch)
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            preds = self.model(imgs)
+            t_loss = synced_time(self.device)
+            loss, items = self.compute_loss(preds, targets.to(self.device), imgs)
+            if self.world > 1:
+                loss = loss * self.world  # DDP averages gradients over processes; YOLOv5 sums them
+            if self.speed is not None:
+                self.speed.loss_seconds += synced_time(self.device) - t_loss
+                self.speed.loss_calls += 1
+        if not self.check_finite(loss, items):
+            return StepResult(loss.detach(), items, finite=False, stepped=False)
+        self.scaler.scale(loss).backward()
+        stepped = ni - self.last_opt_step >= self.accumulate
+        if stepped:
+            self.optimizer_step()
+            self.last_opt_step = ni
+        return StepResult(loss.detach(), items, finite=True, stepped=stepped)
+
+    def optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def check_finite(self, loss: torch.Tensor, items: torch.Tensor) -> bool:
+        """False (skip the step) for a non-finite loss; stop the run after MAX_BAD_STEPS in a row."""
+        if torch.isfinite(loss).all():
+            self.bad_steps = 0
+            return True
+        bad = [n for n, v in zip(self.compute_loss.names, items.tolist()) if not math.isfinite(v)]
+        self.bad_steps += 1
+        LOGGER.warning("non-finite loss of strategy '%s' (components: %s); step skipped",
+                       self.hyp.get("loss", "yolov5"), ", ".join(bad) or "total")
+        self.optimizer.zero_grad()
+        if self.bad_steps >= MAX_BAD_STEPS:
+            last = self.save_dir / "weights" / "last.pt" if self.save_dir else "none"
+            raise FloatingPointError(f"{MAX_BAD_STEPS} consecutive non-finite losses; stopping without saving "
+                                     f"NaN weights (last good checkpoint: {last})")
+        return False
+
+
+def make_stepper(model: nn.Module, compute_loss: Any, hyp: dict[str, Any], *, optimizer: str, batch_size: int,
+                 epochs: int, batches_per_epoch: int, cos_lr: bool = False, ema: ModelEMA | None = None,
+                 **kwargs: Any) -> Stepper:
+    """The optimiser (weight decay scaled to the nominal batch), LR schedule and warm-up length of
+    YOLOv5's train.py (warm-up: ``warmup_epochs`` epochs, at least 100 iterations) around ``model``;
+    ``kwargs`` go to Stepper (world, speed, save_dir)."""
+    accumulate = max(round(hyp["nbs"] / batch_size), 1)
+    decay = hyp["weight_decay"] * batch_size * accumulate / hyp["nbs"]
+    opt = build_optimizer(unwrap(model), optimizer, hyp["lr0"], hyp["momentum"], decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lr_lambda(epochs, hyp["lrf"], cos_lr))
+    warmup_iters = max(round(hyp["warmup_epochs"] * batches_per_epoch), 100)
+    return Stepper(model, compute_loss, opt, scheduler, hyp, batch_size, warmup_iters, ema=ema, **kwargs)
