@@ -11,6 +11,9 @@ import math
 import torch
 from torch import nn
 
+from models.geometry import CELL_CENTRE, DFLBoxCoder, PriorGenerator, cell_grid
+from utils.boxes import xyxy2xywh
+
 REG_MAX = 16  # bins 0..16 per side, in units of the level's stride (GFL's default)
 CLS_PRIOR = 0.01  # initial class probability, as GFL / RetinaNet
 
@@ -40,15 +43,19 @@ class DFLDetect(nn.Module):
         self.n_dist = 4 * (reg_max + 1)
         self.no = self.n_dist + nc
         self.register_buffer("stride", torch.ones(self.nl), persistent=False)
-        self.register_buffer("project", torch.arange(reg_max + 1, dtype=torch.float32), persistent=False)
         self.m = nn.ModuleList(nn.Conv2d(x, self.no, 1) for x in ch)
+        self.box_coder = DFLBoxCoder(reg_max)
         self._grids: dict[tuple, torch.Tensor] = {}
+
+    def prior_generator(self) -> PriorGenerator:
+        """The priors of this head: one point per cell (no anchor sizes)."""
+        return PriorGenerator(self.stride)
 
     @torch.no_grad()
     def initialize(self, stride: torch.Tensor) -> None:
         """Set the strides; GFL's init: weights N(0, 0.01), class bias at prior 0.01, distance bias 0
         (a uniform distribution, i.e. every side starts at reg_max / 2 strides)."""
-        self.stride = stride.to(self.project.device, torch.float32)
+        self.stride = stride.to(self.m[0].weight.device, torch.float32)
         for conv in self.m:
             nn.init.normal_(conv.weight, std=0.01)
             conv.bias.zero_()
@@ -68,31 +75,22 @@ class DFLDetect(nn.Module):
         """Cell centres (1, ny * nx, 2) as (x, y) in grid units, cached per size, device and dtype."""
         key = (nx, ny, device, dtype)
         if key not in self._grids:
-            yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=dtype),
-                                    torch.arange(nx, device=device, dtype=dtype), indexing="ij")
-            self._grids[key] = (torch.stack((xv, yv), 2).view(1, ny * nx, 2) + 0.5)
+            self._grids[key] = cell_grid(ny, nx, device, dtype).view(1, ny * nx, 2) + CELL_CENTRE
         return self._grids[key]
-
-    def distances(self, dist_logits: torch.Tensor) -> torch.Tensor:
-        """(..., 4 * (reg_max + 1)) logits -> (..., 4) expected left, top, right, bottom, in strides."""
-        prob = dist_logits.float().unflatten(-1, (4, self.reg_max + 1)).softmax(-1)
-        return prob @ self.project.to(prob.device)
 
     def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
         """raw: list of (B, 1, ny, nx, no) logits -> (B, N, 5 + nc), N = sum ny * nx.
 
-        Columns: x, y, w, h in input-image pixels of the box (centre - left, centre - top,
-        centre + right, centre + bottom), then 1.0 (no objectness), then the class-quality
-        sigmoids. Rows are ordered level, y, x.
+        Columns: x, y, w, h in input-image pixels of the box (:class:`models.geometry.DFLBoxCoder`
+        around the cell centre), then 1.0 (no objectness), then the class-quality sigmoids. Rows are
+        ordered level, y, x.
         """
         out = []
         for i, r in enumerate(raw):
             bs, _, ny, nx, _ = r.shape
             r = r.view(bs, ny * nx, self.no)
-            ltrb = self.distances(r[..., :self.n_dist])  # (B, ny * nx, 4) strides
-            centre = self._centres(nx, ny, r.device, ltrb.dtype)
-            xy = (centre + (ltrb[..., 2:] - ltrb[..., :2]) / 2) * self.stride[i]
-            wh = (ltrb[..., :2] + ltrb[..., 2:]) * self.stride[i]
-            obj = torch.ones_like(wh[..., :1])
-            out.append(torch.cat((xy, wh, obj, r[..., self.n_dist:].float().sigmoid()), -1).to(r.dtype))
+            centre = self._centres(nx, ny, r.device, torch.float32)
+            xywh = xyxy2xywh(self.box_coder.decode(r[..., :self.n_dist], centre)) * self.stride[i]
+            obj = torch.ones_like(xywh[..., :1])
+            out.append(torch.cat((xywh, obj, r[..., self.n_dist:].float().sigmoid()), -1).to(r.dtype))
         return torch.cat(out, 1)

@@ -8,7 +8,9 @@ Head contract (what ``Model`` needs from any class registered in ``HEADS``):
       whatever depends on it (anchor units, bias priors);
     * ``forward(list of (B, C_i, H_i, W_i))``: training -> list of raw level outputs;
       eval -> ``(decoded (B, N, 4 + 1 + nc), raw list)`` with xywh in input pixels;
-    * ``decode(raw list) -> (B, N, no)``.
+    * ``decode(raw list) -> (B, N, no)``;
+    * ``box_coder`` and ``prior_generator()`` (models/geometry.py): the geometry the loss
+      strategies train with, the same the decode uses.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from torch import nn
 from models.common import Conv
 from models.dfl_head import DFLDetect
 from models.fuse import fuse_conv_and_bn
+from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid
 from models.parse import parse_model
 from models.summary import count_params, gflops
 
@@ -48,7 +51,12 @@ class Detect(nn.Module):
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, -1, 2))
         self.register_buffer("stride", torch.ones(self.nl), persistent=False)
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self.box_coder = YOLOBoxCoder()
         self._grids: dict[tuple, torch.Tensor] = {}
+
+    def prior_generator(self) -> PriorGenerator:
+        """The priors of this head (a copy of its strides and current anchors)."""
+        return PriorGenerator(self.stride, self.anchors)
 
     @torch.no_grad()
     def initialize(self, stride: torch.Tensor) -> None:
@@ -84,20 +92,17 @@ class Detect(nn.Module):
         return raw if self.training else (self.decode(raw), raw)
 
     def _grid(self, nx: int, ny: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Cell offsets (1, 1, ny, nx, 2) as (x, y), cached per size, device and dtype."""
+        """Cell corners (1, 1, ny, nx, 2) as (x, y), cached per size, device and dtype."""
         key = (nx, ny, device, dtype)
         if key not in self._grids:
-            yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=dtype),
-                                    torch.arange(nx, device=device, dtype=dtype), indexing="ij")
-            self._grids[key] = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2)
+            self._grids[key] = cell_grid(ny, nx, device, dtype).view(1, 1, ny, nx, 2)
         return self._grids[key]
 
     def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
         """raw: list of (B, na, ny, nx, no) logits -> (B, N, no), N = sum na * ny * nx.
 
-        Columns: x, y, w, h in input-image pixels (xy = (2 sigmoid - 0.5 + grid) * stride,
-        wh = (2 sigmoid)^2 * anchor_px), then objectness and class probabilities (sigmoid).
-        Rows are ordered level, anchor, y, x.
+        Columns: x, y, w, h in input-image pixels (:class:`models.geometry.YOLOBoxCoder`), then
+        objectness and class probabilities (sigmoid). Rows are ordered level, anchor, y, x.
         """
         out = []
         for i, r in enumerate(raw):
@@ -105,10 +110,8 @@ class Detect(nn.Module):
             grid = self._grid(nx, ny, r.device, r.dtype)
             stride = self.stride[i].to(r.device, r.dtype)
             anchor_px = (self.anchors[i] * stride).to(r.dtype).view(1, na, 1, 1, 2)
-            y = r.sigmoid()
-            xy = (y[..., :2] * 2 - 0.5 + grid) * stride
-            wh = (y[..., 2:4] * 2) ** 2 * anchor_px
-            out.append(torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, no))
+            xywh = self.box_coder.decode(r[..., :4], anchor_px, grid, stride)
+            out.append(torch.cat((xywh, r[..., 4:].sigmoid()), -1).view(bs, -1, no))
         return torch.cat(out, 1)
 
 

@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from utils.assign.atss import atss_assign, cell_centres
+from models.geometry import cell_centres
+from utils.assign.atss import atss_assign
 
 
 def px_targets(rows, img=64):

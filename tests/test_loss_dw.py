@@ -8,7 +8,6 @@ in the positive normaliser, ``sum(1 - w)`` the negative one). Where we deviate o
 its duplicate indexed write is unspecified) the test says so.
 """
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from utils.assign.yolo_candidates import LevelCandidates
 from utils.engine.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import dw_weights
+from fakes import fake_model
 
 EPS = 1e-12
 SIGMA = 1.11
@@ -89,10 +89,6 @@ def test_dw_weights_hand_built_cases():
     assert w_pos[0, 0] == pytest.approx(9 * w_pos[1, 0].item())
 
 
-def fake_model(nc, anchors_grid, strides):
-    head = SimpleNamespace(nc=nc, nl=len(strides), na=anchors_grid.shape[1], anchors=anchors_grid,
-                           stride=torch.tensor(strides, dtype=torch.float32))
-    return SimpleNamespace(model=[head], head_kind="anchor")
 
 
 def yolo_model(nc=3):

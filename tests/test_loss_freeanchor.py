@@ -3,7 +3,6 @@ reference formulas (zhangxiaosong18/FreeAnchor ``free_anchor_loss.py``, mmdetect
 ``free_anchor_retina_head.py``), the fused negative term and the sparse matching against their dense
 forms, hand-built bags, images without objects, and the loss falling under an optimiser."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,12 +12,9 @@ from utils.loss import LOSSES, build_loss
 from utils.loss.freeanchor import ComputeLossFreeAnchor, _FlatPreds
 from utils.loss import functional
 from utils.loss.functional import focal_negative_sum, negative_bag_loss, positive_bag_loss, saturated_linear
+from fakes import fake_model
 
 
-def fake_model(nc, anchors, strides=(8, 16, 32)):
-    head = SimpleNamespace(nc=nc, nl=len(strides), na=anchors.shape[1], anchors=anchors,
-                           stride=torch.tensor(strides, dtype=torch.float32))
-    return SimpleNamespace(model=[head], head_kind="anchor")
 
 
 YOLO_ANCHORS_PX = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
@@ -183,7 +179,7 @@ def test_registered_and_hyp_file_validates():
 def test_matched_class_prob_equals_the_dense_reference_formula():
     loss_fn = three_level_loss(nc=4, hyp={"fa_iou_thr": 0.4})
     preds, t, imgs = random_batch(3, 64, 96, 4, 30, seed=4, scale=0.3)
-    flat, pri = _FlatPreds(preds), loss_fn.priors(preds)
+    flat, pri = _FlatPreds(preds), loss_fn.anchor_boxes(preds)
     bags = loss_fn.bags(preds, t, imgs)
     keys, values = loss_fn.matched_class_prob(flat, pri, bags)
     # dense: decode all, IoU of every object with every prediction of its image, saturated linear,
@@ -211,7 +207,7 @@ def test_loss_equals_the_dense_formula():
     fused_grads = [p.grad.clone() for p in preds]
     for p in preds:
         p.grad = None
-    flat, pri = _FlatPreds(preds), loss_fn.priors(preds)
+    flat, pri = _FlatPreds(preds), loss_fn.anchor_boxes(preds)
     bags = loss_fn.bags(preds, t, imgs)
     keys, values = loss_fn.matched_class_prob(flat, pri, bags)
     box_prob = torch.zeros(2 * flat.m * 3)

@@ -11,7 +11,6 @@ order (image, then level, then candidate order). Deviations, on purpose: x is sc
 width (YOLOv7 uses the height for both), equal costs are taken lowest column first.
 """
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,16 +19,13 @@ from utils.assign.simota import simota_match
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.engine.hyp import HypError, load_hyp, validate_hyp
 from utils.loss import LOSSES, build_loss
+from fakes import fake_model
 
 ANCHORS_PX = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
                            [116, 90, 156, 198, 373, 326]], dtype=torch.float32).view(3, 3, 2)
 STRIDES = (8, 16, 32)
 
 
-def fake_model(nc, anchors_grid, strides=STRIDES):
-    head = SimpleNamespace(nc=nc, nl=len(strides), na=anchors_grid.shape[1], anchors=anchors_grid,
-                           stride=torch.tensor(strides, dtype=torch.float32))
-    return SimpleNamespace(model=[head], head_kind="anchor")
 
 
 def logit(p):

@@ -1,7 +1,6 @@
 """Strategy ``ssd``: hard negative mining counts, the assignment on hand-built priors (rectangular
 input included), the objectness term against a hand computation, and behaviour without objects."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,12 +8,9 @@ import torch
 from utils.engine.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import hard_negative_mask
+from fakes import fake_model
 
 
-def fake_model(nc, anchors, strides=(8, 16, 32)):
-    head = SimpleNamespace(nc=nc, nl=len(strides), na=anchors.shape[1], anchors=anchors,
-                           stride=torch.tensor(strides, dtype=torch.float32))
-    return SimpleNamespace(model=[head], head_kind="anchor")
 
 
 # --- hard_negative_mask -------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Strategy ``yolov5``: candidate rule on hand-built cases, and the loss against an independent,
 loop-by-loop transcription of YOLOv5 v7.0's ComputeLoss (assignment order, CIoU, BCE, balance)."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from utils.assign.yolo_candidates import yolo_candidates
 from utils.engine.hyp import HypError, load_hyp, validate_hyp
 from utils.loss import LOSSES, build_loss
+from fakes import fake_model
 
 
 def cells(level):
@@ -107,10 +107,6 @@ def reference_loss(preds, targets, anchors, nc, box=0.05, obj=1.0, cls=0.5, anch
     return (lbox * box + lobj * obj + lcls * cls) * bs, (lbox * box, lobj * obj, lcls * cls)
 
 
-def fake_model(nc, anchors, strides=(8, 16, 32)):
-    head = SimpleNamespace(nc=nc, nl=len(strides), na=anchors.shape[1], anchors=anchors,
-                           stride=torch.tensor(strides, dtype=torch.float32))
-    return SimpleNamespace(model=[head], head_kind="anchor")
 
 
 @pytest.mark.parametrize("nc,img", [(80, 640), (3, 320), (1, 256)])

@@ -28,16 +28,10 @@ from __future__ import annotations
 import torch
 
 from utils.assign.yolo_candidates import LevelCandidates
+from models.geometry import cell_centres, cell_frame
 from utils.boxes import xywh2xyxy
 
 INSIDE_EPS = 0.01  # pixels a centre must lie inside the object (mmdetection's ATSSAssigner)
-
-
-def cell_centres(ny: int, nx: int, stride: float, device: torch.device) -> torch.Tensor:
-    """Cell centres (ny * nx, 2) as (x, y) pixels, rows in raster order (y major)."""
-    gy, gx = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32),
-                            torch.arange(nx, device=device, dtype=torch.float32), indexing="ij")
-    return (torch.stack((gx, gy), -1).view(-1, 2) + 0.5) * stride
 
 
 def _empty(device: torch.device, anchor_scale: float) -> LevelCandidates:
@@ -166,9 +160,7 @@ def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strid
         on = (cell >= offset) & (cell < offset + ny * nx)
         tl, local = t[on], cell[on] - offset
         gj, gi = local // nx, local % nx
-        box_grid = boxes_xywh[tl] / s
-        box_grid[:, 0] -= gi
-        box_grid[:, 1] -= gj
+        box_grid = cell_frame(boxes_xywh[tl] / s, gi, gj)
         out.append(LevelCandidates(
             image=targets[tl, 0].long(), anchor=torch.zeros_like(tl), gj=gj, gi=gi, target=tl,
             cls=targets[tl, 1].long(), box_grid=box_grid,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.geometry import cell_frame
+
 # Offsets of the own cell and the 4 neighbour directions, in cells; multiplied by the 0.5 rule.
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
 
@@ -110,5 +112,5 @@ def yolo_candidates(targets: torch.Tensor, anchors_grid: torch.Tensor, grid_shap
         a = t[:, 6].long()
         out.append(LevelCandidates(
             image=t[:, 0].long(), anchor=a, gj=gij[:, 1], gi=gij[:, 0], target=t[:, 7].long(),
-            cls=t[:, 1].long(), box_grid=torch.cat((gxy - gij, t[:, 4:6]), 1), anchor_wh=anchors[a]))
+            cls=t[:, 1].long(), box_grid=cell_frame(t[:, 2:6], gij[:, 0], gij[:, 1]), anchor_wh=anchors[a]))
     return out

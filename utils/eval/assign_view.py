@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.geometry import CELL_CENTRE
 from models.yolo import Model
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.engine.hyp import load_hyp
@@ -62,7 +63,7 @@ def cell_centres(matches: list[LevelCandidates], strides: list[float], image: in
     out = []
     for m, s in zip(matches, strides):
         keep = m.image == image
-        xy = torch.stack(((m.gi[keep] + 0.5) * s, (m.gj[keep] + 0.5) * s), 1)
+        xy = torch.stack(((m.gi[keep] + CELL_CENTRE) * s, (m.gj[keep] + CELL_CENTRE) * s), 1)
         out.append((xy.cpu().numpy(), m.target[keep].cpu().numpy(),
                     None if m.weight is None else m.weight[keep].cpu().numpy()))
     return out

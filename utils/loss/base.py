@@ -79,6 +79,8 @@ class LossStrategy:
         self.nc: int = det.nc
         self.nl: int = det.nl
         self.stride: torch.Tensor = det.stride.detach().clone()  # (nl,) pixels per cell
+        self.priors = det.prior_generator()  # models/geometry.py: the head's cells, strides, anchors
+        self.box_coder = det.box_coder  # the head's own decode
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor,
                  imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +94,5 @@ class AnchorLossStrategy(LossStrategy):
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any]):
         super().__init__(model, hyp)
-        det = head_of(model)
-        self.na: int = det.na
-        self.anchors: torch.Tensor = det.anchors.detach().clone()  # (nl, na, 2) grid units
+        self.na: int = self.priors.na
+        self.anchors: torch.Tensor = self.priors.anchors_grid  # (nl, na, 2) grid units

@@ -72,6 +72,7 @@ import torch.nn.functional as F
 
 from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
+from models.geometry import cell_frame
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import (FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs,
@@ -138,8 +139,7 @@ class ComputeLossDW(AnchorLossStrategy):
             ny, nx = p.shape[2:4]
             box = targets[:, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (nt, 4) xywh grid units
             obj, gj, gi = cells_inside_boxes(xywh2xyxy(box), (ny, nx))  # (k,) each
-            cell_box = box.index_select(0, obj)
-            cell_box[:, :2] -= torch.stack((gi, gj), 1)
+            cell_box = cell_frame(box.index_select(0, obj), gi, gj)
             ic = image_cls.index_select(0, obj)
             # each cell's na anchors side by side: (k * na,) rows (expand + reshape, no index ops)
             t, gj, gi, image, cls = (v[:, None].expand(-1, na).reshape(-1) for v in (obj, gj, gi, ic[:, 0], ic[:, 1]))
@@ -168,8 +168,8 @@ class ComputeLossDW(AnchorLossStrategy):
         logits = torch.cat([r.T.float() for r in rows], 1)  # (6, k): each of the six contiguous
         box_grid = torch.cat([m.box_grid for m in cands]).T.contiguous()  # (4, k)
         anchor_wh = torch.cat([m.anchor_wh for m in cands]).T  # (2, k)
-        pxy = logits[:2].sigmoid() * 2 - 0.5
-        pwh = (logits[2:4].sigmoid() * 2) ** 2 * anchor_wh
+        pxy = self.box_coder.decode_xy(logits[:2])
+        pwh = self.box_coder.decode_wh(logits[2:4], anchor_wh)
         pbox = torch.cat((pxy, pwh)).T  # (k, 4) xywh, xy relative to the cell; column-major for bbox_iou
         giou = bbox_iou(pbox, box_grid.T, GIoU=True).squeeze(-1)
         with torch.no_grad():

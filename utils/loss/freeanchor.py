@@ -3,7 +3,7 @@
 priors -> bags (no grad) -> likelihoods:
 
 1. Priors: one anchor box per (level, anchor, cell) = cell centre + the level's anchor w/h, all
-   levels together (:mod:`utils.assign.priors`). Class probability of anchor j for class c:
+   levels together (:class:`models.geometry.PriorGenerator`). Class probability of anchor j for class c:
    ``p_jc = sigmoid(obj_j) * sigmoid(cls_jc)``, the score val.py and detect.py rank by.
 2. Bag of object i: the ``fa_bag_size`` priors with the highest IoU between prior box and object
    (9 by default for the YOLOv5 head, the paper's 50 for RetinaNet: see "Bag size" below).
@@ -76,13 +76,11 @@ row its mean-max weight within its bag, which is where FreeAnchor's learned matc
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
-import torch.nn.functional as F
 
+from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors, YOLOBoxCoder, cell_frame
 from utils.assign.centre_prior import cells_in_ranges
-from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
 from utils.boxes import xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
@@ -155,10 +153,7 @@ class _FlatPreds:
 @torch.no_grad()
 def decode_xyxy(box_logits: torch.Tensor, pri: AnchorPriors) -> torch.Tensor:
     """YOLOv5 decode of (bs, m, 4) box logits at their priors -> (bs, m, 4) x1y1x2y2 pixels."""
-    t = box_logits.sigmoid() * 2
-    xy = pri.xywh_px[:, :2] + (t[..., :2] - 1) * pri.stride_px[:, None]
-    half = t[..., 2:] ** 2 * pri.xywh_px[:, 2:] / 2
-    return torch.cat((xy - half, xy + half), -1)
+    return xywh2xyxy(YOLOBoxCoder.decode(box_logits, pri.xywh_px[:, 2:], pri.cell_xy, pri.stride_px[:, None]))
 
 
 def paired_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -172,24 +167,8 @@ def paired_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Ten
     return inter / (area_a + area_b - inter + eps)
 
 
-@dataclasses.dataclass
-class _Level:
-    """Grid geometry of one head level: its priors are rows ``start .. start + na * ny * nx``."""
-
-    start: int
-    ny: int
-    nx: int
-    stride: float  # pixels per cell
-    anchor_wh: torch.Tensor  # (na, 2) pixels
-
-    def centres(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cell-centre x of every column (nx,) and y of every row (ny,), pixels."""
-        return ((torch.arange(self.nx, device=device, dtype=torch.float32) + 0.5) * self.stride,
-                (torch.arange(self.ny, device=device, dtype=torch.float32) + 0.5) * self.stride)
-
-
 @torch.no_grad()
-def prior_iou(box_xywh_px: torch.Tensor, levels: list[_Level], eps: float = 1e-7) -> torch.Tensor:
+def prior_iou(box_xywh_px: torch.Tensor, levels: list[LevelPriors], eps: float = 1e-7) -> torch.Tensor:
     """(n, m) IoU of objects (Tensor[n, 4] xywh px) with every prior box, all levels in prior order.
 
     A prior's x-overlap with an object depends only on its column and anchor, the y-overlap only on
@@ -199,8 +178,8 @@ def prior_iou(box_xywh_px: torch.Tensor, levels: list[_Level], eps: float = 1e-7
     g = box_xywh_px.T.contiguous()  # (4, n)
     out = []
     for lv in levels:
-        cx, cy = lv.centres(g.device)
-        aw, ah = lv.anchor_wh[:, 0], lv.anchor_wh[:, 1]  # (na,)
+        cx, cy = lv.centres_px(g.device)
+        aw, ah = lv.anchor_wh_px.unbind(1)  # (na,)
         iw = torch.minimum(((g[2, :, None, None] + aw[:, None]) / 2 - (g[0, :, None, None] - cx).abs()).clamp_(min=0),
                            torch.minimum(g[2, :, None, None], aw[:, None]))  # (n, na, nx)
         ih = torch.minimum(((g[3, :, None, None] + ah[:, None]) / 2 - (g[1, :, None, None] - cy).abs()).clamp_(min=0),
@@ -213,7 +192,7 @@ def prior_iou(box_xywh_px: torch.Tensor, levels: list[_Level], eps: float = 1e-7
 
 
 @torch.no_grad()
-def reachable_pairs(box_xywh_px: torch.Tensor, levels: list[_Level], thr: float) -> tuple[torch.Tensor, torch.Tensor]:
+def reachable_pairs(box_xywh_px: torch.Tensor, levels: list[LevelPriors], thr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(object, prior) pairs whose prediction can overlap the object with IoU above ``thr``.
 
     Under the YOLOv5 decode a prediction's centre lies within one stride of its prior's centre and
@@ -230,9 +209,9 @@ def reachable_pairs(box_xywh_px: torch.Tensor, levels: list[_Level], thr: float)
     t = max(thr, 0.0)
     obj, prior = [], []
     for lv in levels:
-        na = lv.anchor_wh.shape[0]
+        na, anchor_wh = lv.na, lv.anchor_wh_px
         lo, hi, ok = [], [], torch.ones((len(g[0]), na), dtype=torch.bool, device=g.device)
-        for centre, size, a, cells in ((g[0], g[2], lv.anchor_wh[:, 0], lv.nx), (g[1], g[3], lv.anchor_wh[:, 1], lv.ny)):
+        for centre, size, a, cells in ((g[0], g[2], anchor_wh[:, 0], lv.nx), (g[1], g[3], anchor_wh[:, 1], lv.ny)):
             size, a4 = size[:, None], 4 * a[None]  # (n, 1), (1, na)
             reach = torch.minimum(a4 / 2 + size / 2, (1 - t) * torch.minimum(torch.maximum(a4, size), size / max(t, 1e-9)))
             reach = reach * (1 + 1e-5) + lv.stride + 1e-3  # (n, na), slack for rounding
@@ -263,23 +242,13 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     Hyp = FreeAnchorHyp
     max_pair_elems = 1 << 22  # objects x priors per chunk of the pairwise IoU tensors
 
-    def __init__(self, model, hyp):
-        super().__init__(model, hyp)
-        self._prior_cache = PriorCache(self.anchors, self.stride)
+    def anchor_boxes(self, preds: list[torch.Tensor]) -> AnchorPriors:
+        """Every anchor box of these head outputs' grids (models/geometry.py)."""
+        return self.priors.anchor_boxes([(p.shape[2], p.shape[3]) for p in preds], preds[0].device)
 
-    def priors(self, preds: list[torch.Tensor]) -> AnchorPriors:
-        return self._prior_cache([(p.shape[2], p.shape[3]) for p in preds], preds[0].device)
-
-    def levels(self, preds: list[torch.Tensor]) -> list[_Level]:
+    def levels(self, preds: list[torch.Tensor]) -> list[LevelPriors]:
         """Grid geometry of each level of these head outputs."""
-        out, start = [], 0
-        for i, p in enumerate(preds):
-            na, ny, nx = p.shape[1:4]
-            stride = float(self.stride[i])
-            anchor_wh = self.anchors[i].to(device=p.device, dtype=torch.float32) * stride
-            out.append(_Level(start, ny, nx, stride, anchor_wh))
-            start += na * ny * nx
-        return out
+        return self.priors.levels([(p.shape[2], p.shape[3]) for p in preds], preds[0].device)
 
     def __call__(self, preds, targets, imgs):
         with torch.autocast(preds[0].device.type, enabled=False):
@@ -294,7 +263,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     @torch.no_grad()
     def bags(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> _Bags:
         """Every object's bag: the priors with the highest IoU with it, all levels together."""
-        pri = self.priors(preds)
+        pri = self.anchor_boxes(preds)
         height, width = imgs.shape[-2:]
         t = targets.to(device=preds[0].device, dtype=torch.float32)
         box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
@@ -339,9 +308,9 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         p_cls = rows[:, 4].sigmoid() * rows[:, 5].sigmoid()
         anchor = pri.xywh_px[j]  # (nt * k, 4)
         sx, sy, sw, sh = DELTA_STDS
-        pred = torch.cat((
-            (rows[:, 0:2].sigmoid() * 2 - 1) * pri.stride_px[j, None] / anchor[:, 2:] / sx,
-            2 * (math.log(2.0) + F.logsigmoid(rows[:, 2:4])) / sw), 1)  # sx == sy, sw == sh
+        pred = torch.cat((  # the decoded box in delta coordinates; sx == sy, sw == sh
+            (self.box_coder.decode_xy(rows[:, 0:2]) - CELL_CENTRE) * pri.stride_px[j, None] / anchor[:, 2:] / sx,
+            self.box_coder.log_wh_gain(rows[:, 2:4]) / sw), 1)
         gt = bags.box_xywh_px.repeat_interleave(k, 0)
         target = torch.cat(((gt[:, :2] - anchor[:, :2]) / anchor[:, 2:] / sx,
                             torch.log(gt[:, 2:].clamp(min=1e-6) / anchor[:, 2:]) / sw), 1)
@@ -373,7 +342,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         h = self.hyp
         g = h.fa_gamma
         flat = _FlatPreds(preds)
-        pri = self.priors(preds)
+        pri = self.anchor_boxes(preds)
         bags = self.bags(preds, targets, imgs)
         nt, k = bags.member.shape
         keys, box_prob = self.matched_class_prob(flat, pri, bags)
@@ -406,7 +375,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         near-uniform early in training, concentrated on the learned match later.
         """
         flat = _FlatPreds(preds)
-        pri = self.priors(preds)
+        pri = self.anchor_boxes(preds)
         bags = self.bags(preds, targets, imgs)
         nt, k = bags.member.shape
         j = bags.member.reshape(-1)
@@ -419,9 +388,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         for i, p in enumerate(preds):
             sel = (pri.level[j] == i).nonzero().squeeze(1)
             ji, ti = j[sel], target[sel]
-            box = bags.box_xywh_px[ti] / pri.stride_px[ji, None]  # (n, 4) grid units
-            box[:, 0] -= pri.gi[ji]
-            box[:, 1] -= pri.gj[ji]
+            box = cell_frame(bags.box_xywh_px[ti] / pri.stride_px[ji, None], pri.gi[ji], pri.gj[ji])
             a = pri.anchor[ji]
             out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
                                        target=ti, cls=bags.cls[ti], box_grid=box,

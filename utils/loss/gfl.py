@@ -2,7 +2,8 @@
 
 priors -> assign -> losses:
 
-* priors: one point per grid cell, centre ``(g + 0.5) * stride`` (models/dfl_head.py);
+* priors: one point per grid cell, centre ``(g + 0.5) * stride``, and the box coder (DFL expectation,
+  distances from the centre): the head's own (models/geometry.py);
 * assign: ATSS (:func:`utils.assign.atss.atss_assign`: top-9 nearest cells per level, IoU of a
   virtual ``8 * stride`` box, threshold mean + std, centre inside the object);
 * losses, as GFocal's ``gfl_head.py`` / mmdetection's ``GFLHead``:
@@ -112,7 +113,6 @@ class ComputeLossGFL(LossStrategy):
             raise ValueError(f"hyp reg_max {self.hyp.reg_max} differs from the dfl head's reg_max {det.reg_max}")
         self.reg_max: int = det.reg_max
         self.n_dist: int = 4 * (det.reg_max + 1)
-        self.project = torch.arange(det.reg_max + 1, dtype=torch.float32)
 
     @torch.no_grad()
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
@@ -125,13 +125,6 @@ class ComputeLossGFL(LossStrategy):
     def __call__(self, preds, targets, imgs):
         return self.losses(preds, self.assign(preds, targets, imgs))
 
-    def _decode(self, dist_logits: torch.Tensor) -> torch.Tensor:
-        """(n, 4 * (reg_max + 1)) logits -> (n, 4) xyxy in grid units relative to the cell corner."""
-        if self.project.device != dist_logits.device:
-            self.project = self.project.to(dist_logits.device)
-        ltrb = dist_logits.view(-1, 4, self.reg_max + 1).softmax(-1) @ self.project  # (n, 4)
-        return torch.cat((0.5 - ltrb[:, :2], 0.5 + ltrb[:, 2:]), 1)
-
     def _positive_losses(self, p: torch.Tensor, cls: torch.Tensor,
                          box_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """QFL correction, weighted GIoU and DFL sums and the weight sum of the positives.
@@ -141,7 +134,7 @@ class ComputeLossGFL(LossStrategy):
         """
         h = self.hyp
         dist, cls_logits = p[:, :self.n_dist], p[:, self.n_dist:]
-        pred_xyxy = self._decode(dist)
+        pred_xyxy = self.box_coder.decode(dist)  # (n, 4) grid units, cell corner origin
         target_xyxy = xywh2xyxy(box_grid.float())  # (n, 4) grid units, cell corner origin
         with torch.no_grad():
             score = bbox_iou(pred_xyxy, target_xyxy, xywh=False).squeeze(1).clamp(0)
@@ -150,8 +143,7 @@ class ComputeLossGFL(LossStrategy):
         qfl = qfl_positive_correction(x, score, h.qfl_beta)
         giou = bbox_iou(pred_xyxy, target_xyxy, xywh=False, GIoU=True).squeeze(1)
         box = ((1.0 - giou) * weight).sum()
-        target_ltrb = torch.cat((0.5 - target_xyxy[:, :2], target_xyxy[:, 2:] - 0.5), 1)
-        target_ltrb = target_ltrb.clamp(0, self.reg_max - DFL_TARGET_EPS)
+        target_ltrb = self.box_coder.encode(target_xyxy, eps=DFL_TARGET_EPS)
         dfl = distribution_focal_loss(dist.reshape(-1, self.reg_max + 1), target_ltrb.reshape(-1))
         dfl = (dfl.view(-1, 4).mean(1) * weight).sum()
         return qfl, box, dfl, weight.sum()

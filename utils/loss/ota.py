@@ -39,6 +39,7 @@ import torch
 
 from utils.assign.simota import class_cost_table, row_iou, simota_match, slots_in_groups
 from utils.assign.yolo_candidates import LevelCandidates
+from models.geometry import cell_frame
 from utils.boxes import xywh2xyxy
 from utils.loss.yolov5 import ComputeLoss, YOLOv5Hyp
 
@@ -105,9 +106,7 @@ class ComputeLossOTA(ComputeLoss):
         image, level, anchor, cell, anchor_wh = (f[order] for f in (image, level, anchor, cell, anchor_wh))
         ps = torch.cat(ps)[order]
         stride = self.stride.to(device=dev, dtype=torch.float32)[level, None]  # (N, 1)
-        xy = ps[:, :2].sigmoid().mul_(2.0).sub_(0.5).add_(cell).mul_(stride)
-        half_wh = ps[:, 2:4].sigmoid().mul_(2.0).square_().mul_(anchor_wh).mul_(stride / 2)
-        boxes = torch.cat((xy - half_wh, xy + half_wh), 1).T  # (4, N)
+        boxes = xywh2xyxy(self.box_coder.decode(ps[:, :4], anchor_wh * stride, cell, stride)).T  # (4, N) px
         return _Columns(image, level, anchor, cell, anchor_wh, boxes, ps[:, 5:], ps[:, 4])
 
     def _match(self, cols: _Columns, targets: torch.Tensor, bs: int,
@@ -171,8 +170,7 @@ class ComputeLossOTA(ComputeLoss):
         level, cell, tgt = cols.level[pos], cols.cell[pos], matched_target[pos]
         t = targets[tgt]
         grid_wh = torch.tensor([[p.shape[3], p.shape[2]] for p in preds], device=t.device, dtype=t.dtype)
-        box = t[:, 2:6] * grid_wh[level].repeat(1, 2)
-        box[:, :2] -= cell
+        box = cell_frame(t[:, 2:6] * grid_wh[level].repeat(1, 2), cell[:, 0], cell[:, 1])
         split = torch.bincount(level, minlength=len(preds)).tolist()
         fields = (cols.image[pos], cols.anchor[pos], cell[:, 1], cell[:, 0], tgt, t[:, 1].long(), box,
                   cols.anchor_wh[pos])

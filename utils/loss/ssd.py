@@ -38,8 +38,8 @@ import dataclasses
 import torch
 
 from utils.assign.max_iou import match_max_iou
-from utils.assign.priors import AnchorPriors, PriorCache
 from utils.assign.yolo_candidates import LevelCandidates
+from models.geometry import AnchorPriors, cell_frame
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, hard_negative_mask, smooth_bce_targets
@@ -68,11 +68,10 @@ class ComputeLossSSD(AnchorLossStrategy):
     def __init__(self, model, hyp):
         super().__init__(model, hyp)
         self.cp, self.cn = smooth_bce_targets(self.hyp.label_smoothing)
-        self._prior_cache = PriorCache(self.anchors, self.stride)
 
-    def priors(self, grid_shapes: list[tuple[int, int]], device: torch.device) -> AnchorPriors:
+    def anchor_boxes(self, grid_shapes: list[tuple[int, int]], device: torch.device) -> AnchorPriors:
         """The anchor boxes of every level for these grid shapes (cached for the last shape seen)."""
-        return self._prior_cache(grid_shapes, device)
+        return self.priors.anchor_boxes(grid_shapes, device)
 
     @torch.no_grad()
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
@@ -86,7 +85,7 @@ class ComputeLossSSD(AnchorLossStrategy):
         bs = preds[0].shape[0]
         height, width = imgs.shape[-2:]
         shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        pri = self.priors(shapes, device)
+        pri = self.anchor_boxes(shapes, device)
         targets = targets.to(device=device, dtype=torch.float32)
         gt_xyxy = xywh2xyxy(targets[:, 2:6] * targets.new_tensor([width, height, width, height]))
         image_of = targets[:, 0].long()
@@ -107,9 +106,7 @@ class ComputeLossSSD(AnchorLossStrategy):
         for i, (ny, nx) in enumerate(shapes):
             k = level == i
             a, gj, gi, t = pri.anchor[anchor_idx[k]], pri.gj[anchor_idx[k]], pri.gi[anchor_idx[k]], target_idx[k]
-            box = targets[t, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (n, 4) grid units
-            box[:, 0] -= gi
-            box[:, 1] -= gj
+            box = cell_frame(targets[t, 2:6] * targets.new_tensor([nx, ny, nx, ny]), gi, gj)  # (n, 4) grid units
             out.append(LevelCandidates(image=image_of[t], anchor=a, gj=gj, gi=gi, target=t,
                                        cls=targets[t, 1].long(), box_grid=box,
                                        anchor_wh=self.anchors.to(device)[i, a].float()))
@@ -132,10 +129,9 @@ class ComputeLossSSD(AnchorLossStrategy):
             tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=dev)  # (bs, na, ny, nx)
             pos = torch.zeros(pi.shape[:4], dtype=torch.bool, device=dev)
             if len(m):
-                pxy, pwh, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((2, 2, 1, self.nc), 1)
-                pxy = pxy.sigmoid() * 2 - 0.5
-                pwh = (pwh.sigmoid() * 2) ** 2 * m.anchor_wh.to(pi.dtype)
-                iou = bbox_iou(torch.cat((pxy, pwh), 1), m.box_grid.to(pi.dtype), CIoU=True).squeeze(-1)
+                pbox, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((4, 1, self.nc), 1)
+                pbox = self.box_coder.decode(pbox, m.anchor_wh.to(pi.dtype))  # (n, 4) xywh, cell frame
+                iou = bbox_iou(pbox, m.box_grid.to(pi.dtype), CIoU=True).squeeze(-1)
                 lbox = lbox + (1.0 - iou).sum()
                 pos[m.image, m.anchor, m.gj, m.gi] = True
                 tobj[m.image, m.anchor, m.gj, m.gi] = (iou.detach().clamp(0).type(tobj.dtype)

@@ -81,10 +81,9 @@ class ComputeLoss(AnchorLossStrategy):
         for i, (pi, m) in enumerate(zip(preds, matches)):
             tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=dev)  # (bs, na, ny, nx)
             if len(m):
-                pxy, pwh, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((2, 2, 1, self.nc), 1)
-                pxy = pxy.sigmoid() * 2 - 0.5
-                pwh = (pwh.sigmoid() * 2) ** 2 * m.anchor_wh
-                iou = bbox_iou(torch.cat((pxy, pwh), 1), m.box_grid, CIoU=True).squeeze(-1)  # (n,)
+                pbox, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((4, 1, self.nc), 1)
+                pbox = self.box_coder.decode(pbox, m.anchor_wh)  # (n, 4) xywh, cell frame
+                iou = bbox_iou(pbox, m.box_grid, CIoU=True).squeeze(-1)  # (n,)
                 lbox = lbox + (1.0 - iou).mean()
                 tobj[m.image, m.anchor, m.gj, m.gi] = iou.detach().clamp(0).type(tobj.dtype)
                 if self.nc > 1:
