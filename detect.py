@@ -4,9 +4,10 @@ Usage:
     python detect.py --weights runs/train/exp/weights/best.pt --source path/to/images
     python detect.py --weights best.pt --source list.txt --img 320 --save-txt --save-conf --save-crop
 
-Writes annotated copies to ``runs/detect/exp*/`` (same file names; videos as .mp4), YOLO-format
-``labels/*.txt`` (``cls x y w h [conf]``, normalised) with ``--save-txt`` and per-class crops under
-``crops/<class>/`` with ``--save-crop``.
+Without ``--img`` the image size recorded in the checkpoint is used (else 640). Box lines and label
+text are sized by each image. Writes annotated copies to ``runs/detect/exp*/`` (same file names;
+videos as .mp4), YOLO-format ``labels/*.txt`` (``cls x y w h [conf]``, normalised) with ``--save-txt``
+and per-class crops under ``crops/<class>/`` with ``--save-crop``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """Validate a checkpoint (ours or an official YOLOv5 .pt) on a dataset split.
 
     python val.py --weights runs/train/exp/weights/best.pt --data data/bccd.yaml --img 320
+    python val.py --weights runs/train/exp/weights/best.pt --verbose   # size and data from the checkpoint
+
+Without --img the image size recorded in the checkpoint is used (ours, or an official file's opt.imgsz);
+without --data the dataset YAML the checkpoint was trained on, if it exists here.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 a loss that falls, and val's AP equal to a hand computation on a constructed case."""
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -33,8 +34,12 @@ def read_rows(file):
 def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path):
     res = trainer.train(opts(tiny_data, tmp_path))
     run = tmp_path / "exp"
-    for f in ("weights/last.pt", "weights/best.pt", "hyp.yaml", "opt.yaml", "results.csv", "results.png", "labels.jpg"):
+    for f in ("weights/last.pt", "weights/best.pt", "hyp.yaml", "opt.yaml", "results.csv", "results.png", "labels.jpg",
+              "summary.json", "confusion_matrix.png", "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
         assert (run / f).is_file(), f
+    # the first three batches (2 per epoch here) as 2 x 2 grids of 64 px mosaics
+    assert [cv2.imread(str(run / f"train_batch{i}.jpg")).shape for i in range(3)] == [(128, 128, 3)] * 3
+    assert not (run / "train_batch3.jpg").exists()
     header, rows = read_rows(run / "results.csv")
     assert header[:5] == ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision"]
     assert "metrics/mAP_0.5:0.95" in header and header[-3:] == ["x/lr0", "x/lr1", "x/lr2"]
@@ -42,6 +47,26 @@ def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path):
     ckpt = torch.load(run / "weights/last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["optimizer"] is None and ckpt["head"] == "anchor"
     assert 0.0 <= res["map"] <= res["map50"] <= 1.0
+
+
+@pytest.mark.parametrize("close, epochs, mosaic_by_epoch, message", [
+    (2, 5, [True, True, True, False, False], "closing mosaic for the last 2 epochs"),
+    (5, 5, [False] * 5, "hyp close_mosaic 5 >= --epochs 5: mosaic is off for the whole run"),
+    (9, 3, [False] * 3, "hyp close_mosaic 9 >= --epochs 3: mosaic is off for the whole run"),
+    (0, 3, [True] * 3, None)])
+def test_close_mosaic(close, epochs, mosaic_by_epoch, message, caplog):
+    dataset = SimpleNamespace(mosaic=True)
+    run = SimpleNamespace(hyp={"close_mosaic": close}, opt=SimpleNamespace(epochs=epochs),
+                          train_loader=SimpleNamespace(dataset=dataset))
+    seen = []
+    with caplog.at_level("INFO", logger=trainer.LOGGER.name):
+        for epoch in range(epochs):
+            trainer.close_mosaic(run, epoch)
+            seen.append(dataset.mosaic)
+    assert seen == mosaic_by_epoch
+    assert caplog.messages == ([message] if message else [])
+    if close >= epochs:
+        assert caplog.records[0].levelname == "WARNING"
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

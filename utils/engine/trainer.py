@@ -33,6 +33,27 @@ from utils.engine.train_setup import Run, rng_state, setup
 LOGGER = logging.getLogger(__name__)
 
 
+def close_mosaic(run: Run, epoch: int) -> None:
+    """Turn mosaic off for the last hyp ``close_mosaic`` epochs; warn when that is every epoch of the run."""
+    n, epochs, dataset = run.hyp["close_mosaic"], run.opt.epochs, run.train_loader.dataset
+    if not (n and dataset.mosaic and epoch >= epochs - n):
+        return
+    dataset.mosaic = False
+    if n >= epochs:
+        LOGGER.warning("hyp close_mosaic %d >= --epochs %d: mosaic is off for the whole run", n, epochs)
+    else:
+        LOGGER.info("closing mosaic for the last %d epochs", epochs - epoch)
+
+
+def plot_train_batch(run: Run, ni: int, imgs: torch.Tensor, targets: torch.Tensor, paths: list[str]) -> None:
+    """train_batch0..2.jpg, as YOLOv5: the first three batches of a run as the model gets them (mosaic and
+    augmentation applied), with their boxes and class names. imgs (bs, 3, H, W) uint8, targets (n, 6)."""
+    if ni < 3 and run.info.main and not run.opt.noplots:
+        from utils.io.plots import plot_images
+
+        plot_images(imgs, targets, paths, run.save_dir / f"train_batch{ni}.jpg", unwrap(run.model).names)
+
+
 def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     """One pass over the training set; returns the mean loss items."""
     opt = run.opt
@@ -40,10 +61,7 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     nb = len(run.train_loader)
     if hasattr(run.train_loader.sampler, "set_epoch"):
         run.train_loader.sampler.set_epoch(epoch)
-    dataset = run.train_loader.dataset
-    if run.hyp["close_mosaic"] and dataset.mosaic and epoch >= opt.epochs - run.hyp["close_mosaic"]:
-        dataset.mosaic = False
-        LOGGER.info("closing mosaic for the last %d epochs", opt.epochs - epoch)
+    close_mosaic(run, epoch)
     names = run.compute_loss.names
     mloss = torch.zeros(len(names), device=run.device)
     LOGGER.info(("%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
@@ -51,7 +69,8 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
                 disable=opt.quiet or not run.info.main)
     run.stepper.start_epoch()
     t_epoch = time.perf_counter()
-    for i, (imgs, targets, _, _) in pbar:
+    for i, (imgs, targets, paths, _) in pbar:
+        plot_train_batch(run, i + nb * epoch, imgs, targets, paths)
         res = run.stepper.step(imgs, targets, i + nb * epoch, epoch)
         if res.finite:
             mloss = (mloss * i + res.items) / (i + 1)
