@@ -185,7 +185,7 @@ def test_matched_class_prob_equals_the_dense_reference_formula():
     # dense: decode all, IoU of every object with every prediction of its image, saturated linear,
     # max over the objects of each class (the reference's sparse max)
     from utils.boxes import box_iou, xywh2xyxy
-    from utils.loss.freeanchor import decode_xyxy
+    from utils.assign.free_anchor import decode_xyxy
     pred_xyxy = decode_xyxy(flat.box_logits, pri)
     dense = torch.zeros(3, flat.m, 4)
     for i in range(len(t)):
@@ -242,7 +242,7 @@ def test_bag_is_the_highest_iou_anchors_and_far_anchors_get_no_positive_gradient
     assert cells[0] == (4, 3)
     assert set(cells[1:]) < {(3, 3), (5, 3), (4, 2), (4, 4)}
     assert lv.box_grid[0].tolist() == pytest.approx([36 / 8 - lv.gi[0].item(), 28 / 8 - 3, 2.0, 2.0])
-    weights = loss_fn.assign_weights(preds, t, imgs)
+    weights = [m.weight for m in loss_fn.assign(preds, t, imgs)]
     assert weights[0].sum().item() == pytest.approx(1.0)
     # positive term only: a prior far from the object gets no gradient at all
     pos_only = one_level_loss(hyp={"fa_bag_size": 4, "fa_alpha": 1.0})
@@ -263,7 +263,7 @@ def test_a_perfect_member_dominates_its_bag():
     raw[..., :4] = 0.0  # every prediction = its prior box: 16 px at the cell centre
     raw[0, 0, 3, 4, 4:6] = 8.0  # the anchor on the object is confident of class 0
     preds = [raw]
-    (w,) = loss_fn.assign_weights(preds, t, imgs)
+    (w,) = [m.weight for m in loss_fn.assign(preds, t, imgs)]
     (lv,) = loss_fn.assign(preds, t, imgs)
     best = ((lv.gi == 4) & (lv.gj == 3)).nonzero().item()
     assert w[best] > 0.9 and w.sum().item() == pytest.approx(1.0)

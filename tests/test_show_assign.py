@@ -1,5 +1,6 @@
 """show_assign draws exactly what each strategy's own assign() returns."""
 import numpy as np
+import pytest
 import torch
 
 from utils.eval import assign_view as av
@@ -29,19 +30,42 @@ def test_yolov5_panel_equals_the_candidate_rule():
         assert np.array_equal(tgt, m.target.numpy()) and w is None
 
 
-def test_ssd_panel_is_the_loss_assignment():
+ROW_FIELDS = ("image", "anchor", "gj", "gi", "target", "cls", "box_grid", "anchor_wh", "weight")
+
+
+@pytest.mark.parametrize("name", ["yolov5", "ota", "freeanchor", "gfl", "ssd", "dw"])
+def test_drawn_positives_are_what_the_loss_trained_on(name):
+    """show_assign draws the assignment of the loss call itself; that loss value is losses() of exactly
+    those rows, and a fresh assign() on the same outputs gives the same rows."""
     imgs, targets = fixed_input()
-    s = av.strategy_for("ssd", hyp_for("ssd"), None, 3, "models/yolov5n.yaml", 160)
-    _, raw = s.model(imgs)
-    own = s.loss.assign(raw, targets, imgs)
+    s = av.strategy_for(name, hyp_for(name), None, 3, "models/yolov5n.yaml", 160)
     drawn = av.positives(s, imgs, targets)
-    assert [len(m) for m in own] == [len(m) for m in drawn] and sum(len(m) for m in own) >= 3
-    for a, b in zip(own, drawn):
-        assert torch.equal(a.gi, b.gi) and torch.equal(a.gj, b.gj) and torch.equal(a.anchor, b.anchor)
+    assert drawn is s.loss.last_assignment and drawn.num_rows >= 3
+    _, raw = s.model(imgs)
+    with torch.no_grad():
+        loss, items = s.loss(raw, targets, imgs)
+        again = s.loss.last_assignment
+        assert torch.equal(s.loss.losses(raw, drawn)[1], items)
+        fresh = s.loss.assign(raw, targets, imgs)
+    for a, b, c in zip(drawn, again, fresh):
+        for f in ROW_FIELDS:
+            x, y, z = getattr(a, f), getattr(b, f), getattr(c, f)
+            assert (x is None and y is None and z is None) or (torch.equal(x, y) and torch.equal(x, z)), f
+    # and the loss reads the assignment it is given: other rows (dw: other weights) give another loss;
+    # freeanchor's terms read its bags (extras['bags']), from which the drawn rows are made
+    if name == "dw":
+        other = type(drawn)([m.select(torch.arange(len(m))) for m in drawn], drawn.num_targets, drawn.extras)
+        for m in other:
+            m.weight = torch.zeros_like(m.weight)
+    else:
+        other = type(drawn)([m.select(torch.zeros(len(m), dtype=torch.bool)) for m in drawn], 0, drawn.extras)
+    if name != "freeanchor":
+        with torch.no_grad():
+            assert not torch.equal(s.loss.losses(raw, other)[1], items)
 
 
 def test_positives_per_object_counts_distinct_cells_by_size():
-    from utils.assign.yolo_candidates import LevelCandidates
+    from utils.assign.result import LevelCandidates
 
     def rows(target, cells):
         n = len(cells)

@@ -27,18 +27,11 @@ from __future__ import annotations
 
 import torch
 
-from utils.assign.yolo_candidates import LevelCandidates
+from utils.assign.result import LevelCandidates
 from models.geometry import cell_centres, cell_frame
 from utils.boxes import xywh2xyxy
 
 INSIDE_EPS = 0.01  # pixels a centre must lie inside the object (mmdetection's ATSSAssigner)
-
-
-def _empty(device: torch.device, anchor_scale: float) -> LevelCandidates:
-    z = torch.zeros(0, dtype=torch.long, device=device)
-    return LevelCandidates(image=z, anchor=z, gj=z, gi=z, target=z, cls=z,
-                           box_grid=torch.zeros((0, 4), device=device),
-                           anchor_wh=torch.zeros((0, 2), device=device))
 
 
 WINDOW = 7  # cells per side searched around an object's centre when topk <= 9 (see _level_candidates)
@@ -139,7 +132,7 @@ def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strid
     strides = [float(s) for s in strides]
     nt = targets.shape[0]
     if nt == 0:
-        return [_empty(device, anchor_scale) for _ in grid_shapes]
+        return [LevelCandidates.empty(device) for _ in grid_shapes]
     h, w = img_hw
     boxes_xywh = targets[:, 2:6].float() * torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
     boxes_xyxy = xywh2xyxy(boxes_xywh)  # (nt, 4) pixels

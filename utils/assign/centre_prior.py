@@ -7,11 +7,16 @@ inside the object's box, as mmdetection's ``bbox_targets.min(-1) > 0``.
 Worked example, one level with a 4x4 grid: an object spanning x 0.6..2.4 and y 1.2..1.8 (grid
 units) holds the centres x = 1.5 (0.5 < 0.6 is outside, 2.5 > 2.4 outside) and y = 1.5, so its
 only cell is (gi=1, gj=1). An object with x 0.9..1.1 holds no centre: it has no candidate at this
-level.
+level. :func:`centre_candidates` (``dw``'s rule) then offers every anchor of such a cell, so with 3
+anchors the first object gets three rows (gi=1, gj=1, anchor 0, 1, 2).
 """
 from __future__ import annotations
 
 import torch
+
+from models.geometry import cell_frame
+from utils.assign.result import LevelCandidates
+from utils.boxes import xywh2xyxy
 
 
 @torch.no_grad()
@@ -67,3 +72,37 @@ def gaussian_centre_prior(offset_grid: torch.Tensor, sigma: float) -> torch.Tens
         Tensor[k].
     """
     return torch.exp(-(offset_grid ** 2).sum(-1) / (2 * sigma ** 2))
+
+
+@torch.no_grad()
+def centre_candidates(targets: torch.Tensor, anchors_grid: torch.Tensor,
+                      grid_shapes: list[tuple[int, int]]) -> list[LevelCandidates]:
+    """Every (object, anchor, cell) whose cell centre lies strictly inside the object, per level.
+
+    Args:
+        targets (Tensor[nt, 6]): ``[image, class, x, y, w, h]``, xywh normalised 0..1.
+        anchors_grid (Tensor[nl, na, 2]): anchor w, h in grid units of each level.
+        grid_shapes: ``(ny, nx)`` of each level.
+
+    Returns:
+        one :class:`LevelCandidates` per level, ordered by object, then cell (raster order), then
+        anchor; ``box_grid`` is in the cell frame, so the cell centre's offset from the object's
+        centre is ``0.5 - box_grid[:, :2]``.
+    """
+    targets = targets.float()
+    device = targets.device
+    anchors = anchors_grid.to(device=device, dtype=torch.float32)
+    image_cls = targets[:, :2].long()  # (nt, 2)
+    na = anchors.shape[1]
+    out = []
+    for i, (ny, nx) in enumerate(grid_shapes):
+        box = targets[:, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (nt, 4) xywh grid units
+        obj, gj, gi = cells_inside_boxes(xywh2xyxy(box), (ny, nx))  # (k,) each
+        cell_box = cell_frame(box.index_select(0, obj), gi, gj)
+        ic = image_cls.index_select(0, obj)
+        # each cell's na anchors side by side: (k * na,) rows (expand + reshape, no index ops)
+        t, gj, gi, image, cls = (v[:, None].expand(-1, na).reshape(-1) for v in (obj, gj, gi, ic[:, 0], ic[:, 1]))
+        out.append(LevelCandidates(image=image, anchor=torch.arange(na, device=device).repeat(len(obj)), gj=gj,
+                                   gi=gi, target=t, cls=cls, box_grid=cell_box[:, None].expand(-1, na, 4).reshape(-1, 4),
+                                   anchor_wh=anchors[i].repeat(len(obj), 1)))
+    return out

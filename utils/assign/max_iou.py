@@ -59,3 +59,32 @@ def match_max_iou(gt_xyxy: torch.Tensor, anchors_xyxy: torch.Tensor,
     gt_index = torch.where(forced >= 0, forced, gt_index)
     matched_iou = iou.gather(0, gt_index.clamp(min=0)[None])[0]
     return gt_index, torch.where(gt_index >= 0, matched_iou, best_gt_iou)
+
+
+@torch.no_grad()
+def max_iou_assign(gt_xyxy: torch.Tensor, gt_image: torch.Tensor, anchors_xyxy: torch.Tensor, bs: int,
+                   iou_thr: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`match_max_iou` for every image of a batch whose images share one set of anchor boxes.
+
+    Args:
+        gt_xyxy (Tensor[n, 4]): the objects of the whole batch, x1y1x2y2.
+        gt_image (LongTensor[n]): the image of each object.
+        anchors_xyxy (Tensor[m, 4]): the anchor boxes of one image.
+        bs: images in the batch.
+        iou_thr: rule 2's positive threshold.
+
+    Returns:
+        anchor (LongTensor[k]), target (LongTensor[k]): every positive (anchor, object row) pair,
+        image by image, anchors ascending within an image. An image without objects has none.
+    """
+    anchor_idx, target_idx = [], []
+    for b in range(bs):  # one (n_b, m) IoU matrix per image keeps memory at 640 px bounded
+        rows = (gt_image == b).nonzero().squeeze(1)
+        if not len(rows):
+            continue
+        gt_index, _ = match_max_iou(gt_xyxy[rows], anchors_xyxy, iou_thr)
+        pos = (gt_index >= 0).nonzero().squeeze(1)
+        anchor_idx.append(pos)
+        target_idx.append(rows[gt_index[pos]])
+    empty = torch.zeros(0, dtype=torch.long, device=anchors_xyxy.device)
+    return (torch.cat(anchor_idx) if anchor_idx else empty), (torch.cat(target_idx) if target_idx else empty)

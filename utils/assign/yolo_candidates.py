@@ -13,50 +13,13 @@ x % 1 = 0.3 < 0.5 (near the left edge), and to (1, 3) because y is in the lower 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from models.geometry import cell_frame
+from utils.assign.result import LevelCandidates
 
 # Offsets of the own cell and the 4 neighbour directions, in cells; multiplied by the 0.5 rule.
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
-
-
-@dataclass
-class LevelCandidates:
-    """The candidate (target, anchor, cell) rows of one level; all tensors have length n.
-
-    image (long): batch index; anchor (long): anchor index at this level; gj, gi (long): cell row
-    and column; target (long): row of the target in the loader's ``targets``; cls (long): class;
-    box_grid (float (n, 4)): target xywh in grid units, xy relative to the cell's top-left
-    corner; anchor_wh (float (n, 2)): the anchor's w, h in grid units; weight (float (n,) or
-    None): a soft assignment weight where a strategy has one (e.g. ``dw``), else None.
-    """
-
-    image: torch.Tensor
-    anchor: torch.Tensor
-    gj: torch.Tensor
-    gi: torch.Tensor
-    target: torch.Tensor
-    cls: torch.Tensor
-    box_grid: torch.Tensor
-    anchor_wh: torch.Tensor
-    weight: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.image.shape[0]
-
-    def flat_rows(self, pred: torch.Tensor) -> torch.Tensor:
-        """Row of each candidate in ``pred.reshape(-1, no)`` for this level's ``(bs, na, ny, nx, no)``
-        head output (one index instead of four)."""
-        _, na, ny, nx, _ = pred.shape
-        return self.image.mul(na).add_(self.anchor).mul_(ny).add_(self.gj).mul_(nx).add_(self.gi)
-
-    def select(self, keep: torch.Tensor) -> "LevelCandidates":
-        """Rows picked by a bool mask or an index tensor."""
-        return LevelCandidates(*(None if getattr(self, f) is None else getattr(self, f)[keep]
-                                 for f in self.__dataclass_fields__))
 
 
 @torch.no_grad()

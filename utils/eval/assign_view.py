@@ -1,8 +1,9 @@
 """What each loss strategy makes positive: per-image pictures and per-dataset statistics.
 
-Everything here calls the strategy's own ``assign(preds, targets, imgs)`` (the code path its loss
-uses), never a copy of it. Positives are the (level, anchor, cell) rows it returns; soft strategies
-(``dw``, ``freeanchor``) also return a weight per row, drawn as dot size.
+Everything here draws the assignment the strategy's loss trained on in the same call
+(``loss.last_assignment``, see :class:`utils.loss.base.LossStrategy`), never a copy of its rule.
+Positives are the (level, anchor, cell) rows it holds; soft strategies (``dw``, ``freeanchor``)
+also give a weight per row, drawn as dot size.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from models.geometry import CELL_CENTRE
 from models.yolo import Model
-from utils.assign.yolo_candidates import LevelCandidates
+from utils.assign.result import AssignResult, LevelCandidates
 from utils.engine.hyp import load_hyp
 from utils.loss import build_loss, loss_class
 from utils.engine.train_setup import scaled_loss_hyp
@@ -52,10 +53,13 @@ def strategy_for(name: str, hyp_file: str | Path, base: Model | None, nc: int, c
 
 
 @torch.no_grad()
-def positives(strategy: Strategy, imgs: torch.Tensor, targets: torch.Tensor) -> list[LevelCandidates]:
-    """The strategy's assignment for a batch: ``imgs`` float 0..1 (bs, 3, H, W), ``targets`` (n, 6)."""
+def positives(strategy: Strategy, imgs: torch.Tensor, targets: torch.Tensor) -> AssignResult:
+    """The assignment the strategy's loss trains on for a batch: the loss is called on the model's
+    outputs and the assignment of that very call is returned. ``imgs`` float 0..1 (bs, 3, H, W),
+    ``targets`` (n, 6)."""
     _, raw = strategy.model(imgs)
-    return strategy.loss.assign(raw, targets, imgs)
+    strategy.loss(raw, targets, imgs)
+    return strategy.loss.last_assignment
 
 
 def cell_centres(matches: list[LevelCandidates], strides: list[float], image: int = 0):

@@ -1,21 +1,30 @@
 """The contract every loss strategy keeps: priors -> assign (no grad) -> losses.
 
-A strategy is built from the model's head geometry and its own frozen hyper-parameters; it never
-reads ``model.hyp`` and never mutates the hyp dict it is given::
+A strategy is built from the model's head geometry (``models/geometry.py``: priors and box coder)
+and its own frozen hyper-parameters; it never reads ``model.hyp`` and never mutates the hyp dict it
+is given::
 
     compute_loss = build_loss(model, hyp)
     loss, items = compute_loss(preds, targets, imgs)
     # loss: scalar, multiplied by the batch size (YOLOv5 convention)
     # items: detached (len(compute_loss.names),) tensor
+
+``__call__`` is the same for every strategy: ``losses(preds, assign(preds, targets, imgs))``, with
+``assign`` run under ``torch.no_grad``; the assignment it trained on is kept as ``last_assignment``
+(what ``tools/show_assign.py`` draws). A new strategy writes ``assign`` (usually a rule from
+``utils/assign/`` plus the strategy's hyper-parameters) and ``losses``.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import numbers
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from utils.assign.result import AssignResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +67,12 @@ def head_of(model: nn.Module) -> nn.Module:
     return model.model[-1]
 
 
-class LossStrategy:
+class LossStrategy(abc.ABC):
     """Base class of the strategies in ``utils.loss.LOSSES``.
 
     Subclasses set ``head`` (the head kind the model must be built with), ``names`` (the loss
-    components reported in ``items``) and ``Hyp`` (their :class:`StrategyHyp` dataclass).
+    components reported in ``items``) and ``Hyp`` (their :class:`StrategyHyp` dataclass), and
+    implement :meth:`assign` and :meth:`losses`.
     """
 
     head: ClassVar[str] = "anchor"
@@ -81,10 +91,28 @@ class LossStrategy:
         self.stride: torch.Tensor = det.stride.detach().clone()  # (nl,) pixels per cell
         self.priors = det.prior_generator()  # models/geometry.py: the head's cells, strides, anchors
         self.box_coder = det.box_coder  # the head's own decode
+        self.last_assignment: AssignResult | None = None
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor,
                  imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """``(loss * bs, items)`` = :meth:`losses` of the head outputs under :meth:`assign`."""
+        with torch.no_grad():
+            self.last_assignment = self.assign(preds, targets, imgs)
+        return self.losses(preds, self.last_assignment)
+
+    @abc.abstractmethod
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
+        """The rows each level trains (no gradient).
+
+        Args:
+            preds: per level the head's raw ``(bs, na, ny, nx, no)`` outputs (read, never trained here).
+            targets (Tensor[n, 6]): ``[image, class, x, y, w, h]``, xywh normalised 0..1.
+            imgs (Tensor[bs, 3, H, W]): the batch (its shape gives the pixel scale).
+        """
+
+    @abc.abstractmethod
+    def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss * bs, items)`` of the head outputs given an assignment of the same batch."""
 
 
 class AnchorLossStrategy(LossStrategy):

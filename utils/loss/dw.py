@@ -70,10 +70,9 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
-from utils.assign.yolo_candidates import LevelCandidates
-from models.geometry import cell_frame
-from utils.boxes import bbox_iou, xywh2xyxy
+from utils.assign.centre_prior import centre_candidates, gaussian_centre_prior
+from utils.assign.result import AssignResult, LevelCandidates
+from utils.boxes import bbox_iou
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import (FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs,
                                    focal_negative_sum, pick_row_class)
@@ -124,30 +123,10 @@ class ComputeLossDW(AnchorLossStrategy):
 
     @torch.no_grad()
     def candidates(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[LevelCandidates]:
-        """Every (object, anchor, cell) whose cell centre lies inside the object, per level.
-
-        ``box_grid`` follows :mod:`utils.assign.yolo_candidates`: xy relative to the cell's top-left
-        corner, wh in grid units; so the centre offset of the prior is ``box_grid[:, :2] - 0.5``.
-        """
-        device = preds[0].device
-        targets = targets.to(device=device, dtype=torch.float32)
-        anchors = self.anchors.to(device=device, dtype=torch.float32)
-        image_cls = targets[:, :2].long()  # (nt, 2)
-        na = self.na
-        out = []
-        for i, p in enumerate(preds):
-            ny, nx = p.shape[2:4]
-            box = targets[:, 2:6] * targets.new_tensor([nx, ny, nx, ny])  # (nt, 4) xywh grid units
-            obj, gj, gi = cells_inside_boxes(xywh2xyxy(box), (ny, nx))  # (k,) each
-            cell_box = cell_frame(box.index_select(0, obj), gi, gj)
-            ic = image_cls.index_select(0, obj)
-            # each cell's na anchors side by side: (k * na,) rows (expand + reshape, no index ops)
-            t, gj, gi, image, cls = (v[:, None].expand(-1, na).reshape(-1) for v in (obj, gj, gi, ic[:, 0], ic[:, 1]))
-            out.append(LevelCandidates(image=image, anchor=torch.arange(na, device=device).repeat(len(obj)), gj=gj,
-                                       gi=gi, target=t, cls=cls,
-                                       box_grid=cell_box[:, None].expand(-1, na, 4).reshape(-1, 4),
-                                       anchor_wh=anchors[i].repeat(len(obj), 1)))
-        return out
+        """Every (object, anchor, cell) whose cell centre lies inside the object, per level
+        (:func:`utils.assign.centre_prior.centre_candidates`)."""
+        targets = targets.to(device=preds[0].device, dtype=torch.float32)
+        return centre_candidates(targets, self.anchors, [(p.shape[2], p.shape[3]) for p in preds])
 
     @staticmethod
     def candidate_rows(preds: list[torch.Tensor], cands: list[LevelCandidates]) -> list[torch.Tensor]:
@@ -195,24 +174,27 @@ class ComputeLossDW(AnchorLossStrategy):
         return w_pos, w_neg_iou
 
     @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
-               imgs: torch.Tensor) -> list[LevelCandidates]:
-        """All candidates of every level, with ``weight`` = their DW positive weight."""
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
+        """All candidates of every level, with ``weight`` = their DW positive weight ``w_pos``; the
+        negative IoU factor of every candidate is ``extras['w_neg_iou']`` (k,), levels concatenated."""
         cands = self.candidates(preds, targets)
-        w_pos, _ = self.weights(self.pair_terms(self.candidate_rows(preds, cands), cands, preds), targets.shape[0])
+        w_pos, w_neg_iou = self.weights(self.pair_terms(self.candidate_rows(preds, cands), cands, preds),
+                                        targets.shape[0])
         for m, w in zip(cands, w_pos.split([len(m) for m in cands])):
             m.weight = w
-        return cands
+        return AssignResult(cands, targets.shape[0], {"w_neg_iou": w_neg_iou})
 
-    def __call__(self, preds, targets, imgs):
+    def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
+        """The three DW terms given the weighted candidates."""
         h = self.hyp
         bs = preds[0].shape[0]
-        cands = self.candidates(preds, targets)
+        cands = assignment.levels
         # the dense negative sum at weight 1 of every level, and the candidates' rows with gradient
         dense, rows = zip(*(focal_negative_sum(pi, 2.0, rows=m.flat_rows(pi), cls=m.cls) for pi, m in zip(preds, cands)))
-        n_obj = max(targets.shape[0], 1)
+        n_obj = max(assignment.num_targets, 1)
         terms = self.pair_terms(rows, cands, preds)
-        w_pos, w_neg_iou = self.weights(terms, targets.shape[0])
+        w_pos = torch.cat([m.weight for m in cands]).to(terms.giou.dtype)
+        w_neg_iou = assignment.extras["w_neg_iou"]
         neg_log_p_cls = F.softplus(-terms.cls_logit) + F.softplus(-terms.obj_logit)
         neg_log_p_loc = h.dw_loc_scale * (1 - terms.giou)
         lcls_pos = ((w_pos * neg_log_p_cls).sum() * h.dw_pos_weight / n_obj).view(1)

@@ -79,13 +79,12 @@ import dataclasses
 
 import torch
 
-from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors, YOLOBoxCoder, cell_frame
-from utils.assign.centre_prior import cells_in_ranges
-from utils.assign.yolo_candidates import LevelCandidates
-from utils.boxes import xywh2xyxy
+from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors, cell_frame
+from utils.assign.free_anchor import (Bags, anchor_bags, decode_xyxy, matched_class_prob, paired_iou,  # noqa: F401
+                                      prior_iou, reachable_pairs)
+from utils.assign.result import AssignResult, LevelCandidates
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
-from utils.loss.functional import (focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss,
-                                   saturated_linear)
+from utils.loss.functional import focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss
 
 DELTA_STDS = (0.1, 0.1, 0.2, 0.2)  # RetinaNet's box-coder normalisation (x, y, w, h)
 
@@ -114,16 +113,6 @@ class FreeAnchorHyp(StrategyHyp):
             raise ValueError(f"hyp key 'fa_bbox_beta' must be > 0, got {self.fa_bbox_beta}")
 
 
-@dataclasses.dataclass
-class _Bags:
-    """The objects of a batch and their bags."""
-
-    image: torch.Tensor  # (nt,) long
-    cls: torch.Tensor  # (nt,) long
-    box_xywh_px: torch.Tensor  # (nt, 4)
-    member: torch.Tensor  # (nt, k) long, prior index, highest prior IoU first
-
-
 class _FlatPreds:
     """The head's per-level outputs addressed by (image, prior index) without concatenating them."""
 
@@ -150,85 +139,6 @@ class _FlatPreds:
         return torch.cat([x[..., :4].detach() for x in self.levels], 1)
 
 
-@torch.no_grad()
-def decode_xyxy(box_logits: torch.Tensor, pri: AnchorPriors) -> torch.Tensor:
-    """YOLOv5 decode of (bs, m, 4) box logits at their priors -> (bs, m, 4) x1y1x2y2 pixels."""
-    return xywh2xyxy(YOLOBoxCoder.decode(box_logits, pri.xywh_px[:, 2:], pri.cell_xy, pri.stride_px[:, None]))
-
-
-def paired_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """IoU of row-aligned x1y1x2y2 boxes: a, b (Tensor[n, 4]) -> (Tensor[n])."""
-    a, b = a.T.contiguous(), b.T.contiguous()  # (4, n): contiguous columns are much faster on CPU
-    iw = (torch.minimum(a[2], b[2]) - torch.maximum(a[0], b[0])).clamp_(min=0)
-    ih = (torch.minimum(a[3], b[3]) - torch.maximum(a[1], b[1])).clamp_(min=0)
-    inter = iw * ih
-    area_a = (a[2] - a[0]) * (a[3] - a[1])
-    area_b = (b[2] - b[0]) * (b[3] - b[1])
-    return inter / (area_a + area_b - inter + eps)
-
-
-@torch.no_grad()
-def prior_iou(box_xywh_px: torch.Tensor, levels: list[LevelPriors], eps: float = 1e-7) -> torch.Tensor:
-    """(n, m) IoU of objects (Tensor[n, 4] xywh px) with every prior box, all levels in prior order.
-
-    A prior's x-overlap with an object depends only on its column and anchor, the y-overlap only on
-    its row and anchor, so both are computed per axis, (n, na, nx) and (n, na, ny), and only their
-    product and the IoU division touch all (object, prior) pairs.
-    """
-    g = box_xywh_px.T.contiguous()  # (4, n)
-    out = []
-    for lv in levels:
-        cx, cy = lv.centres_px(g.device)
-        aw, ah = lv.anchor_wh_px.unbind(1)  # (na,)
-        iw = torch.minimum(((g[2, :, None, None] + aw[:, None]) / 2 - (g[0, :, None, None] - cx).abs()).clamp_(min=0),
-                           torch.minimum(g[2, :, None, None], aw[:, None]))  # (n, na, nx)
-        ih = torch.minimum(((g[3, :, None, None] + ah[:, None]) / 2 - (g[1, :, None, None] - cy).abs()).clamp_(min=0),
-                           torch.minimum(g[3, :, None, None], ah[:, None]))  # (n, na, ny)
-        inter = ih[..., :, None] * iw[..., None, :]  # (n, na, ny, nx)
-        area = (g[2] * g[3])[:, None] + aw * ah  # (n, na)
-        iou = inter.div_(torch.sub(area[..., None, None], inter).add_(eps))
-        out.append(iou.flatten(1))
-    return torch.cat(out, 1)
-
-
-@torch.no_grad()
-def reachable_pairs(box_xywh_px: torch.Tensor, levels: list[LevelPriors], thr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(object, prior) pairs whose prediction can overlap the object with IoU above ``thr``.
-
-    Under the YOLOv5 decode a prediction's centre lies within one stride of its prior's centre and
-    its width ``wa`` in (0, 4 anchor w). IoU > t needs, per axis (x shown; IoU <= iw / wg and
-    IoU <= iw / wa, iw the overlap width): ``wa >= t wg`` (so ``4 aw >= t wg``) and
-    ``|dx| <= (wa + wg) / 2 - t max(wa, wg) <= (1 - t) max(wa, wg)``, with
-    ``max(wa, wg) <= min(max(4 aw, wg), wg / t)``; plus plain overlap ``|dx| < wa / 2 + wg / 2``.
-    Every pair outside those per-axis bounds has IoU <= ``thr`` whatever the head predicts.
-
-    Returns:
-        ``(obj, prior)`` LongTensors, level by level.
-    """
-    g = box_xywh_px.T.contiguous()  # (4, n)
-    t = max(thr, 0.0)
-    obj, prior = [], []
-    for lv in levels:
-        na, anchor_wh = lv.na, lv.anchor_wh_px
-        lo, hi, ok = [], [], torch.ones((len(g[0]), na), dtype=torch.bool, device=g.device)
-        for centre, size, a, cells in ((g[0], g[2], anchor_wh[:, 0], lv.nx), (g[1], g[3], anchor_wh[:, 1], lv.ny)):
-            size, a4 = size[:, None], 4 * a[None]  # (n, 1), (1, na)
-            reach = torch.minimum(a4 / 2 + size / 2, (1 - t) * torch.minimum(torch.maximum(a4, size), size / max(t, 1e-9)))
-            reach = reach * (1 + 1e-5) + lv.stride + 1e-3  # (n, na), slack for rounding
-            ok &= a4 * (1 + 1e-5) >= t * size
-            # cell centres (i + 0.5) * stride within centre -+ reach
-            lo.append(torch.ceil((centre[:, None] - reach) / lv.stride - 0.5).clamp_(min=0).long())
-            hi.append(torch.floor((centre[:, None] + reach) / lv.stride - 0.5).clamp_(max=cells - 1).long())
-        lo, hi = torch.stack(lo, -1), torch.stack(hi, -1)  # (n, na, 2) as (gi, gj)
-        hi[~ok] = -1
-        pair, gj, gi = cells_in_ranges(lo.view(-1, 2), hi.view(-1, 2))  # pair = object * na + anchor
-        obj.append(pair // na)
-        prior.append(lv.start + ((pair % na) * lv.ny + gj) * lv.nx + gi)
-    if not obj:
-        return (torch.zeros(0, dtype=torch.long, device=g.device),) * 2
-    return torch.cat(obj), torch.cat(prior)
-
-
 def smooth_l1(diff: torch.Tensor, beta: float) -> torch.Tensor:
     """Element-wise smooth-L1 of a difference (quadratic below ``beta``)."""
     a = diff.abs()
@@ -250,57 +160,27 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         """Grid geometry of each level of these head outputs."""
         return self.priors.levels([(p.shape[2], p.shape[3]) for p in preds], preds[0].device)
 
-    def __call__(self, preds, targets, imgs):
-        with torch.autocast(preds[0].device.type, enabled=False):
-            return self.losses(preds, targets, imgs)
-
-    # --- bags (no grad) -------------------------------------------------------------------------
-
-    def _chunks(self, n: int, m: int):
-        step = max(1, self.max_pair_elems // max(m, 1))
-        return (slice(s, min(s + step, n)) for s in range(0, n, step))
+    # --- assignment (no grad) -------------------------------------------------------------------
 
     @torch.no_grad()
-    def bags(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> _Bags:
-        """Every object's bag: the priors with the highest IoU with it, all levels together."""
-        pri = self.anchor_boxes(preds)
+    def bags(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> Bags:
+        """Every object's bag (:func:`utils.assign.free_anchor.anchor_bags`), all levels together."""
         height, width = imgs.shape[-2:]
         t = targets.to(device=preds[0].device, dtype=torch.float32)
         box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
-        k = min(self.hyp.fa_bag_size, len(pri))
         levels = self.levels(preds)
-        member = torch.zeros((len(t), k), dtype=torch.long, device=t.device)
-        for s in self._chunks(len(t), len(pri)):
-            member[s] = prior_iou(box[s], levels).topk(k, dim=1).indices
-        return _Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
+        k = min(self.hyp.fa_bag_size, sum(lv.na * lv.ny * lv.nx for lv in levels))
+        member = anchor_bags(box, levels, k, self.max_pair_elems)
+        return Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
 
     @torch.no_grad()
-    def matched_class_prob(self, flat: _FlatPreds, pri: AnchorPriors,
-                           bags: _Bags) -> tuple[torch.Tensor, torch.Tensor]:
-        """The nonzero entries of B (image, prior, class) = max over objects of that class of P(j -> i).
-
-        P(j -> i) is :func:`~utils.loss.functional.saturated_linear` of the IoU of j's decoded
-        prediction with i. Only (object, prior) pairs whose prediction can reach IoU > ``fa_iou_thr``
-        under the YOLOv5 decode are decoded (see :func:`reachable_pairs`); the others are 0 in the dense
-        formula too, so the result is the same. Returns flat indices into ``(bs, m, nc)`` (unique,
-        ascending) and their values.
-        """
-        thr = self.hyp.fa_iou_thr
-        levels = self.levels(flat.preds)
-        obj, prior = reachable_pairs(bags.box_xywh_px, levels, thr)
-        pred = decode_xyxy(flat.box_logits, pri).flatten(0, 1)[bags.image[obj] * flat.m + prior]  # (pairs, 4)
-        iou = paired_iou(pred, xywh2xyxy(bags.box_xywh_px)[obj])  # (pairs,)
-        best = iou.new_full((len(bags.image),), -1.0).scatter_reduce(0, obj, iou, reduce="amax")
-        prob = saturated_linear(iou, thr, best=best[obj])
-        keep = prob > 0
-        keys = (bags.image[obj[keep]] * flat.m + prior[keep]) * self.nc + bags.cls[obj[keep]]
-        unique, inverse = keys.unique(return_inverse=True)
-        values = prob.new_zeros(len(unique)).scatter_reduce(0, inverse, prob[keep], reduce="amax")
-        return unique, values
+    def matched_class_prob(self, flat: _FlatPreds, pri: AnchorPriors, bags: Bags) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nonzero entries of B (:func:`utils.assign.free_anchor.matched_class_prob`)."""
+        return matched_class_prob(flat.box_logits, pri, self.levels(flat.preds), bags, self.nc, self.hyp.fa_iou_thr)
 
     # --- likelihoods ----------------------------------------------------------------------------
 
-    def bag_probs(self, rows: torch.Tensor, pri: AnchorPriors, bags: _Bags) -> torch.Tensor:
+    def bag_probs(self, rows: torch.Tensor, pri: AnchorPriors, bags: Bags) -> torch.Tensor:
         """P_cls * P_loc of every bag member, (nt, k), from its ``[x, y, w, h, obj, object's class]``
         logits (nt * k, 6)."""
         nt, k = bags.member.shape
@@ -337,15 +217,51 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
             rows = rows.index_copy(0, sel, picked)
         return total, rows
 
-    def losses(self, preds: list[torch.Tensor], targets: torch.Tensor,
-               imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
+        """Every bag member of every object, per level (``fa_bag_size`` rows per object in all).
+
+        Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_grid``
+        is in the cell frame. ``weight`` is the row's mean-max weight ``(1 / (1 - p)) / sum over the bag``
+        (a bag's weights sum to 1): how much the member counts in its object's likelihood,
+        near-uniform early in training, concentrated on the learned match later. ``extras`` holds the
+        bags (``'bags'``, :class:`utils.assign.free_anchor.Bags`) and the nonzero entries of B
+        (``'matched'``: flat (image, prior, class) keys and values) for the precision term.
+        """
+        flat = _FlatPreds(preds)
+        pri = self.anchor_boxes(preds)
+        bags = self.bags(preds, targets, imgs)
+        matched = self.matched_class_prob(flat, pri, bags)
+        nt, k = bags.member.shape
+        j = bags.member.reshape(-1)
+        p = self.bag_probs(flat.rows(bags.image.repeat_interleave(k), j, pri.level[j], bags.cls.repeat_interleave(k)),
+                           pri, bags)  # (nt, k)
+        w = 1.0 / (1.0 - p).clamp(min=1e-12)
+        w = (w / w.sum(1, keepdim=True)).reshape(-1)
+        target = torch.arange(nt, device=j.device).repeat_interleave(k)
+        out = []
+        for i in range(len(preds)):
+            sel = (pri.level[j] == i).nonzero().squeeze(1)
+            ji, ti = j[sel], target[sel]
+            box = cell_frame(bags.box_xywh_px[ti] / pri.stride_px[ji, None], pri.gi[ji], pri.gj[ji])
+            a = pri.anchor[ji]
+            out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
+                                       target=ti, cls=bags.cls[ti], box_grid=box,
+                                       anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
+        return AssignResult(out, nt, {"bags": bags, "matched": matched})
+
+    def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recall (bag) and precision terms given the bags and B; float32, outside autocast."""
+        with torch.autocast(preds[0].device.type, enabled=False):
+            return self._likelihoods(preds, assignment.extras["bags"], *assignment.extras["matched"])
+
+    def _likelihoods(self, preds: list[torch.Tensor], bags: Bags, keys: torch.Tensor,
+                     box_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.hyp
         g = h.fa_gamma
         flat = _FlatPreds(preds)
         pri = self.anchor_boxes(preds)
-        bags = self.bags(preds, targets, imgs)
         nt, k = bags.member.shape
-        keys, box_prob = self.matched_class_prob(flat, pri, bags)
         # rows needed: every bag member, then every (image, prior) with a matched class B_jc > 0
         c = keys % self.nc
         jb = keys // self.nc
@@ -360,42 +276,3 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         lpos = (pos * h.fa_alpha * h.fa_gain).view(1)
         lneg = (neg * (1 - h.fa_alpha) * h.fa_gain).view(1)
         return (lpos + lneg).sum() * flat.bs, torch.cat((lpos, lneg)).detach()
-
-    # --- for plots of the matching --------------------------------------------------------------
-
-    @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
-               imgs: torch.Tensor) -> list[LevelCandidates]:
-        """Every bag member of every object, per level (``fa_bag_size`` rows per object in all).
-
-        Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_grid``
-        follows :mod:`utils.assign.yolo_candidates` (xy relative to the cell's top-left corner, wh in
-        grid units). ``weight`` is the row's mean-max weight ``(1 / (1 - p)) / sum over the bag``
-        (a bag's weights sum to 1): how much the member counts in its object's likelihood,
-        near-uniform early in training, concentrated on the learned match later.
-        """
-        flat = _FlatPreds(preds)
-        pri = self.anchor_boxes(preds)
-        bags = self.bags(preds, targets, imgs)
-        nt, k = bags.member.shape
-        j = bags.member.reshape(-1)
-        p = self.bag_probs(flat.rows(bags.image.repeat_interleave(k), j, pri.level[j], bags.cls.repeat_interleave(k)),
-                           pri, bags)  # (nt, k)
-        w = 1.0 / (1.0 - p).clamp(min=1e-12)
-        w = (w / w.sum(1, keepdim=True)).reshape(-1)
-        target = torch.arange(nt, device=j.device).repeat_interleave(k)
-        out = []
-        for i, p in enumerate(preds):
-            sel = (pri.level[j] == i).nonzero().squeeze(1)
-            ji, ti = j[sel], target[sel]
-            box = cell_frame(bags.box_xywh_px[ti] / pri.stride_px[ji, None], pri.gi[ji], pri.gj[ji])
-            a = pri.anchor[ji]
-            out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
-                                       target=ti, cls=bags.cls[ti], box_grid=box,
-                                       anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
-        return out
-
-    def assign_weights(self, preds: list[torch.Tensor], targets: torch.Tensor,
-                       imgs: torch.Tensor) -> list[torch.Tensor]:
-        """Per level, the ``weight`` of each row of :meth:`assign`."""
-        return [m.weight for m in self.assign(preds, targets, imgs)]

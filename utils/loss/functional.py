@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.assign.free_anchor import saturated_linear  # noqa: F401  (FreeAnchor's matching; importable here)
+
 
 def smooth_bce_targets(eps: float = 0.0) -> tuple[float, float]:
     """Positive and negative BCE targets under label smoothing (YOLOv5's ``smooth_BCE``)."""
@@ -231,29 +233,6 @@ def negative_bag_loss(prob: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """
     prob = prob.clamp(min=FREEANCHOR_EPS, max=1.0 - FREEANCHOR_EPS)
     return prob ** gamma * F.binary_cross_entropy(prob, torch.zeros_like(prob), reduction="none")
-
-
-def saturated_linear(iou: torch.Tensor, thr: float = 0.6, best: torch.Tensor | None = None) -> torch.Tensor:
-    """FreeAnchor's P(anchor j -> object i) from the IoU of j's predicted box with object i.
-
-    Per object (row): 0 at or below ``thr``, 1 at the object's best IoU, linear in between, i.e.
-    ``clamp((iou - thr) / (max_j iou - thr), 0, 1)``. A row whose best IoU is not above ``thr`` is all
-    0 (the reference divides by a clamped 1e-12 there, which gives 0 below ``thr`` and 0/0 at it).
-
-    Args:
-        iou (Tensor[n_obj, n_anchor]).
-        best: the objects' best IoU broadcastable to ``iou`` (default: the row maximum); given when
-            ``iou`` holds only some (object, anchor) pairs, e.g. a flat (pairs,) tensor.
-
-    Returns:
-        Tensor shaped like ``iou``, in [0, 1].
-    """
-    if iou.shape[-1] == 0:
-        return iou.clone()
-    if best is None:
-        best = iou.max(dim=-1, keepdim=True).values  # (n_obj, 1)
-    span = (best - thr).clamp(min=torch.finfo(iou.dtype).tiny)
-    return torch.where(best > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))
 
 
 # --- dense focal negative term (FreeAnchor's precision term, DW's negative term) ----------------------

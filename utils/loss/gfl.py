@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.assign.atss import atss_assign
-from utils.assign.yolo_candidates import LevelCandidates
+from utils.assign.result import AssignResult
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import LossStrategy, StrategyHyp, head_of
 from utils.loss.functional import distribution_focal_loss
@@ -115,15 +115,11 @@ class ComputeLossGFL(LossStrategy):
         self.n_dist: int = 4 * (det.reg_max + 1)
 
     @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
-               imgs: torch.Tensor) -> list[LevelCandidates]:
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """ATSS positives of every level (see :mod:`utils.assign.atss`)."""
         shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        return atss_assign(targets.float(), shapes, self.stride.tolist(), tuple(imgs.shape[-2:]),
-                           self.hyp.atss_topk, self.hyp.atss_scale)
-
-    def __call__(self, preds, targets, imgs):
-        return self.losses(preds, self.assign(preds, targets, imgs))
+        return AssignResult(atss_assign(targets.float(), shapes, self.stride.tolist(), tuple(imgs.shape[-2:]),
+                                        self.hyp.atss_topk, self.hyp.atss_scale), targets.shape[0])
 
     def _positive_losses(self, p: torch.Tensor, cls: torch.Tensor,
                          box_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -148,8 +144,7 @@ class ComputeLossGFL(LossStrategy):
         dfl = (dfl.view(-1, 4).mean(1) * weight).sum()
         return qfl, box, dfl, weight.sum()
 
-    def losses(self, preds: list[torch.Tensor],
-               matches: list[LevelCandidates]) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """The three GFL losses given the positives of each level -> (loss * bs, items)."""
         h = self.hyp
         dev = preds[0].device

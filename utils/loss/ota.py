@@ -12,7 +12,7 @@ priors -> assign (no grad) -> losses:
    (:func:`utils.assign.simota.simota_match`) keeps each target's dynamic-k cheapest columns. A
    column may go to a target other than the one that proposed it; its row keeps the column's own
    level, anchor and cell, and takes the matched target's class and box (xy relative to the cell).
-3. Losses: YOLOv5's :meth:`ComputeLoss.matched_losses` on the matched rows (CIoU box, objectness
+3. Losses: YOLOv5's :meth:`ComputeLoss.losses` on the matched rows (CIoU box, objectness
    with the IoU as target, class BCE, level balance 4.0/1.0/0.4).
 
 Differences from YOLOv7's code, on purpose:
@@ -38,7 +38,7 @@ import dataclasses
 import torch
 
 from utils.assign.simota import class_cost_table, row_iou, simota_match, slots_in_groups
-from utils.assign.yolo_candidates import LevelCandidates
+from utils.assign.result import AssignResult, LevelCandidates
 from models.geometry import cell_frame
 from utils.boxes import xywh2xyxy
 from utils.loss.yolov5 import ComputeLoss, YOLOv5Hyp
@@ -82,17 +82,16 @@ class ComputeLossOTA(ComputeLoss):
         self.max_pair_elems = max_pair_elems
 
     @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
-               imgs: torch.Tensor) -> list[LevelCandidates]:
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """The rows SimOTA keeps on every level, ordered by image, then candidate order."""
         cands = super().assign(preds, targets, imgs)
-        if sum(len(c) for c in cands) == 0:
+        if cands.num_rows == 0:
             return cands
         targets = targets.float()
         bs = preds[0].shape[0]
-        cols = self._columns(preds, cands)
+        cols = self._columns(preds, cands.levels)
         matched_target, fg = self._match(cols, targets, bs, imgs.shape[-2:])
-        return self._matched_rows(cols, targets, matched_target, fg, preds)
+        return AssignResult(self._matched_rows(cols, targets, matched_target, fg, preds), targets.shape[0])
 
     def _columns(self, preds: list[torch.Tensor], cands: list[LevelCandidates]) -> _Columns:
         """Every candidate's prediction decoded to pixels (YOLOv5 v6 decode), all levels at once."""

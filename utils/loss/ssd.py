@@ -37,8 +37,8 @@ import dataclasses
 
 import torch
 
-from utils.assign.max_iou import match_max_iou
-from utils.assign.yolo_candidates import LevelCandidates
+from utils.assign.max_iou import max_iou_assign
+from utils.assign.result import AssignResult, LevelCandidates
 from models.geometry import AnchorPriors, cell_frame
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
@@ -74,8 +74,7 @@ class ComputeLossSSD(AnchorLossStrategy):
         return self.priors.anchor_boxes(grid_shapes, device)
 
     @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
-               imgs: torch.Tensor) -> list[LevelCandidates]:
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """The positive (object, anchor, cell) rows of every level under SSD matching.
 
         ``box_grid`` follows :mod:`utils.assign.yolo_candidates`: xy relative to the cell's top-left
@@ -89,18 +88,7 @@ class ComputeLossSSD(AnchorLossStrategy):
         targets = targets.to(device=device, dtype=torch.float32)
         gt_xyxy = xywh2xyxy(targets[:, 2:6] * targets.new_tensor([width, height, width, height]))
         image_of = targets[:, 0].long()
-        anchor_idx, target_idx = [], []
-        for b in range(bs):  # one (n_b, m) IoU matrix per image keeps memory at 640 px bounded
-            rows = (image_of == b).nonzero().squeeze(1)
-            if not len(rows):
-                continue
-            gt_index, _ = match_max_iou(gt_xyxy[rows], pri.xyxy_px, self.hyp.ssd_iou_thr)
-            pos = (gt_index >= 0).nonzero().squeeze(1)
-            anchor_idx.append(pos)
-            target_idx.append(rows[gt_index[pos]])
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        anchor_idx = torch.cat(anchor_idx) if anchor_idx else empty
-        target_idx = torch.cat(target_idx) if target_idx else empty
+        anchor_idx, target_idx = max_iou_assign(gt_xyxy, image_of, pri.xyxy_px, bs, self.hyp.ssd_iou_thr)
         level = pri.level[anchor_idx]
         out = []
         for i, (ny, nx) in enumerate(shapes):
@@ -110,13 +98,9 @@ class ComputeLossSSD(AnchorLossStrategy):
             out.append(LevelCandidates(image=image_of[t], anchor=a, gj=gj, gi=gi, target=t,
                                        cls=targets[t, 1].long(), box_grid=box,
                                        anchor_wh=self.anchors.to(device)[i, a].float()))
-        return out
+        return AssignResult(out, targets.shape[0])
 
-    def __call__(self, preds, targets, imgs):
-        return self.losses(preds, self.assign(preds, targets, imgs))
-
-    def losses(self, preds: list[torch.Tensor],
-               matches: list[LevelCandidates]) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """Box / cls at the positives and objectness with hard negatives, all divided by N."""
         h = self.hyp
         dev = preds[0].device

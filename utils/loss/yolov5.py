@@ -13,7 +13,8 @@ import dataclasses
 
 import torch
 
-from utils.assign.yolo_candidates import LevelCandidates, yolo_candidates
+from utils.assign.result import AssignResult
+from utils.assign.yolo_candidates import yolo_candidates
 from utils.boxes import bbox_iou
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, smooth_bce_targets
@@ -40,7 +41,7 @@ class ComputeLoss(AnchorLossStrategy):
     """YOLOv5 v7.0 loss; ``names = ('box', 'obj', 'cls')``.
 
     Subclasses that only change the assignment (``ota``) override :meth:`assign` and reuse
-    :meth:`matched_losses`.
+    :meth:`losses`.
     """
 
     names = ("box", "obj", "cls")
@@ -57,18 +58,13 @@ class ComputeLoss(AnchorLossStrategy):
         return self.anchors
 
     @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor,
-               imgs: torch.Tensor) -> list[LevelCandidates]:
+    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """The matched rows of every level (see :mod:`utils.assign.yolo_candidates`)."""
         anchors = self._anchors_on(targets.float())
         shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        return yolo_candidates(targets.float(), anchors, shapes, self.hyp.anchor_t)
+        return AssignResult(yolo_candidates(targets.float(), anchors, shapes, self.hyp.anchor_t), targets.shape[0])
 
-    def __call__(self, preds, targets, imgs):
-        return self.matched_losses(preds, self.assign(preds, targets, imgs))
-
-    def matched_losses(self, preds: list[torch.Tensor],
-                       matches: list[LevelCandidates]) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """YOLOv5's box/obj/cls losses given the matched rows of each level.
 
         preds: per level ``(bs, na, ny, nx, 5 + nc)`` raw logits.
