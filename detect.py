@@ -12,6 +12,7 @@ and per-class crops under ``crops/<class>/`` with ``--save-crop``.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import time
@@ -26,7 +27,9 @@ from utils.io.annotate import draw_detections, save_one_box
 from utils.io.cli import HelpFormatter
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.eval.nms import non_max_suppression
-from utils.io.paths import increment_path
+from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS, set_max_pixels
+from utils.io.cli import add_max_pixels_flag, positive_int
+from utils.io.paths import make_run_dir, remove_empty_dirs
 from utils.io.sources import LoadImages
 from utils.engine.torch_utils import select_device
 
@@ -108,8 +111,15 @@ class VideoSaver:
 
 
 def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, list[str], dict]:
-    """Our checkpoint or an official YOLOv5 .pt -> (model in eval mode on ``device``, class names, meta)."""
+    """Our checkpoint, an official YOLOv5 .pt or an export.py .onnx -> (model in eval mode on ``device``,
+    class names, meta)."""
     from utils.io.checkpoint import load_checkpoint
+
+    if Path(weights).suffix == ".onnx":
+        from utils.io.onnx_backend import OnnxModel
+
+        onnx_model = OnnxModel(weights, device)
+        return onnx_model, onnx_model.names, onnx_model.meta
 
     model, meta = load_checkpoint(weights, device="cpu")
     names = meta.get("names") or getattr(model, "names", None) or [str(i) for i in range(int(model.nc))]
@@ -151,22 +161,30 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
         max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
         save_conf: bool = False, save_crop: bool = False, nosave: bool = False, classes: Sequence[int] | None = None,
         agnostic_nms: bool = False, project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
-        line_thickness: int | None = None, hide_labels: bool = False, hide_conf: bool = False, half: bool = False) -> Path:
+        line_thickness: int | None = None, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Path:
     """Detect objects in every image / frame of ``source``; returns the run folder.
 
     ``imgsz`` None: the checkpoint's training size (else 640). ``line_thickness`` None: from each image's size.
+    Images over ``max_pixels`` (read from the header, before decoding) are skipped; a source of
+    which nothing could be read is a FileNotFoundError giving the reasons.
     """
     save_img = not nosave
+    set_max_pixels(max_pixels)
     device = select_device(device)
     model, names, meta = load_model(weights, device)
     half &= device.type != "cpu"
     if half:
         model.half()
     stride = int(model.stride.max())
-    imgsz = inference_size(imgsz, meta, stride)
-    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=True)
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # after the checks: no empty runs
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    fixed = getattr(model, "fixed_imgsz", None)  # a static ONNX export takes its exported size only
+    if fixed:
+        print(f"image size {' x '.join(map(str, fixed))}, fixed by the ONNX export")
+    imgsz = fixed or inference_size(imgsz, meta, stride)
+    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=not fixed)
+    save_dir, created = make_run_dir(Path(project) / name, exist_ok=exist_ok)  # after the checks: no empty runs
+    if save_txt:
+        (save_dir / "labels").mkdir(exist_ok=True)
 
     seen, times, video, show_ok = 0, [0.0, 0.0, 0.0], VideoSaver(), view_img
     for path, im, im0, cap, s in dataset:
@@ -200,6 +218,10 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
                 video.write(save_dir / p.name, annotated, cap)
         print(f"{s}{'' if len(det) else '(no detections), '}{(t2 - t1) * 1e3:.1f}ms")
     video.close()
+    if not seen:
+        remove_empty_dirs(save_dir / "labels", *([save_dir] if created else []))
+        reasons = "; ".join(f"{p}: {why}" for p, why in dataset.skipped[:3])
+        raise FileNotFoundError(f"--source {source}: nothing could be read ({reasons})")
 
     per_image = tuple(t / max(seen, 1) * 1e3 for t in times)
     print(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % per_image)
@@ -212,13 +234,13 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
-    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path")
+    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path (.pt, or .onnx from export.py)")
     parser.add_argument("--source", type=str, default="data/images", help="file/dir/glob/.txt list/video")
-    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=positive_int, default=None,
                         help="inference size h,w (default: the checkpoint's training size, else 640)")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
-    parser.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
+    parser.add_argument("--max-det", type=positive_int, default=1000, help="maximum detections per image")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu (default: first GPU if any, else CPU)")
     parser.add_argument("--view-img", action="store_true", help="show results")
     parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
@@ -235,6 +257,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hide-labels", action="store_true", help="hide labels")
     parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (GPU only)")
+    add_max_pixels_flag(parser)
     opt = parser.parse_args(argv)
     if opt.imgsz is not None:
         if len(opt.imgsz) > 2:
@@ -247,11 +270,14 @@ def main(opt: argparse.Namespace) -> Path:
     return run(**vars(opt))
 
 
-if __name__ == "__main__":
-    from utils.io.checkpoint import CheckpointError
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` with the errors a user can act on printed as one line (exit status 1)."""
+    from utils.io.cli import run_cli
 
-    try:
-        main(parse_opt())
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    opt = parse_opt(argv)
+    return run_cli(lambda: main(opt), "detect")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.exit(cli())

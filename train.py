@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.optim import OPTIMIZERS  # noqa: E402
-from utils.io.cli import HelpFormatter  # noqa: E402
+from utils.io.cli import HelpFormatter, add_max_pixels_flag, fraction, non_negative_int, positive_int  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,9 +28,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg", type=str, default="", help="model YAML (default models/yolov5n.yaml, or the architecture of --weights)")
     p.add_argument("--data", type=str, default=str(ROOT / "data/shapes.yaml"), help="dataset YAML (default: the built-in shapes dataset, generated on first use)")
     p.add_argument("--hyp", type=str, default=str(ROOT / "hyp/hyp.scratch.yaml"), help="hyp YAML; its 'loss' key picks the strategy")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the dataset YAML's train_defaults, else 100)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: train_defaults, else 16)")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None, help="train/val image size in pixels (default: train_defaults, else 640)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the dataset YAML's train_defaults, else 100)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train_defaults, else 16)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=positive_int, default=None, help="train/val image size in pixels (default: train_defaults, else 640)")
     p.add_argument("--rect", action="store_true", help="rectangular training batches (no mosaic, no shuffle)")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the latest run, or the given last.pt")
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
@@ -41,18 +41,19 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (default: first GPU if any)")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default=None, help="optimizer (default: train_defaults, else SGD)")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers")
     p.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
-    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
-    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--label-smoothing", type=fraction, default=0.0, help="label smoothing epsilon")
+    p.add_argument("--patience", type=positive_int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=non_negative_int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (DDP on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_max_pixels_flag(p)
     opt = p.parse_args(argv)
     if not opt.cfg and not opt.weights:
         opt.cfg = str(ROOT / "models/yolov5n.yaml")
@@ -60,19 +61,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.io.checkpoint import CheckpointError
-    from utils.dataloaders import DatasetError
-    from utils.engine.hyp import HypError
     from utils.engine.trainer import train
+    from utils.io.cli import run_cli
 
     try:
-        train(opt)
-    except (HypError, DatasetError, CheckpointError, FileNotFoundError, FloatingPointError, ValueError) as e:
-        logging.getLogger("train").error("error: %s", e)
-        return 1
+        return run_cli(lambda: train(opt), "train")
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import HelpFormatter  # noqa: E402
+from utils.io.cli import HelpFormatter, add_max_pixels_flag, non_negative_int, positive_int  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,15 +27,15 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dataset YAML (default: the one the checkpoint was trained on if it exists here, "
                         "else data/shapes.yaml)")
     p.add_argument("--weights", type=str, required=True, help="checkpoint path (ours or official YOLOv5)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=positive_int, default=None,
                    help="inference size in pixels (default: the checkpoint's training size, else 640)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    p.add_argument("--max-det", type=positive_int, default=300, help="maximum detections per image")
     p.add_argument("--task", default="val", choices=("train", "val", "test", "speed"), help="split to use, or speed")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (default: first GPU if any, else CPU)")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers")
     p.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
     p.add_argument("--verbose", action="store_true", help="report mAP by class (one row per class)")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
@@ -48,6 +48,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_max_pixels_flag(p)
     return p.parse_args(argv)
 
 
@@ -55,10 +56,12 @@ def run(opt: argparse.Namespace) -> dict:
     from utils.eval import validator
     from utils.io.checkpoint import load_checkpoint
     from utils.dataloaders import check_dataset, create_dataloader
-    from utils.io.paths import increment_path
+    from utils.data.verify import set_max_pixels
+    from utils.io.paths import make_run_dir
     from utils.io.recorded import pick_data, pick_imgsz
     from utils.engine.torch_utils import select_device
 
+    set_max_pixels(opt.max_pixels)
     device = select_device(opt.device)
     model, meta = load_checkpoint(opt.weights, device)
     log = logging.getLogger("val")
@@ -79,7 +82,7 @@ def run(opt: argparse.Namespace) -> dict:
     pad, rect = (0.0, False) if opt.task == "speed" else (0.5, True)
     loader, _ = create_dataloader(data[task], imgsz, opt.batch_size, gs, opt.single_cls, pad=pad, rect=rect,
                                   workers=opt.workers, prefix=f"{task}: ", nc=len(data["names"]))
-    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
+    save_dir = make_run_dir(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)[0]
     compute_loss = None
     if opt.loss:
         from utils.engine.hyp import load_hyp

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from utils.data import verify
-from utils.dataloaders import LoadImagesAndLabels
+from utils.dataloaders import DatasetError, LoadImagesAndLabels
 
 
 def _img(path: Path, w: int = 32, h: int = 24, ext: str = ".png") -> Path:
@@ -75,7 +75,7 @@ def test_decompression_bomb_is_corrupt(tmp_path, monkeypatch):
     monkeypatch.setattr(verify, "MAX_IMAGE_PIXELS", 50 * 50)
     f = _img(tmp_path / "big", 60, 60)
     shape, why = verify.verify_image(str(f))
-    assert shape is None and "MAX_IMAGE_PIXELS" in why
+    assert shape is None and why == "60x60 = 3600 pixels exceeds the limit of 2500 (decompression bomb?; raise it with --max-pixels)"
     assert verify.verify_image(str(_img(tmp_path / "ok", 40, 40)))[0] == (40, 40)
 
 
@@ -160,7 +160,7 @@ def test_summary_counts(tmp_path, caplog):
 def test_no_usable_images_is_an_error(tmp_path):
     _corrupt_image_case(tmp_path, "zero_byte")
     _corrupt_image_case(tmp_path, "not_image")
-    with pytest.raises(RuntimeError, match="no usable images"):
+    with pytest.raises(DatasetError, match="no usable images"):
         LoadImagesAndLabels(tmp_path / "images" / "train", img_size=64, use_label_cache=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):

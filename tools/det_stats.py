@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.io.cli import add_max_pixels_flag  # noqa: E402
+
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +39,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stray-iou", type=float, default=0.3, help="below this IoU with every label a detection is stray")
     p.add_argument("--max-images", type=int, default=0, help="use at most this many images (0: all)")
     p.add_argument("--out", default=str(ROOT / "runs/det_stats"), help="output folder")
+    add_max_pixels_flag(p)
     return p.parse_args(argv)
 
 
@@ -109,8 +112,10 @@ def markdown(results: dict, names: list[str], opt: argparse.Namespace) -> str:
 
 
 def main(opt: argparse.Namespace) -> Path:
+    from utils.data.verify import set_max_pixels
     from utils.dataloaders import check_dataset
 
+    set_max_pixels(opt.max_pixels)
     data = check_dataset(opt.data)
     names = data["names"]  # check_dataset gives a list in class order
     results = {}

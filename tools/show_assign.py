@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.io.cli import add_max_pixels_flag  # noqa: E402
+
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +38,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-images", type=int, default=100, help="images used in --stats mode")
     p.add_argument("--out", default=str(ROOT / "runs/assign"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of fresh models")
+    add_max_pixels_flag(p)
     return p.parse_args(argv)
 
 
@@ -47,9 +50,11 @@ def main(opt: argparse.Namespace) -> Path:
     from utils.boxes import xywh2xyxy
     from utils.io.checkpoint import load_checkpoint
     from utils.engine.compare import hyp_for
+    from utils.data.verify import set_max_pixels
     from utils.dataloaders import check_dataset, create_dataloader
 
     torch.manual_seed(opt.seed)
+    set_max_pixels(opt.max_pixels)
     data = check_dataset(opt.data)
     base = load_checkpoint(opt.weights)[0] if opt.weights else None
     cfg = base.yaml if base is not None else opt.cfg

@@ -3,7 +3,7 @@
 Images are ``np.ndarray (H, W, 3) uint8 BGR`` (as read by cv2). Labels are
 ``np.ndarray (n, 5) float`` rows ``[cls, x1, y1, x2, y2]`` in pixels of the image they belong to,
 unless a function says otherwise. Randomness comes from Python's ``random`` and NumPy's global
-generator (both seeded per worker by the data loader), as in YOLOv5.
+generator, as in YOLOv5; the training dataset seeds both for each item from (seed, epoch, index).
 
 Hyper-parameter names are those of YOLOv5's ``hyp.scratch-low.yaml`` (see ``HYP_DEFAULTS``).
 ``copy_paste`` is accepted but is a no-op: it needs instance segments and this project's labels

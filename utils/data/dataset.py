@@ -79,6 +79,8 @@ class LoadImagesAndLabels(Dataset):
                 lb[:, 0] = 0
         self.shapes = np.array([r.shape for r in records], dtype=np.float64).reshape(-1, 2)
         self.n = len(self.im_files)
+        self.seed = 0  # with the epoch, seeds each item's augmentations (create_dataloader sets it)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._indices = torch.arange(self.n).share_memory_()
         self._mosaic = torch.tensor([augment and not self.rect], dtype=torch.bool).share_memory_()
         self.batch = np.floor(np.arange(self.n) / batch_size).astype(int)
@@ -97,6 +99,15 @@ class LoadImagesAndLabels(Dataset):
     @mosaic.setter
     def mosaic(self, value: bool) -> None:
         self._mosaic[0] = bool(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentations ``__getitem__`` draws (shared memory: reaches persistent workers)."""
+        self._epoch[0] = epoch
+
+    def item_seed(self, index: int) -> int:
+        """Seed of item ``index``'s augmentations in the current epoch: a function of (seed, epoch,
+        index) only, so the worker that loads it, and a --resume in between, change nothing."""
+        return int(np.random.SeedSequence((self.seed, int(self._epoch[0]), index)).generate_state(1)[0])
 
     @property
     def indices(self) -> torch.Tensor:
@@ -202,6 +213,10 @@ class LoadImagesAndLabels(Dataset):
         return img, labels, shapes
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
+        if self.augment:  # the augmentations draw from Python's and NumPy's global generators
+            seed = self.item_seed(index)
+            random.seed(seed)
+            np.random.seed(seed)
         index = int(self.indices[index])
         hyp = self.hyp
         if self.mosaic and random.random() < hyp["mosaic"]:

@@ -5,7 +5,10 @@ plain data only. It is keyed by a SHA-256 of every image and label path with its
 plus the cache version, so any change to the files rebuilds it. The cache holds the labels
 checked without ``nc``; class ids >= nc are rejected after loading, so runs with different
 ``nc`` (e.g. ``--single-cls``) share one cache. It is written to a
-temporary file and renamed, so a killed run never leaves a half-written cache.
+temporary file and renamed, so a killed run never leaves a half-written cache. When the dataset
+folder is not writable (a read-only mount) the cache goes to the user's cache folder instead
+(``$XDG_CACHE_HOME/yolo-lab/labels/``, named by a hash of the labels folder); when neither is
+writable the run only logs a warning.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.data import verify
+from utils.data.config import DatasetError
 
 LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -43,6 +47,13 @@ def cache_path_for(label_files: list[str]) -> Path:
     return Path(label_files[0]).parent.with_suffix(".cache")
 
 
+def user_cache_path_for(label_files: list[str]) -> Path:
+    """The fallback cache for a read-only dataset: one file per labels folder under the user's cache dir."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "yolo-lab" / "labels"
+    folder = str(Path(label_files[0]).parent.resolve())
+    return base / f"{hashlib.sha256(folder.encode()).hexdigest()[:16]}.cache"
+
+
 def _record_to_json(r: verify.ImageRecord) -> list:
     return [r.im_file, r.status, list(r.shape), r.labels.tolist(), r.message, r.dropped, r.clipped]
 
@@ -64,17 +75,23 @@ def load_cache(path: Path, expected_hash: str) -> list[verify.ImageRecord] | Non
         return None
 
 
-def save_cache(path: Path, file_hash: str, records: list[verify.ImageRecord], prefix: str = "") -> None:
-    """Write the cache atomically; an unwritable folder only costs a warning."""
+def save_cache(path: Path, file_hash: str, records: list[verify.ImageRecord], prefix: str = "") -> bool:
+    """Write the cache atomically; False (and a warning) when the folder is not writable."""
     data = {"version": CACHE_VERSION, "hash": file_hash, "records": [_record_to_json(r) for r in records]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, path)
-        LOGGER.info("%sNew cache created: %s", prefix, path)
     except OSError as e:
         LOGGER.warning("%sWARNING: cache directory %s is not writeable: %s", prefix, path.parent, e)
-        tmp.unlink(missing_ok=True)
+        try:  # on a read-only file system the clean-up fails the same way; nothing was written then
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
+    LOGGER.info("%sNew cache created: %s", prefix, path)
+    return True
 
 
 def scan_records(im_files: list[str], label_files: list[str], prefix: str) -> list[verify.ImageRecord]:
@@ -88,11 +105,18 @@ def scan_records(im_files: list[str], label_files: list[str], prefix: str) -> li
     return records
 
 
-def _check_nc(rec: verify.ImageRecord, nc: int, label_file: str) -> verify.ImageRecord:
-    """A copy marked corrupt when a class id is >= nc (the cache is built without nc)."""
-    if rec.status == "corrupt" or not len(rec.labels) or rec.labels[:, 0].max() < nc:
+def _recheck(rec: verify.ImageRecord, nc: int | None, label_file: str) -> verify.ImageRecord:
+    """A copy marked corrupt when a class id is >= nc or the image exceeds the current pixel limit
+    (the cache is built without nc, and maybe under another --max-pixels)."""
+    if rec.status == "corrupt":
         return rec
-    msg = f"{label_file}: ignoring image and labels: class id {int(rec.labels[:, 0].max())} >= nc={nc}"
+    big = verify.too_many_pixels(*rec.shape)
+    if big:
+        msg = f"{rec.im_file}: ignoring corrupt image: {big}"
+    elif nc is not None and len(rec.labels) and rec.labels[:, 0].max() >= nc:
+        msg = f"{label_file}: ignoring image and labels: class id {int(rec.labels[:, 0].max())} >= nc={nc}"
+    else:
+        return rec
     return verify.ImageRecord(rec.im_file, rec.labels, rec.shape, "corrupt", msg, rec.dropped, rec.clipped)
 
 
@@ -110,24 +134,25 @@ def load_labels(im_files: list[str], label_files: list[str], nc: int | None = No
                 prefix: str = "", use_cache: bool = True) -> list[verify.ImageRecord]:
     """Records for all images (cached when possible); warnings and the summary are logged each time.
 
-    Raises RuntimeError when no usable image is left.
+    Raises DatasetError (naming the folder) when no usable image is left.
     """
-    cache_file = cache_path_for(label_files)
     h = files_hash(im_files + label_files)
-    records = load_cache(cache_file, h) if use_cache else None
+    records, candidates = None, (cache_path_for(label_files), user_cache_path_for(label_files))
+    for cache_file in candidates if use_cache else ():
+        records = load_cache(cache_file, h)
+        if records is not None:
+            LOGGER.info("%sUsing label cache %s", prefix, cache_file)
+            break
     if records is None:
         records = scan_records(im_files, label_files, prefix)
-        if use_cache:
-            save_cache(cache_file, h, records, prefix)
-    else:
-        LOGGER.info("%sUsing label cache %s", prefix, cache_file)
-    if nc is not None:
-        records = [_check_nc(r, nc, lb) for r, lb in zip(records, label_files)]
+        if use_cache and not save_cache(candidates[0], h, records, prefix):
+            save_cache(candidates[1], h, records, prefix)
+    records = [_recheck(r, nc, lb) for r, lb in zip(records, label_files)]
     for r in records:
         if r.message:
             LOGGER.warning("%sWARNING: %s", prefix, r.message)
     LOGGER.info(summarize(records, prefix))
     if not any(r.status != "corrupt" for r in records):
-        raise RuntimeError(f"{prefix}no usable images among {len(records)} in "
+        raise DatasetError(f"{prefix}no usable images among {len(records)} in "
                            f"{Path(im_files[0]).parent} (see warnings above)")
     return records

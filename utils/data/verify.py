@@ -22,8 +22,10 @@ label file missing or empty                     background image (no objects)
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import warnings
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,11 @@ from PIL import Image
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 MIN_IMAGE_SIDE = 10  # px
-MAX_IMAGE_PIXELS = 20_000 * 20_000  # above this an image is treated as a decompression bomb
+# Above this an image is treated as a decompression bomb; the one limit of every image reader
+# (training, validation, detect.py, tools/). The CLIs' --max-pixels sets it with set_max_pixels().
+DEFAULT_MAX_IMAGE_PIXELS = 20_000 * 20_000
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+_PIL_LIMIT_LOCK = threading.Lock()  # PIL's own limit is a module global: swap it under a lock
 BOX_TOL = 0.01  # normalised; corners this far outside the image are clipped without a warning
 ABSURD_CENTRE = (-0.5, 1.5)
 ABSURD_SIZE = 1.5
@@ -79,21 +85,64 @@ def _exif_size(im: Image.Image) -> tuple[int, int]:
     return w, h
 
 
+def set_max_pixels(limit: int) -> None:
+    """Set the pixel limit of every image reader (``--max-pixels``); ValueError unless positive."""
+    global MAX_IMAGE_PIXELS
+    if limit <= 0:
+        raise ValueError(f"--max-pixels must be a positive number of pixels, got {limit}")
+    MAX_IMAGE_PIXELS = int(limit)
+
+
+def too_many_pixels(w: int, h: int) -> str:
+    """'' when a (w, h) image is within the pixel limit, else the reason it is refused."""
+    if w * h <= MAX_IMAGE_PIXELS:
+        return ""
+    return (f"{w}x{h} = {w * h} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
+            "(decompression bomb?; raise it with --max-pixels)")
+
+
+@contextlib.contextmanager
+def open_image(im_file: str) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` (reads the header only) with ``MAX_IMAGE_PIXELS`` as the only size limit.
+
+    PIL's own limit (a warning above 89 M pixels, an error above twice that) is off while the
+    header is read, so that ``--max-pixels`` alone decides.
+    """
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(im_file)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with im:
+        yield im
+
+
+def header_problem(im_file: str) -> str:
+    """Why an image must not be decoded ('' when it may), from its header alone: unreadable,
+    empty, or over the pixel limit. Never decodes the pixels, so a 30000x30000 PNG costs nothing."""
+    try:
+        if os.path.getsize(im_file) == 0:
+            return "empty file"
+        with open_image(im_file) as im:
+            return too_many_pixels(*im.size)
+    except Exception as e:  # PIL raises many types for broken files
+        return f"unreadable image ({type(e).__name__}: {e})"
+
+
 def verify_image(im_file: str) -> tuple[tuple[int, int] | None, str]:
     """Check an image file with PIL without trusting it. Returns ((w, h), '') or (None, reason)."""
     try:
         if os.path.getsize(im_file) == 0:
             return None, "empty file"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(im_file) as im:
-                fmt = (im.format or "").lower()
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    return None, f"{w}x{h} exceeds MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} (decompression bomb?)"
-                im.verify()  # must come right after open
-            with Image.open(im_file) as im:
-                w, h = _exif_size(im)
+        with open_image(im_file) as im:
+            fmt = (im.format or "").lower()
+            big = too_many_pixels(*im.size)
+            if big:
+                return None, big
+            im.verify()  # must come right after open
+        with open_image(im_file) as im:
+            w, h = _exif_size(im)
         if fmt not in IMG_FORMATS:
             return None, f"unsupported image format {fmt!r}"
         if w < MIN_IMAGE_SIDE or h < MIN_IMAGE_SIDE:
@@ -101,8 +150,6 @@ def verify_image(im_file: str) -> tuple[tuple[int, int] | None, str]:
         if fmt in ("jpeg", "jpg") and not _jpeg_complete(im_file):
             return None, "truncated JPEG"
         return (w, h), ""
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return None, f"decompression bomb: {e}"
     except Exception as e:  # PIL raises many types for broken files
         return None, f"unreadable image ({type(e).__name__}: {e})"
 
@@ -114,7 +161,7 @@ def _jpeg_complete(im_file: str) -> bool:
         if f.read() == b"\xff\xd9":
             return True
     try:
-        with Image.open(im_file) as im:
+        with open_image(im_file) as im:
             im.load()  # raises OSError "image file is truncated"
         return True
     except Exception:

@@ -7,6 +7,8 @@ that belongs to a different strategy says which one.
 from __future__ import annotations
 
 import difflib
+import logging
+import math
 import numbers
 from pathlib import Path
 from typing import Any
@@ -34,21 +36,80 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 # Training augmentations: their keys and YOLOv5 scratch-low defaults live with the augmentations.
 AUG_DEFAULTS = HYP_DEFAULTS
 
+LOGGER = logging.getLogger(__name__)
+
+# Allowed values as interval notation: zero is refused where the code divides by the value, a
+# negative where it has no meaning, 1 where a momentum would never forget. Strategies that check
+# their own keys (ota, freeanchor, dw: their Hyp's __post_init__) are not repeated here; every
+# other key still must be finite.
+_POSITIVE, _NON_NEGATIVE, _FRACTION, _BELOW_ONE = "(0, inf)", "[0, inf)", "[0, 1]", "[0, 1)"
+HYP_RANGES: dict[str, str] = {
+    **dict.fromkeys(("nbs", "anchor_t", "anchors", "reg_max", "atss_topk", "atss_scale"), _POSITIVE),
+    **dict.fromkeys(("lr0", "lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "close_mosaic",
+                     "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma", "qfl", "qfl_beta", "giou", "dfl",
+                     "ssd_neg_pos_ratio", "ssd_min_neg", "degrees", "shear", "perspective"), _NON_NEGATIVE),
+    **dict.fromkeys(("hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "mixup",
+                     "copy_paste", "iou_t", "label_smoothing", "ssd_iou_thr"), _FRACTION),
+    **dict.fromkeys(("momentum", "warmup_momentum", "scale"), _BELOW_ONE),
+}
+
 
 class HypError(ValueError):
     """A hyp file that cannot be used: missing, malformed, unknown key or wrong value type."""
 
 
 def find_hyp(spec: str | Path) -> Path:
-    """A hyp path as given, or a bare file name looked up in the project's ``hyp/`` folder."""
+    """A hyp path as given (a relative one may also be relative to the project root, as
+    ``hyp/hyp.ota.yaml``), or a bare file name (no folder part) looked up in the project's ``hyp/``.
+
+    A path that names a folder must exist: a mistyped folder never silently falls back to the
+    bundled file of the same name.
+    """
     p = Path(spec)
     if p.is_file():
         return p
-    for candidate in (HYP_DIR / p, HYP_DIR / p.name):
-        if candidate.is_file():
-            return candidate
     available = ", ".join(sorted(x.name for x in HYP_DIR.glob("hyp.*.yaml")))
-    raise HypError(f"hyp file '{spec}' not found (also looked in {HYP_DIR}); available: {available}")
+    if p.parent != Path("."):
+        if not p.is_absolute() and (ROOT / p).is_file():
+            return ROOT / p
+        raise HypError(f"--hyp: file '{spec}' not found (only a bare file name is looked up in "
+                       f"{HYP_DIR}; available there: {available})")
+    if (HYP_DIR / p).is_file():
+        return HYP_DIR / p
+    raise HypError(f"--hyp: file '{spec}' not found (also looked in {HYP_DIR}); available: {available}")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"hyp key '{key}' is given twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _check_value(key: str, value: Any, source: str) -> None:
+    """Numbers must be finite and inside ``HYP_RANGES``; the error names the key and the file."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return
+    if not math.isfinite(value):
+        raise HypError(f"{source}: hyp key '{key}' must be a finite number, got {value!r}")
+    interval = HYP_RANGES.get(key)
+    if interval is None:
+        return
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    inside = (low <= value if interval[0] == "[" else low < value) and (value <= high if interval[-1] == "]" else value < high)
+    if not inside:
+        raise HypError(f"{source}: hyp key '{key}' must be in {interval}, got {value!r}")
 
 
 def _owner_of(key: str) -> str | None:
@@ -82,6 +143,7 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
         generic = key in TRAINER_DEFAULTS or key in AUG_DEFAULTS
         if generic and key != "loss" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise HypError(f"{source}: hyp key '{key}' must be a number, got {value!r}")
+        _check_value(key, value, source)
     out = {**TRAINER_DEFAULTS, **AUG_DEFAULTS, **hyp}
     try:
         strategy.Hyp.from_hyp(out)
@@ -96,7 +158,13 @@ def load_hyp(spec: str | Path | dict) -> dict[str, Any]:
         return validate_hyp(dict(spec))
     path = find_hyp(spec)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise HypError(f"{path}: not valid YAML ({e})") from None
+        raise HypError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    except _DuplicateKey as e:
+        raise HypError(f"{path}: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HypError(f"{path}: cannot read the hyp file ({e})") from None
+    if not data:
+        LOGGER.warning("WARNING: hyp file %s is empty; training with the defaults of every key", path)
     return validate_hyp(data or {}, str(path))

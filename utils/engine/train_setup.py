@@ -10,6 +10,7 @@ import argparse
 import logging
 import math
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distri
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
 from utils.loss import build_loss, loss_class
+from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
-from utils.io.paths import increment_path
+from utils.io.paths import RunDirError, RunLock, make_run_dir
 from utils.io.run_log import ResultsLogger
 
 LOGGER = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class Run:
     best_fitness: float = 0.0
     best_epoch: int = -1
     info: DistInfo = field(default_factory=DistInfo)
+    lock: RunLock | None = None  # rank 0's hold on save_dir, released by the trainer at the end
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -129,6 +132,10 @@ def resolve_defaults(opt: argparse.Namespace, data: dict[str, Any], hyp: dict[st
             setattr(opt, key, suggested.get(key, fallback))
             if key in suggested:
                 LOGGER.info("%s=%s from %s train_defaults", key, suggested[key], source)
+                if key != "optimizer" and (isinstance(suggested[key], bool) or not isinstance(suggested[key], int)
+                                           or suggested[key] < 1):
+                    raise ValueError(f"{data['yaml_file']}: train_defaults key '{key}' must be a positive "
+                                     f"integer, got {suggested[key]!r}")
     overrides = suggested.get("hyp") or {}
     if overrides:
         LOGGER.info("hyp overrides from %s train_defaults: %s", source,
@@ -203,17 +210,35 @@ def freeze_layers(model: nn.Module, freeze: list[int]) -> None:
             v.requires_grad = False
 
 
-def make_save_dir(opt: argparse.Namespace, info: DistInfo) -> Path:
-    """runs/train/exp* chosen by rank 0 and shared with the other ranks."""
+def make_save_dir(opt: argparse.Namespace, info: DistInfo) -> tuple[Path, bool, RunLock | None]:
+    """runs/train/exp* chosen by rank 0 and shared with the other ranks -> (folder, created by this
+    run, rank 0's lock on it). A folder another live run holds is refused (RunDirError)."""
+    created, lock = False, None
     if opt.resume:
         save_dir = Path(opt.save_dir)
     else:
-        save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok) if info.main else None
-        save_dir = broadcast(save_dir, info)
+        if info.main:
+            save_dir, created = make_run_dir(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+        save_dir = broadcast(save_dir if info.main else None, info)
         opt.save_dir = str(save_dir)
     if info.main:
-        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-    return save_dir
+        lock = RunLock(save_dir).acquire()
+        try:
+            (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            lock.release()
+            raise RunDirError(f"cannot write to the run folder {save_dir} ({e.strerror or e})") from None
+    return save_dir, created, lock
+
+
+def abandon_save_dir(save_dir: Path, created: bool, lock: RunLock | None) -> None:
+    """After a failed start: release the lock and remove the folder this run created, unless it
+    already holds a checkpoint (a failed start must not leave an empty run folder behind)."""
+    if lock is not None:
+        lock.release()
+    if created and lock is not None and not any((save_dir / "weights").glob("*.pt")):
+        shutil.rmtree(save_dir, ignore_errors=True)
+        LOGGER.info("removed the run folder %s of the failed start", save_dir)
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: bool) -> nn.Module:
@@ -234,7 +259,20 @@ def setup(opt: argparse.Namespace) -> Run:
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_checkpoint(opt)
-    save_dir = make_save_dir(opt, info)
+    verify.set_max_pixels(getattr(opt, "max_pixels", verify.DEFAULT_MAX_IMAGE_PIXELS))
+    save_dir, created, lock = make_save_dir(opt, info)
+    try:
+        run = build_run(opt, info, device, ckpt, save_dir)
+    except BaseException:
+        abandon_save_dir(save_dir, created, lock)
+        raise
+    run.lock = lock
+    return run
+
+
+def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckpt: dict[str, Any] | None,
+              save_dir: Path) -> Run:
+    """Hyp, data, model, optimiser, loaders and loss of a run whose folder exists."""
     init_seeds(opt.seed + 1 + max(info.rank, 0))
     hyp = load_hyp(ckpt["hyp"] if ckpt else opt.hyp)
     data = check_dataset(opt.data) if info.main else None

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from utils.data.loader import set_epoch
 from utils.eval import validator
 from utils.io.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
 from utils.engine.distributed import broadcast, cleanup, replicas_identical
@@ -59,8 +60,7 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     opt = run.opt
     run.model.train()
     nb = len(run.train_loader)
-    if hasattr(run.train_loader.sampler, "set_epoch"):
-        run.train_loader.sampler.set_epoch(epoch)
+    set_epoch(run.train_loader, epoch)
     close_mosaic(run, epoch)
     names = run.compute_loss.names
     mloss = torch.zeros(len(names), device=run.device)
@@ -171,6 +171,15 @@ def train(opt: argparse.Namespace) -> dict[str, Any]:
     Ctrl-C stops cleanly: last.pt already holds the last finished epoch, and ``--resume`` continues.
     """
     run = setup(opt)
+    try:
+        return train_run(run)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+def train_run(run: Run) -> dict[str, Any]:
+    """The epochs and the final validation of a set-up run (see :func:`train`)."""
     t0 = time.time()
     try:
         for epoch in range(run.start_epoch, run.opt.epochs):

@@ -33,6 +33,16 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the model."""
 
 
+class NonFiniteCheckpoint(CheckpointError):
+    """A checkpoint about to be written holds NaN or inf values; nothing was written."""
+
+
+# A stored tensor inflating more than this from its compressed size is a decompression bomb:
+# torch.save stores tensors uncompressed, and real weights deflate by ~1.1x.
+MAX_INFLATION = 50
+INFLATION_MIN_BYTES = 1 << 20  # small tensors (all-zero buffers) may deflate well
+
+
 # --------------------------------------------------------------------------- writing
 
 def _plain(x: Any, where: str) -> Any:
@@ -90,6 +100,17 @@ def make_checkpoint(model: nn.Module, *, ema: Any = None, optimizer: torch.optim
     }
 
 
+def nonfinite_tensors(x: Any, where: str = "") -> list[str]:
+    """Names (``model/model.0.conv.weight``) of the floating tensors in ``x`` holding NaN or inf."""
+    if isinstance(x, torch.Tensor):
+        return [where] if x.is_floating_point() and not bool(torch.isfinite(x).all()) else []
+    if isinstance(x, dict):
+        return [n for k, v in x.items() for n in nonfinite_tensors(v, f"{where}/{k}" if where else str(k))]
+    if isinstance(x, (list, tuple)):
+        return [n for i, v in enumerate(x) for n in nonfinite_tensors(v, f"{where}[{i}]")]
+    return []
+
+
 def _umask() -> int:
     """The process umask (reading it means setting it; it is put back at once)."""
     mask = os.umask(0o022)
@@ -101,10 +122,19 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write ``ckpt`` atomically: temp file in the same folder, fsync, then ``os.replace``.
 
     The file gets the mode any new file would (0o666 less the umask), not mkstemp's private 0o600.
+    A checkpoint holding a non-finite tensor is never written (NonFiniteCheckpoint), and a failed
+    write (disk full, read-only folder) is a CheckpointError; both leave an existing file unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    bad = nonfinite_tensors(ckpt)
+    if bad:
+        raise NonFiniteCheckpoint(f"not writing {path}: {len(bad)} tensor(s) hold NaN or inf "
+                                  f"(first: {', '.join(bad[:3])}); the previous file is kept")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path} ({e.strerror or e})") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -112,6 +142,10 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path} ({' '.join(str(e).split())[:200]}); "
+                              "the previous file, if any, is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -227,15 +261,32 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(dtype, torch.dtype):
             raise CheckpointError(f"'{self._source}': unsupported storage type {dtype!r:.60}")
         if key not in self._storages:
-            raw = bytearray(self._archive.read(f"{self._prefix}data/{key}"))
+            name = f"{self._prefix}data/{key}"
+            declared = self._archive.getinfo(name).file_size
+            numel = pid[4] if len(pid) > 4 and isinstance(pid[4], int) else None
+            if numel is not None and numel * dtype.itemsize != declared and dtype != torch.uint8:
+                raise CheckpointError(f"'{self._source}': tensor storage {key} declares {numel} elements "
+                                      f"but holds {declared} bytes")
+            raw = bytearray(self._archive.read(name))
             self._storages[key] = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
         return self._storages[key]
+
+
+def _check_storage_sizes(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse, before anything is inflated, a stored tensor whose declared size is implausible
+    for its compressed size (a 1 MB file must not allocate gigabytes)."""
+    for info in archive.infolist():
+        if "/data/" in info.filename or info.filename.startswith("data/"):
+            if info.file_size > INFLATION_MIN_BYTES and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+                raise CheckpointError(f"refusing to load '{path}': {info.filename} declares {info.file_size} "
+                                      f"bytes stored in {info.compress_size} (a decompression bomb?)")
 
 
 def _restricted_load(path: Path) -> Any:
     """Unpickle a zip-format torch file with ``_RestrictedUnpickler``; executes nothing from it."""
     try:
         with zipfile.ZipFile(path) as archive:
+            _check_storage_sizes(archive, path)
             pkl = [n for n in archive.namelist() if n.endswith("data.pkl")]
             if not pkl:
                 raise CheckpointError(f"'{path}' is not a torch checkpoint (no data.pkl inside)")
@@ -303,6 +354,9 @@ def _from_official(raw: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def _check_file(path: str | Path) -> Path:
     path = Path(path)
+    if path.suffix.lower() in (".onnx", ".torchscript"):
+        raise CheckpointError(f"'{path}' is an exported model, not a checkpoint: give a .pt here "
+                              "(.onnx files run with detect.py)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' not found")
     return path
@@ -311,6 +365,11 @@ def _check_file(path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw dict of one of our checkpoints (e.g. for --resume), via weights_only loading."""
     path = _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_storage_sizes(archive, path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"'{path}' is truncated or not a checkpoint ({type(e).__name__}: {e})") from None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises several types for corrupt or unsafe files

@@ -1,5 +1,6 @@
 """What the command-line tools share: errors a user can act on become one log line and exit status 1,
-and a --help that shows the defaults."""
+a --help that shows the defaults, and argparse value types that refuse nonsense numbers (exit
+status 2, as argparse's own errors)."""
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that name a bad input (file, key, value), not a bug: no traceback for these."""
+    """Errors that name a bad input (file, key, value), not a bug: no traceback for these.
+
+    FloatingPointError is a training that diverged (non-finite weights or losses, from the hyp
+    values); its message names the last finite checkpoint.
+    """
     from utils.io.checkpoint import CheckpointError
     from utils.dataloaders import DatasetError
     from utils.engine.hyp import HypError
+    from utils.io.paths import RunDirError
 
-    return (HypError, DatasetError, CheckpointError, FileNotFoundError, ValueError)
+    return (HypError, DatasetError, CheckpointError, RunDirError, FileNotFoundError, ValueError,
+            FloatingPointError)
 
 
 def run_cli(fn: Callable[[], Any], logger: str) -> int:
@@ -41,3 +48,35 @@ def run_cli(fn: Callable[[], Any], logger: str) -> int:
         return 1
     return 0
 
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--epochs 0`` is refused before anything runs)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
+def add_max_pixels_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels``: the one pixel limit of every image reader (``utils.data.verify.set_max_pixels``)."""
+    from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS
+
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="refuse images with more pixels than this (decompression bombs); read from the "
+                             "image header before decoding")

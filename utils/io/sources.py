@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from utils.data.augmentations import letterbox
+from utils.data.verify import header_problem, too_many_pixels
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class LoadImages:
 
     Yields ``(path, im, im0, cap, s)``: ``im`` (3, h, w) RGB uint8 contiguous letterboxed array, ``im0`` the
     original BGR (H, W, 3) image, ``cap`` the ``cv2.VideoCapture`` for video frames else None, ``s`` a
-    description like ``'image 1/2 /data/a.jpg: '``. Unreadable images are skipped with a warning.
+    description like ``'image 1/2 /data/a.jpg: '``. Unreadable images, and images or videos over the
+    shared pixel limit (``utils.data.verify.MAX_IMAGE_PIXELS``, read from the header before any
+    decoding), are skipped with a warning; ``skipped`` lists ``(path, reason)`` pairs.
     """
 
     def __init__(self, path: str | Path | Sequence[str | Path], img_size: int | Sequence[int] = 640,
@@ -68,7 +71,7 @@ class LoadImages:
         self.nf, self.video_flag = len(self.files), [False] * len(images) + [True] * len(videos)
         self.img_size = tuple(img_size) if isinstance(img_size, (list, tuple)) else img_size
         self.stride, self.auto = stride, auto
-        self.skipped: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
         self.cap: cv2.VideoCapture | None = None
         self.frame = self.frames = 0
 
@@ -80,19 +83,21 @@ class LoadImages:
             if self.video_flag[index]:
                 yield from self._video(index, path)
                 continue
-            im0 = cv2.imread(path)
+            why = header_problem(path)
+            im0 = None if why else cv2.imread(path)
             if im0 is None:
-                LOGGER.warning("skipping %s: image cannot be read", path)
-                self.skipped.append(path)
+                self._skip(path, why or "image cannot be read")
                 continue
             yield path, self._prepare(im0), im0, None, f"image {index + 1}/{self.nf} {path}: "
 
     def _video(self, index: int, path: str):
         self.cap = cv2.VideoCapture(path)
         self.frames, self.frame = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0
-        if not self.cap.isOpened():
-            LOGGER.warning("skipping %s: video cannot be opened", path)
-            self.skipped.append(path)
+        size = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        why = "video cannot be opened" if not self.cap.isOpened() else too_many_pixels(*size)
+        if why:
+            self.cap.release()
+            self._skip(path, why)
             return
         while True:
             ok, im0 = self.cap.read()
@@ -102,6 +107,10 @@ class LoadImages:
             s = f"video {index + 1}/{self.nf} ({self.frame}/{self.frames}) {path}: "
             yield path, self._prepare(im0), im0, self.cap, s
         self.cap.release()
+
+    def _skip(self, path: str, why: str) -> None:
+        LOGGER.warning("skipping %s: %s", path, why)
+        self.skipped.append((path, why))
 
     def _prepare(self, im0: np.ndarray) -> np.ndarray:
         """BGR (H, W, 3) -> letterboxed RGB (3, h, w) contiguous uint8."""
