@@ -142,3 +142,24 @@ def test_cpu_resume_is_bit_exact(workers, tiny_data, tmp_path, monkeypatch):
     wa, wb = (torch.load(tmp_path / x / "exp" / "weights" / "last.pt", weights_only=True) for x in "ab")
     for key in ("model", "ema"):
         assert all(torch.equal(wa[key][k], wb[key][k]) for k in wa[key]), key
+
+
+def test_disk_full_during_training_keeps_the_previous_last_pt(tiny_data, tmp_path, monkeypatch, caplog):
+    from utils.io import checkpoint as ckpt_io
+
+    real_save = ckpt_io.torch.save
+
+    def full_from_epoch_1(obj, f):
+        if obj.get("epoch") == 1:
+            f.write(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real_save(obj, f)
+
+    monkeypatch.setattr(ckpt_io.torch, "save", full_from_epoch_1)
+    with caplog.at_level(logging.INFO):
+        code = train_cli.main(opts(tiny_data, tmp_path))
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    assert code == 1 and f"error: cannot write checkpoint {last} (" in caplog.text
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]
+    assert not (tmp_path / "exp" / ".lock").exists()
