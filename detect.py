@@ -111,8 +111,15 @@ class VideoSaver:
 
 
 def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Module, list[str], dict]:
-    """Our checkpoint or an official YOLOv5 .pt -> (model in eval mode on ``device``, class names, meta)."""
+    """Our checkpoint, an official YOLOv5 .pt or an export.py .onnx -> (model in eval mode on ``device``,
+    class names, meta)."""
     from utils.io.checkpoint import load_checkpoint
+
+    if Path(weights).suffix == ".onnx":
+        from utils.io.onnx_backend import OnnxModel
+
+        onnx_model = OnnxModel(weights, device)
+        return onnx_model, onnx_model.names, onnx_model.meta
 
     model, meta = load_checkpoint(weights, device="cpu")
     names = meta.get("names") or getattr(model, "names", None) or [str(i) for i in range(int(model.nc))]
@@ -170,8 +177,11 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
     if half:
         model.half()
     stride = int(model.stride.max())
-    imgsz = inference_size(imgsz, meta, stride)
-    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=True)
+    fixed = getattr(model, "fixed_imgsz", None)  # a static ONNX export takes its exported size only
+    if fixed:
+        print(f"image size {' x '.join(map(str, fixed))}, fixed by the ONNX export")
+    imgsz = fixed or inference_size(imgsz, meta, stride)
+    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=not fixed)
     save_dir, created = make_run_dir(Path(project) / name, exist_ok=exist_ok)  # after the checks: no empty runs
     if save_txt:
         (save_dir / "labels").mkdir(exist_ok=True)
@@ -224,7 +234,7 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
-    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path")
+    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path (.pt, or .onnx from export.py)")
     parser.add_argument("--source", type=str, default="data/images", help="file/dir/glob/.txt list/video")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=positive_int, default=None,
                         help="inference size h,w (default: the checkpoint's training size, else 640)")

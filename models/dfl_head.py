@@ -91,6 +91,6 @@ class DFLDetect(nn.Module):
             r = r.view(bs, ny * nx, self.no)
             centre = self._centres(nx, ny, r.device, torch.float32)
             xywh = xyxy2xywh(self.box_coder.decode(r[..., :self.n_dist], centre)) * self.stride[i]
-            obj = torch.ones_like(xywh[..., :1])
+            obj = xywh.new_ones(1).expand_as(xywh[..., :1])  # not ones_like: ONNX traces would fix its shape
             out.append(torch.cat((xywh, obj, r[..., self.n_dist:].float().sigmoid()), -1).to(r.dtype))
         return torch.cat(out, 1)

@@ -354,6 +354,9 @@ def _from_official(raw: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def _check_file(path: str | Path) -> Path:
     path = Path(path)
+    if path.suffix.lower() in (".onnx", ".torchscript"):
+        raise CheckpointError(f"'{path}' is an exported model, not a checkpoint: give a .pt here "
+                              "(.onnx files run with detect.py)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' not found")
     return path

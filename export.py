@@ -1,0 +1,61 @@
+"""Export a checkpoint (ours or an official YOLOv5 .pt, anchor or dfl head) to ONNX and/or TorchScript.
+
+    python export.py --weights runs/train/exp/weights/best.pt --include onnx torchscript
+    python export.py --weights best.pt --include onnx --img 320 --dynamic
+    python detect.py --weights runs/train/exp/weights/best.onnx --source path/to/images
+
+Files are written next to the weights (best.pt -> best.onnx, best.torchscript). The model maps
+``images`` (B, 3, H, W) float 0..1 to ``output0`` (B, N, 5 + nc): x, y, w, h pixels, objectness,
+class probabilities, before NMS. Class names, strides, image size and head kind are stored in the
+file. ONNX needs the optional packages of requirements-export.txt (onnx, onnxruntime).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.io.cli import HelpFormatter  # noqa: E402
+from utils.io.export import FORMATS, OPSET  # noqa: E402
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--weights", type=str, required=True, help="checkpoint path (.pt)")
+    p.add_argument("--include", nargs="+", default=["onnx"], choices=FORMATS, metavar="FORMAT",
+                   help=f"formats to write: {', '.join(FORMATS)} (default: onnx)")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+                   help="image size h [w] (default: the checkpoint's training size, else 640)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size of the traced input")
+    p.add_argument("--device", default="cpu", help="cpu, or a cuda device such as 0")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width axes")
+    p.add_argument("--half", action="store_true", help="FP16 model and input (needs a CUDA --device)")
+    p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")
+    opt = p.parse_args(argv)
+    if opt.imgsz is not None:
+        if len(opt.imgsz) > 2:
+            p.error("--imgsz takes 1 or 2 integers")
+        opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
+    return opt
+
+
+def main(opt: argparse.Namespace) -> int:
+    from utils.io.cli import run_cli
+    from utils.io.export import export
+
+    def run() -> None:
+        files = export(opt.weights, opt.include, opt.imgsz, opt.device, opt.dynamic, opt.half, opt.batch_size,
+                       opt.opset)
+        logging.getLogger("export").info("Export complete: %s", " ".join(map(str, files)))
+
+    return run_cli(run, "export")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.exit(main(parse_opt()))
