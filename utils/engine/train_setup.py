@@ -28,7 +28,7 @@ from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
-from utils.loss import build_loss, loss_class
+from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
 from utils.io.paths import RunDirError, RunLock, make_run_dir
@@ -166,24 +166,9 @@ def resume_checkpoint(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict
     return new, ckpt
 
 
-def scaled_loss_hyp(hyp: dict[str, Any], nl: int, nc: int, imgsz: int, label_smoothing: float) -> dict[str, Any]:
-    """YOLOv5's train.py scaling of the loss gains (3 levels, 80 classes and 640 px are unity)."""
-    keys = loss_class(hyp.get("loss")).Hyp.keys()
-    out = dict(hyp)
-    if "box" in keys:
-        out["box"] = hyp.get("box", 0.05) * 3 / nl
-    if "cls" in keys:
-        out["cls"] = hyp.get("cls", 0.5) * nc / 80 * 3 / nl
-    if "obj" in keys:
-        out["obj"] = hyp.get("obj", 1.0) * (imgsz / 640) ** 2 * 3 / nl
-    if "label_smoothing" in keys:
-        out["label_smoothing"] = label_smoothing
-    return out
-
-
-def build_model(opt: argparse.Namespace, hyp: dict[str, Any], nc: int, names: list[str], device) -> Model:
-    """The model of --cfg (or of --weights when no --cfg), with --weights' matching tensors loaded."""
-    head = loss_class(hyp.get("loss")).head
+def build_model(opt: argparse.Namespace, head: str, nc: int, names: list[str], device) -> Model:
+    """The model of --cfg (or of --weights when no --cfg) with the ``head`` the loss strategy trains,
+    with --weights' matching tensors loaded."""
     if opt.weights:
         src, meta = load_checkpoint(opt.weights, "cpu")
         cfg = opt.cfg or meta["yaml"]
@@ -289,7 +274,8 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
         yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)
 
-    model = build_model(opt, hyp, nc, names, device)
+    strategy = loss_class(hyp.get("loss"))  # the one place the strategy name is resolved
+    model = build_model(opt, strategy.head, nc, names, device)
     freeze_layers(model, opt.freeze)
     gs = max(int(model.stride.max()), 32)
     imgsz = math.ceil(opt.imgsz / gs) * gs
@@ -314,7 +300,8 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
             plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
     ema = ModelEMA(model) if info.main else None
     model = wrap_ddp(model, info, device, opt.sync_bn)
-    compute_loss = build_loss(model, scaled_loss_hyp(hyp, unwrap(model).model[-1].nl, nc, imgsz, opt.label_smoothing))
+    compute_loss = strategy(model, strategy.train_hyp(hyp, nl=unwrap(model).model[-1].nl, nc=nc, imgsz=imgsz,
+                                                      label_smoothing=opt.label_smoothing))
     speed = SpeedStats()
     stepper = make_stepper(model, compute_loss, hyp, optimizer=opt.optimizer, batch_size=opt.batch_size,
                            epochs=opt.epochs, batches_per_epoch=len(train_loader), cos_lr=opt.cos_lr, ema=ema,

@@ -19,8 +19,7 @@ from models.geometry import CELL_CENTRE
 from models.yolo import Model
 from utils.assign.result import AssignResult, LevelCandidates
 from utils.engine.hyp import load_hyp
-from utils.loss import build_loss, loss_class
-from utils.engine.train_setup import scaled_loss_hyp
+from utils.loss import loss_class
 
 LOGGER = logging.getLogger(__name__)
 LEVEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")
@@ -41,7 +40,8 @@ def strategy_for(name: str, hyp_file: str | Path, base: Model | None, nc: int, c
     """The model to predict with (``base`` when its head fits the strategy, else a fresh model of
     ``cfg`` with the strategy's head) and the strategy's loss built as train.py builds it."""
     hyp = load_hyp(hyp_file)
-    head = loss_class(name).head
+    strategy = loss_class(name)
+    head = strategy.head
     if base is not None and base.head_kind == head:
         model = base
     else:
@@ -49,7 +49,7 @@ def strategy_for(name: str, hyp_file: str | Path, base: Model | None, nc: int, c
             LOGGER.info("%s trains a '%s' head; the checkpoint has '%s': using a fresh model", name, head, base.head_kind)
         model = Model(cfg, nc=nc, head=head)
     model.eval()
-    return Strategy(name, model, build_loss(model, scaled_loss_hyp(hyp, model.model[-1].nl, nc, imgsz, 0.0)))
+    return Strategy(name, model, strategy(model, strategy.train_hyp(hyp, nl=model.model[-1].nl, nc=nc, imgsz=imgsz)))
 
 
 @torch.no_grad()

@@ -93,6 +93,21 @@ class LossStrategy(abc.ABC):
         self.box_coder = det.box_coder  # the head's own decode
         self.last_assignment: AssignResult | None = None
 
+    @classmethod
+    def train_hyp(cls, hyp: dict[str, Any], *, nl: int, nc: int, imgsz: int,
+                  label_smoothing: float = 0.0) -> dict[str, Any]:
+        """The hyp values to build this strategy with for ``nc`` classes on ``nl`` levels at ``imgsz`` px.
+
+        The trainer calls this once, before :func:`utils.loss.build_loss` (which takes values as
+        given): how a strategy's gains scale with levels, image size and class count is the
+        strategy's own rule. Default: gains unchanged; ``label_smoothing`` (train.py's flag) set
+        where the strategy has that key. Returns a new dict.
+        """
+        out = dict(hyp)
+        if "label_smoothing" in cls.Hyp.keys():
+            out["label_smoothing"] = label_smoothing
+        return out
+
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor,
                  imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss * bs, items)`` = :meth:`losses` of the head outputs under :meth:`assign`."""

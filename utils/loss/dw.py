@@ -51,8 +51,8 @@ Decisions where the official code is silent or differs on purpose:
   total is multiplied by the batch size (YOLOv5 convention) and trained with YOLOv5's SGD recipe.
   DW's per-image loss is ~10x YOLOv5's at the start (weights of an object sum to 1..e^2, the loc
   term carries the factor 5), so ``dw_gain`` (default 0.1) scales all three terms to YOLOv5's
-  magnitude; it is DW's own key, so train.py's per-level / image-size / class-count scaling of
-  ``box`` / ``obj`` / ``cls`` does not apply (DW's normalisers do not depend on those).
+  magnitude; ``train_hyp`` (the base rule) leaves it unscaled by levels, image size and class count
+  (DW's normalisers do not depend on those).
 - ``dw_pos_weight`` is 1.0 by default, not the official 0.25. The negative term is normalised by
   ``sum (1 - w_neg_iou)``, DW's count of effective positives, which is small on the YOLOv5 head
   (few anchors per object reach IoU > 0.5 early on), so at 0.25 the negative term outweighs the

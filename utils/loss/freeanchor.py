@@ -47,9 +47,9 @@ Gain and scale: the loss is multiplied by the batch size (YOLOv5 convention, wit
 warm-up and gradient accumulation to 64 images). The paper's loss is a per-object mean at lr 0.01 for
 16 images, so unscaled it would push ~60x (64 accumulated images) harder than the paper and ~10-15x
 harder per object than ``yolov5``'s box and class terms. ``fa_gain`` (default 0.1, on both terms)
-brings it to the order of ``yolov5``'s gradients. There are no ``box``/``obj``/``cls`` keys, so
-train.py does not rescale it by image size or class count: the negative term is normalised by
-objects, as in the paper, not by anchors.
+brings it to the order of ``yolov5``'s gradients. Its ``train_hyp`` (the base rule) does not rescale
+it by levels, image size or class count: the negative term is normalised by objects, as in the
+paper, not by anchors.
 
 Classifier prior: the paper starts the class logits at p = 0.02. The YOLOv5 head starts objectness at
 ``8 / (img/stride)^2`` (1e-3 at P3, 0.02 at P5 for 640 px) and classes at ``0.6 / (nc - 0.99)``, so

@@ -28,8 +28,9 @@ so background-only images would never teach "no object". Here every image keeps 
 
 Gains: N is counted over all levels at once, where YOLOv5 sums one mean per level, so the defaults
 ``box 0.15`` and ``cls 1.5`` equal YOLOv5's per-batch totals for 3 levels (0.05 and 0.5 per level);
-obj keeps 1.0 (4 N anchors / N is close to YOLOv5's level balance sum 5.4). train.py scales
-``box``, ``obj`` and ``cls`` as it does for ``yolov5``.
+obj keeps 1.0 (4 N anchors / N is close to YOLOv5's level balance sum 5.4). ``box``, ``obj`` and
+``cls`` scale with levels, image size and class count as ``yolov5``'s do
+(:class:`~utils.loss.yolov5.YOLOv5GainScaling`).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from models.geometry import AnchorPriors, cell_frame
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, hard_negative_mask, smooth_bce_targets
+from utils.loss.yolov5 import YOLOv5GainScaling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +61,7 @@ class SSDHyp(StrategyHyp):
     ssd_obj_iou: bool = True
 
 
-class ComputeLossSSD(AnchorLossStrategy):
+class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
     """SSD matching + hard negative mining; ``names = ('box', 'obj', 'cls')``."""
 
     names = ("box", "obj", "cls")

@@ -4,12 +4,14 @@ Assignment: :func:`utils.assign.yolo_candidates.yolo_candidates` (w/h ratio < ``
 plus the two nearest neighbours). Losses on the matched rows: CIoU box loss (mean of 1 - CIoU),
 class BCE against (label-smoothed) one-hot, skipped when ``nc == 1``; objectness BCE over every
 anchor with the detached, clamped CIoU as target at matched rows, levels weighted 4.0/1.0/0.4.
-``box``, ``obj`` and ``cls`` are used as given: the per-level / image-size / class-count scaling
-is done by train.py, as YOLOv5's train.py does it.
+``box``, ``obj`` and ``cls`` are used as given; :meth:`YOLOv5GainScaling.train_hyp` (which train.py
+calls before building the loss) scales them per level, image size and class count as YOLOv5's
+train.py does.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -37,7 +39,24 @@ def level_balance(nl: int) -> list[float]:
     return {3: [4.0, 1.0, 0.4]}.get(nl, [4.0, 1.0, 0.25, 0.06, 0.02])
 
 
-class ComputeLoss(AnchorLossStrategy):
+class YOLOv5GainScaling:
+    """YOLOv5's train.py rule for ``box``, ``obj`` and ``cls`` (3 levels, 80 classes and 640 px are unity):
+    ``box * 3 / nl``, ``cls * nc / 80 * 3 / nl``, ``obj * (imgsz / 640)^2 * 3 / nl``; absent keys start
+    from the strategy's own defaults. Mixed into the strategies whose gains follow it."""
+
+    @classmethod
+    def train_hyp(cls, hyp: dict[str, Any], *, nl: int, nc: int, imgsz: int,
+                  label_smoothing: float = 0.0) -> dict[str, Any]:
+        out = super().train_hyp(hyp, nl=nl, nc=nc, imgsz=imgsz, label_smoothing=label_smoothing)
+        default = cls.Hyp()
+        # factors formed first, as YOLOv5's ``hyp['box'] *= 3 / nl``, so unity leaves values bit-exact
+        out["box"] = hyp.get("box", default.box) * (3 / nl)
+        out["cls"] = hyp.get("cls", default.cls) * (nc / 80 * 3 / nl)
+        out["obj"] = hyp.get("obj", default.obj) * ((imgsz / 640) ** 2 * 3 / nl)
+        return out
+
+
+class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
     """YOLOv5 v7.0 loss; ``names = ('box', 'obj', 'cls')``.
 
     Subclasses that only change the assignment (``ota``) override :meth:`assign` and reuse
