@@ -33,8 +33,7 @@ from models.yolo import Model
 from utils.engine.ema import ModelEMA
 from utils.engine.hyp import load_hyp
 from utils.engine.step import Stepper, make_stepper
-from utils.engine.train_setup import scaled_loss_hyp
-from utils.loss import build_loss
+from utils.loss import build_loss, loss_class
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT.parent / "shared" / "reference" / "official_trace"
@@ -135,7 +134,7 @@ def test_settings_match_ours(trace):
     hyp = load_hyp(ROOT / "hyp" / "hyp.scratch.yaml")
     assert {k: hyp[k] for k in TRAINER_KEYS} == {k: recorded[k] for k in TRAINER_KEYS}
     assert hyp["nbs"] == s["nbs"] == 64
-    ours = scaled_loss_hyp(hyp, nl=3, nc=3, imgsz=s["imgsz"], label_smoothing=0.0)
+    ours = loss_class(hyp["loss"]).train_hyp(hyp, nl=3, nc=3, imgsz=s["imgsz"], label_smoothing=0.0)
     assert {k: ours[k] for k in ("box", "obj", "cls")} == pytest.approx(
         {k: recorded[k] for k in ("box", "obj", "cls")}, rel=1e-12)
 
