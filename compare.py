@@ -1,14 +1,22 @@
 """Compare loss strategies: train each with the same data, model, schedule and seeds, then tabulate.
 
     python compare.py --data data/bccd.yaml --cfg models/yolov5n.yaml --img 320 --epochs 60 \\
-                      --losses yolov5,ota,freeanchor,gfl,ssd,dw --seeds 0,1
+                      --losses yolov5,ota,freeanchor,gfl,ssd,dw --seeds 0,1,2,3,4
 
-Writes runs/compare/exp*/ with results.md / results.csv (mAP50, mAP50-95, per-class AP as mean ± std
-over seeds, train images/s, loss ms/step, peak memory), map_vs_epoch.png and pr_curves.png. Each run
-is a train.py process; runs go seed by seed (every strategy's first seed before any second one) and the
-tables are rewritten after each run. A run that fails is reported as failed and the others go on.
-Rerunning the same command continues in the same folder: finished runs are read back, interrupted ones
-resume.
+Writes runs/compare/exp*/: runs.csv (one row per finished run: mAP, per-class AP, collapsed classes,
+start and end times), results.csv / results.md (per strategy: mean ± std over seeds, the 95 % interval
+of the mean, and against the first of --losses the difference with Welch's 95 % interval, p and a
+verdict: better / worse when p < 0.05, else "not resolved" with about how many seeds would resolve
+it; the same per class, and how often a class collapsed), map_vs_epoch.png, points.png, pr_curves.png.
+
+Each run is a train.py process; runs go seed by seed (every strategy's first seed before any second
+one), --jobs of them at once per device, and the tables are rewritten after each run. A run that
+fails is reported as failed and the others go on. Rerunning with the same training settings
+continues in the same folder (more --seeds or --losses included): finished runs are read back,
+interrupted ones resume.
+
+    python compare.py ... --plan > jobs.txt          # the train.py commands, one per line; trains nothing
+    python compare.py --report DIR [DIR ...]         # tables from finished run folders, wherever they ran
 """
 from __future__ import annotations
 
@@ -22,34 +30,62 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# the settings that make two compare commands "the same comparison"
-SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "losses", "seeds", "workers")
+from utils.engine.compare_pack import parse_jobs  # noqa: E402  (after the sys.path line above)
+from utils.io.cli import HelpFormatter  # noqa: E402
+
+# the training settings that make two compare commands one comparison (one folder); strategies and
+# seeds may differ, so more seeds or another strategy join the runs already there
+SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots")
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return values
+
+
+def name_list(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one strategy")
+    return values
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--data", default=str(ROOT / "data/shapes.yaml"), help="dataset YAML")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML")
     p.add_argument("--img", "--imgsz", type=int, default=None, help="image size (default: train.py's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: train.py's)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: train.py's)")
-    p.add_argument("--losses", default="yolov5,ota,freeanchor,gfl,ssd,dw", help="comma-separated strategies")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers per run")
+    p.add_argument("--losses", type=name_list, default="yolov5,ota,freeanchor,gfl,ssd,dw",
+                   help="comma-separated strategies; the first is the baseline of the verdicts")
+    p.add_argument("--seeds", type=int_list, default="0,1,2",
+                   help="comma-separated seeds (the seed alone moves mAP50-95 by a few points: see README)")
+    p.add_argument("--jobs", type=parse_jobs, default="auto",
+                   help="runs at once per device; auto: from the free GPU memory after a first run and the "
+                        "CPU cores on CUDA, 1 on CPU")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers per run (shared out when packed)")
+    p.add_argument("--noplots", action="store_true",
+                   help="pass --noplots to train.py (no per-run pictures; the comparison's own plots are made)")
     p.add_argument("--project", default=str(ROOT / "runs/compare"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--new", action="store_true", help="start a new folder even if an unfinished identical comparison exists")
-    p.add_argument("--report", action="store_true",
-                   help="only rewrite the tables and plots from the finished runs; train nothing "
-                        "(unfinished runs show as pending)")
-    opt = p.parse_args(argv)
-    opt.losses = [x.strip() for x in opt.losses.split(",") if x.strip()]
-    opt.seeds = [int(x) for x in str(opt.seeds).split(",") if x.strip()]
-    return opt
+    p.add_argument("--plan", action="store_true",
+                   help="print the train.py command of every (strategy, seed), one per line, and train nothing")
+    p.add_argument("--report", nargs="*", metavar="DIR", default=None,
+                   help="train nothing; without DIR rewrite this comparison's tables from its finished runs, "
+                        "with DIRs build them in a new project/name folder from the finished runs under them")
+    return p.parse_args(argv)
 
 
-def experiment_dir(opt: argparse.Namespace) -> Path:
-    """The newest project/name* folder made by the same comparison, else a new one."""
+def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
+    """The newest project/name* folder made with the same training settings, else a new one (only
+    named, not made, when ``create`` is False)."""
     from utils.io.paths import increment_path
 
     key = {k: getattr(opt, k) for k in SAME_IF}
@@ -58,26 +94,38 @@ def experiment_dir(opt: argparse.Namespace) -> Path:
             f = d / "compare.json"
             if f.exists() and json.loads(f.read_text()) == json.loads(json.dumps(key)):
                 return d
-    exp = increment_path(Path(opt.project) / opt.name, mkdir=True)
-    (exp / "compare.json").write_text(json.dumps(key, indent=1))
+    exp = increment_path(Path(opt.project) / opt.name, mkdir=create)
+    if create:
+        (exp / "compare.json").write_text(json.dumps(key, indent=1))
     return exp
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.engine.compare import compare
+    from utils.engine.compare import compare, plan, report_dirs
+    from utils.io.cli import user_errors
+    from utils.io.paths import increment_path
 
-    train_args = ["--data", opt.data, "--cfg", opt.cfg, "--workers", str(opt.workers)]
+    train_args = ["--data", opt.data, "--cfg", opt.cfg]
     for flag, value in (("--img", opt.img), ("--epochs", opt.epochs), ("--batch-size", opt.batch_size)):
         if value is not None:
             train_args += [flag, str(value)]
+    if opt.noplots:
+        train_args.append("--noplots")
     command = "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
+        if opt.report:
+            report_dirs(increment_path(Path(opt.project) / opt.name), [Path(d) for d in opt.report], opt.losses, command)
+            return 0
+        if opt.plan:
+            print("\n".join(plan(experiment_dir(opt, create=False), opt.losses, opt.seeds, train_args, opt.workers)))
+            return 0
         exp = experiment_dir(opt)
-        jobs = compare(exp, opt.losses, opt.seeds, train_args, command, train=not opt.report)
-    except (ValueError, FileNotFoundError) as e:
+        jobs = compare(exp, opt.losses, opt.seeds, train_args, opt.workers, command, jobs=opt.jobs,
+                       train=opt.report is None)
+    except user_errors() as e:
         logging.getLogger("compare").error("error: %s", e)
         return 1
-    return 0 if all(j.status == "done" or (opt.report and j.status == "pending") for j in jobs) else 2
+    return 0 if all(j.status == "done" or (opt.report is not None and j.status == "pending") for j in jobs) else 2
 
 
 if __name__ == "__main__":

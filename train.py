@@ -27,7 +27,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=str, default="", help="initial weights: our .pt or an official YOLOv5 .pt ('' = from scratch)")
     p.add_argument("--cfg", type=str, default="", help="model YAML (default models/yolov5n.yaml, or the architecture of --weights)")
     p.add_argument("--data", type=str, default=str(ROOT / "data/shapes.yaml"), help="dataset YAML (default: the built-in shapes dataset, generated on first use)")
-    p.add_argument("--hyp", type=str, default=str(ROOT / "hyp/hyp.scratch.yaml"), help="hyp YAML; its 'loss' key picks the strategy")
+    p.add_argument("--hyp", type=str, default=str(ROOT / "hyp/hyp.scratch.yaml"),
+                   help="hyp YAML; its 'loss' key picks the strategy (default: hyp/hyp.scratch.yaml)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the dataset YAML's train_defaults, else 100)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train_defaults, else 16)")
     p.add_argument("--imgsz", "--img", "--img-size", type=positive_int, default=None, help="train/val image size in pixels (default: train_defaults, else 640)")
@@ -42,7 +43,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default=None, help="optimizer (default: train_defaults, else SGD)")
     p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers")
-    p.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
+    p.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name (default: runs/train)")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")

@@ -43,7 +43,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-json", action="store_true", help="save COCO-format detections and ground truth; "
                    "evaluate with pycocotools when installed")
     p.add_argument("--loss", action="store_true", help="also report the val loss of the checkpoint's strategy")
-    p.add_argument("--project", default=str(ROOT / "runs/val"), help="save to project/name")
+    p.add_argument("--project", default=str(ROOT / "runs/val"), help="save to project/name (default: runs/val)")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
@@ -70,7 +70,8 @@ def run(opt: argparse.Namespace) -> dict:
     data = check_dataset(data_file)
     names = ["item"] if opt.single_cls else data["names"]
     if not opt.single_cls and len(names) != model.nc:
-        raise ValueError(f"{opt.weights} was trained for {model.nc} classes but {data_file} has {len(names)}")
+        hint = "" if opt.data else f" ({source}); give the right one with --data"
+        raise ValueError(f"{opt.weights} was trained for {model.nc} classes but {data_file} has {len(names)}{hint}")
     gs = max(int(model.stride.max()), 32)
     size, source = pick_imgsz(opt.imgsz, meta)
     imgsz = math.ceil(size / gs) * gs

@@ -170,3 +170,13 @@ def test_help_shows_defaults(cli, flag, default, capsys):
     after = text.split(f"{flag} ", 1)[1]
     assert f"(default: {default})" in after.split(" --", 1)[0], after[:200]
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_val_names_the_recorded_dataset_when_classes_differ(tiny_data, tmp_path, caplog):
+    model = Model("models/yolov5n.yaml", nc=3)
+    weights = write_weights(model, tmp_path / "w.pt", data=str(tiny_data))
+    opt = val.parse_opt(["--weights", str(weights), "--project", str(tmp_path / "runs"), "--workers", "0"])
+    assert val.main(opt) == 1
+    assert caplog.messages[-1] == (f"error: {weights} was trained for 3 classes but {tiny_data} has 5 (from the "
+                                   f"checkpoint's opt.data ({tiny_data})); give the right one with --data")
+    assert not (tmp_path / "runs").exists()

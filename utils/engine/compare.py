@@ -2,32 +2,33 @@
 
 Each (strategy, seed) is one train.py process writing ``<exp>/runs/<loss>-s<seed>/``; a process that
 dies is reported as failed and the others go on. Rerunning the same command resumes: finished runs
-(a ``summary.json``) are read back, interrupted ones continue from their ``last.pt``. With several
-GPUs, one process per GPU runs at a time; otherwise they run one after another.
+(a ``summary.json``) are read back, interrupted ones continue from their ``last.pt``. Several runs go
+at once per device with ``jobs`` (``utils.engine.compare_pack``); ``plan`` gives the commands to run
+elsewhere and ``report`` tabulates run folders wherever they ran.
 
-Outputs in ``<exp>/``: ``results.md`` and ``results.csv`` (mAP50, mAP50-95 and per-class AP as mean ±
-std over seeds, train images/s, loss ms/step, peak memory), ``map_vs_epoch.png`` (mAP50-95 of every
-strategy per epoch, mean over seeds) and ``pr_curves.png`` (each strategy's PR curve of its first
-seed, side by side).
+Outputs in ``<exp>/`` (``utils.engine.compare_report``): ``runs.csv`` (one row per finished run),
+``results.csv`` / ``results.md`` (per strategy: mean, std, 95 % interval, difference against the first
+strategy with Welch's interval, p and a verdict; per class; collapsed classes), ``map_vs_epoch.png``,
+``points.png`` and ``pr_curves.png``.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import subprocess
+import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
 import torch
 
-from utils.io.checkpoint import CheckpointError, read_checkpoint
+from utils.engine.compare_pack import Packer, eta_seconds, progress_line
+from utils.engine.compare_report import write_report
+from utils.engine.compare_runs import RunRecord, find_runs, note_end, note_start, read_run
 from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
+from utils.io.checkpoint import CheckpointError, read_checkpoint
 from utils.loss import loss_class
-from utils.io.run_log import read_results
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,16 +50,30 @@ class Job:
     seed: int
     run_dir: Path
     status: str = "pending"  # pending | done | failed
-    summary: dict = field(default_factory=dict)
+    record: RunRecord | None = None
     error: str = ""
 
     @property
     def name(self) -> str:
         return f"{self.loss}-s{self.seed}"
 
+    def read(self) -> None:
+        self.record = read_run(self.run_dir)
+        if self.record is not None:
+            self.status = "done"
 
-def job_command(job: Job, train_args: list[str], device: str | None) -> list[str]:
-    """The train.py command of a job: a resume when an unfinished last.pt is there."""
+
+def make_jobs(exp: Path, losses: list[str], seeds: list[int]) -> list[Job]:
+    """Seed-major: every strategy's first seed runs before any second one, so a comparison cut short
+    still compares all strategies."""
+    for loss in losses:
+        hyp_for(loss)  # fail before any training when a strategy or its hyp file is missing
+    return [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}") for seed in seeds for loss in losses]
+
+
+def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
+    """The train.py command of a job: a resume (the run keeps its own options) when an unfinished
+    last.pt is there, else a new run in ``job.run_dir``."""
     last = job.run_dir / "weights" / "last.pt"
     if last.exists():
         try:
@@ -66,151 +81,92 @@ def job_command(job: Job, train_args: list[str], device: str | None) -> list[str
         except CheckpointError:
             resumable = False
         if resumable:
-            cmd = [sys.executable, str(ROOT / "train.py"), "--resume", str(last), "--quiet"]
-            return cmd + (["--device", device] if device is not None else [])
-    cmd = [sys.executable, str(ROOT / "train.py"), *train_args, "--hyp", str(hyp_for(job.loss)),
-           "--seed", str(job.seed), "--project", str(job.run_dir.parent), "--name", job.run_dir.name,
-           "--exist-ok", "--quiet"]
-    return cmd + (["--device", device] if device is not None else [])
+            return [sys.executable, str(ROOT / "train.py"), "--resume", str(last), "--quiet"]
+    return [sys.executable, str(ROOT / "train.py"), *train_args, "--workers", str(workers),
+            "--hyp", str(hyp_for(job.loss)), "--seed", str(job.seed), "--project", str(job.run_dir.parent),
+            "--name", job.run_dir.name, "--exist-ok", "--quiet"]
 
 
-def run_jobs(jobs: list[Job], train_args: list[str], on_finish=None) -> None:
-    """Run the pending jobs, one per GPU at a time when there are GPUs, else sequentially.
+def plan(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int) -> list[str]:
+    """One shell line per (strategy, seed): what ``compare`` would run there with ``--jobs 1``."""
+    return [shlex.join(job_command(j, train_args, workers)) for j in make_jobs(exp, losses, seeds)]
 
-    ``on_finish()`` is called after each job ends (done or failed), so tables stay current while the
-    rest still train."""
-    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    slots = [str(i) for i in range(n_gpu)] or [None]
+
+def status_of(jobs: list[Job]) -> dict[str, tuple[int, list[str]]]:
+    """loss -> (runs planned, names of failed runs), for the tables."""
+    out: dict[str, tuple[int, list[str]]] = {}
+    for j in jobs:
+        n, failed = out.get(j.loss, (0, []))
+        out[j.loss] = (n + 1, failed + [j.name] if j.status == "failed" else failed)
+    return out
+
+
+def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: int | str,
+                report: Callable[[], None]) -> None:
+    """Train the pending jobs, ``n_jobs`` at once per device ("auto": from a probe run's memory on
+    CUDA, 1 on CPU); after each one ends log its line and the overall bar, and rewrite the tables."""
     pending = [j for j in jobs if j.status == "pending"]
-    running: dict = {}
-    while pending or running:
-        for slot in slots:
-            if slot not in running and pending:
-                job = pending.pop(0)
-                job.run_dir.parent.mkdir(parents=True, exist_ok=True)
-                log = open(job.run_dir.parent / f"{job.name}.log", "a")
-                cmd = job_command(job, train_args, slot)
-                LOGGER.info("[%s] %s", job.name, " ".join(cmd))
-                running[slot] = (job, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log)
-        time.sleep(0.5)
-        for slot, (job, proc, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[slot]
-            read_job(job)
-            if job.status != "done":
-                job.status = "failed"
-                job.error = f"train.py exited with code {proc.returncode}; see {log.name}"
-                LOGGER.warning("[%s] failed: %s", job.name, job.error)
-            else:
-                LOGGER.info("[%s] done: mAP50 %.3f  mAP50-95 %.3f", job.name, job.summary["map50"], job.summary["map"])
-            if on_finish is not None:
-                on_finish()
+    total, t0, finished_now = len(jobs), time.time(), 0
+
+    def command(job: Job, w: int) -> list[str]:
+        note_start(job.run_dir)
+        return job_command(job, train_args, w)
+
+    def finished(job: Job, returncode: int, log: Path) -> None:
+        nonlocal finished_now
+        note_end(job.run_dir)
+        job.read()
+        finished_now += 1
+        if returncode == 0 and job.record is not None:
+            r = job.record
+            LOGGER.info("[%s] done in %s s: mAP50 %.3f  mAP50-95 %.3f%s", job.name, f"{r.train_s:.0f}", r.map50, r.map,
+                        f"  (recall 0: {', '.join(r.collapsed)})" if r.collapsed else "")
+        else:
+            job.status = "failed"
+            job.error = f"train.py exited with code {returncode}; see {log}"
+            LOGGER.warning("[%s] failed: %s", job.name, job.error)
+        done = sum(j.status != "pending" for j in jobs)
+        elapsed = time.time() - t0
+        LOGGER.info(progress_line(done, total, elapsed, eta_seconds(elapsed, finished_now, total - done)))
+        report()
+
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    Packer(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
 
 
-def read_job(job: Job) -> None:
-    f = job.run_dir / "summary.json"
-    if f.exists():
-        job.summary = json.loads(f.read_text())
-        job.status = "done"
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
-
-
-def table_rows(jobs: list[Job], losses: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Header and one row per strategy (means ± std over its finished seeds)."""
-    classes = sorted({c for j in jobs if j.status == "done" for c in j.summary["per_class"]})
-    header = (["loss", "runs", "mAP50", "mAP50-95"] + [f"AP50-95 {c}" for c in classes] +
-              ["train img/s", "loss ms/step", "peak MiB", "failed"])
-    rows = []
-    for loss in losses:
-        done = [j.summary for j in jobs if j.loss == loss and j.status == "done"]
-        failed = [j.name for j in jobs if j.loss == loss and j.status == "failed"]
-        row = [loss, f"{len(done)}/{len(done) + len(failed) + sum(1 for j in jobs if j.loss == loss and j.status == 'pending')}",
-               mean_std([s["map50"] for s in done]), mean_std([s["map"] for s in done])]
-        row += [mean_std([s["per_class"][c]["ap"] for s in done if c in s["per_class"]]) for c in classes]
-        row += [f"{np.mean([s[k] for s in done]):.{digits}f}" if done else "-"
-                for k, digits in (("train_images_per_s", 1), ("loss_step_ms", 1), ("peak_memory_mib", 0))]
-        row.append(", ".join(failed) or "")
-        rows.append(row)
-    return header, rows
-
-
-def write_tables(exp: Path, header: list[str], rows: list[list[str]], command: str) -> None:
-    with open(exp / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    lines = [f"Command: `{command}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    (exp / "results.md").write_text("\n".join(lines) + "\n")
-
-
-def plot_curves(exp: Path, jobs: list[Job], losses: list[str]) -> None:
-    """map_vs_epoch.png and pr_curves.png for the finished runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), tight_layout=True)
-    for loss in losses:
-        curves = []
-        for j in jobs:
-            if j.loss == loss and (j.run_dir / "results.csv").exists():
-                keys, rows = read_results(j.run_dir / "results.csv")
-                curves.append([r[keys.index("metrics/mAP_0.5:0.95")] for r in rows])
-        if curves:
-            n = min(len(c) for c in curves)
-            ax.plot(range(n), np.mean([c[:n] for c in curves], 0), label=loss, linewidth=2)
-    ax.set(xlabel="epoch", ylabel="mAP50-95 (mean over seeds)", title="validation mAP50-95 per epoch")
-    if ax.lines:
-        ax.legend()
-    fig.savefig(exp / "map_vs_epoch.png", dpi=150)
-    plt.close(fig)
-
-    firsts = [next((j for j in jobs if j.loss == loss and (j.run_dir / "PR_curve.png").exists()), None) for loss in losses]
-    firsts = [j for j in firsts if j is not None]
-    if firsts:
-        fig, axes = plt.subplots(1, len(firsts), figsize=(5 * len(firsts), 4), squeeze=False)
-        for ax, j in zip(axes[0], firsts):
-            ax.imshow(plt.imread(j.run_dir / "PR_curve.png"))
-            ax.set_title(j.name)
-            ax.axis("off")
-        fig.savefig(exp / "pr_curves.png", dpi=150, bbox_inches="tight")
-        plt.close(fig)
-
-
-def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], command: str,
-            train: bool = True) -> list[Job]:
+def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int, command: str,
+            jobs: int | str = "auto", train: bool = True) -> list[Job]:
     """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``.
 
     ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending)."""
-    for loss in losses:
-        hyp_for(loss)  # fail before any training when a strategy or its hyp file is missing
-    # seed-major: every strategy's first seed finishes before any second seed starts, so a comparison
-    # cut short still compares all strategies
-    jobs = [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}") for seed in seeds for loss in losses]
-    for j in jobs:
-        read_job(j)
+    todo = make_jobs(exp, losses, seeds)
+    for j in todo:
+        j.read()
 
-    def report() -> None:
-        header, rows = table_rows(jobs, losses)
-        write_tables(exp, header, rows, command)
-        plot_curves(exp, jobs, losses)
+    def report(plots: bool = True) -> None:
+        write_report(exp, [j.record for j in todo if j.record is not None], losses, status_of(todo), command, plots)
 
     if train:
-        run_jobs(jobs, train_args, on_finish=report)
+        # tables after every run (cheap, and current while the rest train), plots once at the end
+        run_pending(todo, train_args, workers, jobs, lambda: report(plots=False))
     report()
     LOGGER.info("\n%s", (exp / "results.md").read_text())
     LOGGER.info("Results saved to %s", exp)
-    return jobs
+    return todo
 
 
-__all__ = ["compare", "hyp_for", "HYP_DIR"]
+def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str) -> list[RunRecord]:
+    """Tables and plots in ``exp`` from the finished runs under ``dirs`` (see ``find_runs`` for the
+    errors). Strategies in ``losses`` order first (the first one found is the baseline), others after."""
+    records = find_runs(dirs)
+    found = {r.loss for r in records}
+    order = [x for x in losses if x in found] + sorted(found - set(losses))
+    status = {loss: (sum(r.loss == loss for r in records), []) for loss in order}
+    exp.mkdir(parents=True, exist_ok=True)
+    write_report(exp, records, order, status, command)
+    LOGGER.info("\n%s", (exp / "results.md").read_text())
+    LOGGER.info("Results of %d runs from %s saved to %s", len(records), ", ".join(map(str, dirs)), exp)
+    return records
+
+
+__all__ = ["compare", "plan", "report_dirs", "hyp_for", "job_command", "HYP_DIR"]

@@ -22,7 +22,8 @@ from torch import nn
 
 from models.yolo import Model
 from utils.engine.autoanchor import check_anchors
-from utils.io.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from utils.eval.metrics import fitness
+from utils.io.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
 from utils.engine.ema import ModelEMA, unwrap
@@ -31,7 +32,7 @@ from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
 from utils.io.paths import RunDirError, RunLock, make_run_dir
-from utils.io.run_log import ResultsLogger
+from utils.io.run_log import ResultsLogger, epoch_metrics
 
 LOGGER = logging.getLogger(__name__)
 # YOLOv5's defaults, used where neither the command line nor the dataset YAML's train_defaults set a value
@@ -58,6 +59,7 @@ class Run:
     start_epoch: int = 0
     best_fitness: float = 0.0
     best_epoch: int = -1
+    saved_epoch: int = -1  # the epoch last.pt holds (-1: none written yet)
     info: DistInfo = field(default_factory=DistInfo)
     lock: RunLock | None = None  # rank 0's hold on save_dir, released by the trainer at the end
 
@@ -328,8 +330,36 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
     run.best_fitness = ckpt.get("best_fitness") or 0.0
     run.best_epoch = extra.get("best_epoch", -1)
     run.stepper.last_opt_step = extra.get("last_opt_step", -1)
+    run.stepper.bad_steps = extra.get("bad_steps", 0)  # a run resumed mid-streak still stops at MAX_BAD_STEPS
+    run.saved_epoch = ckpt["epoch"]
     if run.start_epoch >= run.opt.epochs:
         raise CheckpointError(f"--resume: {run.opt.resume} already trained {run.opt.epochs} epochs, nothing to resume")
     if extra.get("rng"):
         set_rng_state(extra["rng"])
     run.scheduler.last_epoch = run.start_epoch - 1
+    if run.info.main:
+        recover_best(run, ckpt)
+
+
+def recover_best(run: Run, ckpt: dict[str, Any]) -> None:
+    """Before resuming: drop temp files of a save that was killed, and make sure best.pt exists.
+
+    A run killed while writing best.pt has none; when last.pt is the best epoch it is re-saved as
+    best.pt, otherwise the best epoch's weights are gone and best is re-derived from last.pt's epoch on.
+    """
+    weights = run.save_dir / "weights"
+    for tmp in weights.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        LOGGER.info("removed %s, left by a save that was interrupted", tmp)
+    best = weights / "best.pt"
+    if best.is_file():
+        return
+    epoch = ckpt["epoch"]
+    if run.best_epoch != epoch:
+        metrics = epoch_metrics(run.save_dir / "results.csv", epoch)
+        LOGGER.warning("WARNING: %s of epoch %d is missing; best.pt restarts from epoch %d (last.pt)",
+                       best, run.best_epoch, epoch)
+        run.best_epoch, run.best_fitness = epoch, fitness(np.array(metrics)) if metrics else 0.0
+    save_checkpoint({**ckpt, "best_fitness": run.best_fitness,
+                     "extra": {**(ckpt.get("extra") or {}), "best_epoch": run.best_epoch}}, best)
+    LOGGER.info("re-saved last.pt (epoch %d) as the missing %s", epoch, best)

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from utils.data.loader import set_epoch
 from utils.eval import validator
-from utils.io.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+from utils.io.checkpoint import (NonFiniteCheckpoint, load_checkpoint, make_checkpoint, nonfinite_tensors,
+                                 read_checkpoint, save_checkpoint)
 from utils.engine.distributed import broadcast, cleanup, replicas_identical
 from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
@@ -69,11 +70,13 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
                 disable=opt.quiet or not run.info.main)
     run.stepper.start_epoch()
     t_epoch = time.perf_counter()
+    n_finite = 0
     for i, (imgs, targets, paths, _) in pbar:
         plot_train_batch(run, i + nb * epoch, imgs, targets, paths)
         res = run.stepper.step(imgs, targets, i + nb * epoch, epoch)
-        if res.finite:
-            mloss = (mloss * i + res.items) / (i + 1)
+        if res.finite:  # the mean is over the steps that counted
+            mloss = (mloss * n_finite + res.items) / (n_finite + 1)
+            n_finite += 1
         mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
         desc = (("%11s" * 2 + "%11.4g" * (len(names) + 2))
                 % (f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
@@ -82,13 +85,38 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     run.speed.images += len(run.train_loader.dataset)
     if opt.quiet and run.info.main:
         LOGGER.info(desc)
+    if not n_finite:  # logged as nan, not as a loss of 0
+        LOGGER.warning("WARNING: epoch %d: every step was skipped (non-finite losses)", epoch)
+        mloss.fill_(float("nan"))
     return mloss
+
+
+class TrainingDiverged(FloatingPointError):
+    """Losses or weights went non-finite; the message names the last finite last.pt."""
+
+
+def diverged(run: Run, epoch: int, why: str) -> TrainingDiverged:
+    """The error that stops a run whose losses or weights went non-finite, naming the last finite last.pt."""
+    last = run.save_dir / "weights" / "last.pt"
+    kept = (f"{last} (epoch {run.saved_epoch}) is the last finite checkpoint" if run.saved_epoch >= 0
+            else "no checkpoint was written")
+    return TrainingDiverged(f"training stopped in epoch {epoch}: {why}; {kept}. Lower lr0 or check the "
+                            "other hyp values")
+
+
+def check_weights_finite(run: Run, epoch: int) -> None:
+    """Stop before validating or saving weights (or EMA weights) that hold NaN or inf."""
+    modules = {"model": unwrap(run.model), **({"ema": run.ema.ema} if run.ema is not None else {})}
+    bad = [f"{name}/{k}" for name, m in modules.items() for k in nonfinite_tensors(m.state_dict())]
+    if bad:
+        raise diverged(run, epoch, f"{len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]})")
 
 
 def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
     """Validate, log, checkpoint; returns True when early stopping says to stop."""
     opt = run.opt
     lrs = run.stepper.end_epoch()
+    check_weights_finite(run, epoch)  # every rank holds the same weights: all stop together
     if not run.info.main:
         return broadcast(None, run.info)  # rank 0's early-stopping decision
     run.ema.update_attr(run.model)
@@ -119,11 +147,15 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
 
 def save_epoch(run: Run, epoch: int, is_best: bool) -> None:
     extra = {"best_epoch": run.best_epoch, "last_opt_step": run.stepper.last_opt_step,
-             "rng": rng_state()}
+             "bad_steps": run.stepper.bad_steps, "rng": rng_state()}
     ckpt = make_checkpoint(unwrap(run.model), ema=run.ema, optimizer=run.optimizer, epoch=epoch,
                            best_fitness=run.best_fitness, hyp=run.hyp, opt=run.opt, extra=extra)
     w = run.save_dir / "weights"
-    save_checkpoint(ckpt, w / "last.pt")
+    try:
+        save_checkpoint(ckpt, w / "last.pt")
+    except NonFiniteCheckpoint as e:  # e.g. optimizer state: the weights themselves were checked
+        raise diverged(run, epoch, str(e)) from None
+    run.saved_epoch = epoch
     if is_best:
         save_checkpoint(ckpt, w / "best.pt")
     if run.opt.save_period > 0 and epoch % run.opt.save_period == 0:
@@ -142,6 +174,8 @@ def finish(run: Run) -> dict[str, Any]:
     if not run.opt.noplots and (run.save_dir / "results.csv").exists():
         plot_results(run.save_dir / "results.csv")
     best = w / "best.pt" if (w / "best.pt").exists() else w / "last.pt"
+    if best.name != "best.pt":
+        LOGGER.warning("WARNING: %s is missing; validating %s instead", w / "best.pt", best)
     model, _ = load_checkpoint(best, run.device)
     LOGGER.info("Validating %s...", best)
     res = validator.run(model, run.val_loader, model.names, single_cls=run.opt.single_cls,
@@ -181,11 +215,17 @@ def train(opt: argparse.Namespace) -> dict[str, Any]:
 def train_run(run: Run) -> dict[str, Any]:
     """The epochs and the final validation of a set-up run (see :func:`train`)."""
     t0 = time.time()
+    epoch = run.start_epoch
     try:
         for epoch in range(run.start_epoch, run.opt.epochs):
             mloss = train_epoch(run, epoch)
             if end_epoch(run, epoch, mloss):
                 break
+    except FloatingPointError as e:  # the stepper's MAX_BAD_STEPS, or check_weights_finite
+        if run.info.main:
+            run.results.close()
+        cleanup(run.info)
+        raise e if isinstance(e, TrainingDiverged) else diverged(run, epoch, str(e)) from None
     except KeyboardInterrupt:
         if run.info.main:
             LOGGER.warning("interrupted: %s holds the last finished epoch; continue with "

@@ -20,6 +20,21 @@ def result_keys(loss_names: tuple[str, ...]) -> list[str]:
             [f"val/{n}_loss" for n in loss_names] + ["x/lr0", "x/lr1", "x/lr2"])
 
 
+def epoch_metrics(file: Path, epoch: int) -> list[float] | None:
+    """``[P, R, mAP50, mAP50-95]`` of ``epoch``'s row in a results.csv, None when there is no such row."""
+    if not Path(file).exists():
+        return None
+    with open(file, newline="") as f:
+        rows = [[c.strip() for c in r] for r in csv.reader(f) if r]
+    if not rows:
+        return None
+    cols = [rows[0].index(k) for k in METRIC_KEYS if k in rows[0]]
+    for r in rows[1:]:
+        if int(float(r[0])) == epoch and len(cols) == len(METRIC_KEYS):
+            return [float(r[c]) for c in cols]
+    return None
+
+
 class ResultsLogger:
     def __init__(self, save_dir: Path, loss_names: tuple[str, ...], resume_epoch: int = 0, tensorboard: bool = True):
         self.file = Path(save_dir) / "results.csv"

@@ -1,0 +1,209 @@
+"""Running several train.py processes at once: how many, with how many loader workers, and progress.
+
+A small model at a small image size leaves most of a GPU idle, so a comparison of many (strategy,
+seed) runs finishes sooner with several side by side on each device (seven 60-epoch BCCD yolov5n runs
+together took about 5 minutes on one H100). ``--jobs N`` runs N per device; ``--jobs auto`` on
+CUDA starts one run per GPU, watches the device's free memory until that run has finished its first
+epoch (training and validation, so both peaks are in), then packs as many as fit into the free
+memory it saw before, times a safety factor, and as many as the CPU cores can feed. On CPU ``auto``
+is 1: the training process already uses every core.
+
+The decisions are pure functions of given numbers (``choose_jobs``, ``split_workers``,
+``child_threads``, ``eta_seconds``) so they are tested without a GPU; ``Packer`` is the loop that
+starts, watches and reaps the processes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Protocol, Sequence
+
+LOGGER = logging.getLogger(__name__)
+# measured peaks miss short spikes between samples, and the strategies of a comparison differ in
+# memory (the probe is the first strategy's run): leave this factor of room per run
+MEMORY_SAFETY = 1.5
+POLL_S = 0.5
+
+
+def parse_jobs(text: str) -> int | str:
+    """``--jobs``: a positive integer or ``auto`` (argparse type; bad values exit 2 with one line)."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1 or str(n) != text.strip():
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got '{text}'")
+    return n
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's or Slurm's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_jobs(free_bytes: Sequence[int], peak_bytes: int, cores: int, safety: float = MEMORY_SAFETY) -> list[int]:
+    """Runs per GPU for ``--jobs auto``.
+
+    free_bytes: free memory of each GPU before the probe run started; peak_bytes: the most device
+    memory the probe run took (CUDA context included). Each GPU takes ``free // (peak * safety)``
+    runs (at least 1); the total is then cut to ``cores // 2`` (a training process and at least one
+    loader worker per run), taking from the GPUs with the most runs first.
+    """
+    if peak_bytes <= 0:
+        return [1] * len(free_bytes)
+    per_gpu = [max(1, int(f // (peak_bytes * safety))) for f in free_bytes]
+    cap = max(len(per_gpu), cores // 2)
+    while sum(per_gpu) > cap:
+        i = max(range(len(per_gpu)), key=lambda k: per_gpu[k])
+        per_gpu[i] -= 1
+    return per_gpu
+
+
+def split_workers(max_workers: int, cores: int, total_jobs: int) -> int:
+    """Loader workers per run when ``total_jobs`` share ``cores``: one core stays with each training
+    process, the rest is shared; never more than ``max_workers`` (``--workers``), and one run alone
+    keeps ``--workers`` as given (train.py caps it by the cores itself)."""
+    if total_jobs <= 1 or max_workers == 0:
+        return max_workers
+    return min(max_workers, max(1, cores // total_jobs - 1))
+
+
+def child_threads(cores: int, total_jobs: int) -> int:
+    """Intra-op threads per training process so that packed runs do not oversubscribe the cores."""
+    return max(1, cores // max(1, total_jobs))
+
+
+def eta_seconds(elapsed: float, finished_now: int, remaining: int) -> float | None:
+    """Time left at the pace of the runs finished in this invocation (packed runs included); None
+    before the first one finishes."""
+    if finished_now == 0:
+        return None
+    return elapsed / finished_now * remaining
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def progress_line(done: int, total: int, elapsed: float, eta: float | None, width: int = 20) -> str:
+    """The overall bar: ``[#######.............] 7/20 runs, 0:05:10 elapsed, ETA 0:09:36``."""
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} runs, {duration(elapsed)} elapsed, ETA {duration(eta)}"
+
+
+class PackJob(Protocol):
+    name: str
+    run_dir: Path
+
+
+@dataclass
+class Running:
+    job: PackJob
+    proc: subprocess.Popen
+    log: IO[str]
+    gpu: int | None
+    epochs_at_start: int  # a resumed run already has rows in its results.csv
+
+
+def cuda_free_bytes(gpu: int) -> int:
+    """Free memory of a GPU as the driver sees it (other processes' use included)."""
+    import torch
+
+    return int(torch.cuda.mem_get_info(gpu)[0])
+
+
+def epochs_logged(run_dir: Path) -> int:
+    f = run_dir / "results.csv"
+    return max(0, len(f.read_text().splitlines()) - 1) if f.exists() else 0
+
+
+class Packer:
+    """Starts ``command(job, workers)`` processes, ``capacity[gpu]`` at a time per device, and calls
+    ``finished(job, returncode, log_path)`` as each ends. ``gpus`` empty = CPU (one slot group)."""
+
+    def __init__(self, jobs: str | int, gpus: list[int], max_workers: int,
+                 command: Callable[[PackJob, int], list[str]], cwd: Path, cores: int | None = None):
+        self.gpus: list[int | None] = list(gpus) or [None]
+        self.cores = cores or cpu_cores()
+        self.max_workers = max_workers
+        self.command, self.cwd = command, cwd
+        self.probing = jobs == "auto" and bool(gpus)
+        n = 1 if jobs == "auto" else int(jobs)
+        self.capacity = {g: n for g in self.gpus}
+        self.free_before: dict[int, int] = {}
+        self.peak_bytes = 0
+        self.running: list[Running] = []
+
+    @property
+    def total(self) -> int:
+        return sum(self.capacity.values())
+
+    def env(self, gpu: int | None) -> dict[str, str]:
+        env = dict(os.environ)
+        if gpu is not None:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[gpu] if visible else str(gpu)
+        if self.total > 1 and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = str(child_threads(self.cores, self.total))
+        return env
+
+    def start(self, job: PackJob, gpu: int | None) -> None:
+        if self.probing and gpu not in self.free_before:
+            self.free_before[gpu] = cuda_free_bytes(gpu)
+        workers = self.max_workers if self.probing else split_workers(self.max_workers, self.cores, self.total)
+        cmd = self.command(job, workers) + (["--device", "0"] if gpu is not None else [])
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = open(job.run_dir.parent / f"{job.name}.log", "a")
+        LOGGER.info("[%s] start%s: %s", job.name, "" if gpu is None else f" on GPU {gpu}", " ".join(cmd))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env(gpu))
+        self.running.append(Running(job, proc, log, gpu, epochs_logged(job.run_dir)))
+
+    def watch_probe(self) -> None:
+        """While probing: track the probe runs' memory; once one has a finished epoch, set the capacity."""
+        for g, before in self.free_before.items():
+            self.peak_bytes = max(self.peak_bytes, before - cuda_free_bytes(g))
+        if any(epochs_logged(r.job.run_dir) > r.epochs_at_start for r in self.running):
+            self.end_probe()
+
+    def end_probe(self) -> None:
+        gpus = [g for g in self.gpus if g is not None]
+        per_gpu = choose_jobs([self.free_before.get(g, cuda_free_bytes(g)) for g in gpus], self.peak_bytes, self.cores)
+        self.capacity = dict(zip(gpus, per_gpu))
+        self.probing = False
+        LOGGER.info("--jobs auto: a run takes %.0f MiB of GPU memory at its peak; running %s at once "
+                    "(%d loader workers each)", self.peak_bytes / 2 ** 20,
+                    ", ".join(f"{n} on GPU {g}" for g, n in self.capacity.items()),
+                    split_workers(self.max_workers, self.cores, self.total))
+
+    def run(self, pending: list[PackJob], finished: Callable[[PackJob, int, Path], None]) -> None:
+        pending = list(pending)
+        while pending or self.running:
+            for g in self.gpus:
+                while pending and sum(r.gpu == g for r in self.running) < self.capacity[g]:
+                    self.start(pending.pop(0), g)
+            time.sleep(POLL_S)
+            if self.probing:
+                self.watch_probe()
+            for r in [r for r in self.running if r.proc.poll() is not None]:
+                r.log.close()
+                self.running.remove(r)
+                if self.probing and r.proc.returncode == 0:
+                    self.end_probe()  # a run shorter than the first probe sample: use what was seen
+                finished(r.job, r.proc.returncode, Path(r.log.name))
+
+
+__all__ = ["Packer", "parse_jobs", "choose_jobs", "split_workers", "child_threads", "eta_seconds",
+           "progress_line", "cpu_cores"]
