@@ -28,7 +28,7 @@ from utils.io.cli import HelpFormatter
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.eval.nms import non_max_suppression
 from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS, set_max_pixels
-from utils.io.cli import add_max_pixels_flag, positive_int
+from utils.io.cli import add_max_pixels_flag, hw_imgsz, positive_int
 from utils.io.paths import make_run_dir, remove_empty_dirs
 from utils.io.sources import LoadImages
 from utils.engine.torch_utils import select_device
@@ -259,10 +259,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (GPU only)")
     add_max_pixels_flag(parser)
     opt = parser.parse_args(argv)
-    if opt.imgsz is not None:
-        if len(opt.imgsz) > 2:
-            parser.error("--imgsz takes 1 or 2 integers")
-        opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
+    opt.imgsz = hw_imgsz(parser, opt.imgsz)
     return opt
 
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import HelpFormatter  # noqa: E402
+from utils.io.cli import HelpFormatter, hw_imgsz, positive_int  # noqa: E402
 from utils.io.export import FORMATS, OPSET  # noqa: E402
 
 
@@ -29,18 +29,15 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=str, required=True, help="checkpoint path (.pt)")
     p.add_argument("--include", nargs="+", default=["onnx"], choices=FORMATS, metavar="FORMAT",
                    help=f"formats to write: {', '.join(FORMATS)} (default: onnx)")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=positive_int, default=None,
                    help="image size h [w] (default: the checkpoint's training size, else 640)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the traced input")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size of the traced input")
     p.add_argument("--device", default="cpu", help="cpu, or a cuda device such as 0")
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width axes")
     p.add_argument("--half", action="store_true", help="FP16 model and input (needs a CUDA --device)")
-    p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")
+    p.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset version")
     opt = p.parse_args(argv)
-    if opt.imgsz is not None:
-        if len(opt.imgsz) > 2:
-            p.error("--imgsz takes 1 or 2 integers")
-        opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
+    opt.imgsz = hw_imgsz(p, opt.imgsz)
     return opt
 
 

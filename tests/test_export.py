@@ -132,6 +132,20 @@ def test_export_bad_input(tmp_path: Path, capsys, caplog, monkeypatch):
     assert not (tmp_path / "w.onnx").exists()
 
 
+def test_failed_export_keeps_the_earlier_file(tmp_path: Path, monkeypatch):
+    _, weights = tiny_checkpoint(tmp_path / "w.pt", "anchor")
+    (file,) = export(weights, ["onnx"])
+    good = file.read_bytes()
+
+    def broken_check(proto):
+        raise onnx.checker.ValidationError("broken on purpose")
+
+    monkeypatch.setattr(onnx.checker, "check_model", broken_check)
+    with pytest.raises(onnx.checker.ValidationError):
+        export(weights, ["onnx"], imgsz=[32, 32])
+    assert file.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["w.onnx", "w.pt"]
+
+
 def test_onnx_given_to_val_and_train(tmp_path: Path, tiny_data, caplog):
     import train
     import val
@@ -144,3 +158,19 @@ def test_onnx_given_to_val_and_train(tmp_path: Path, tiny_data, caplog):
                                            "--project", str(tmp_path / "runs")])) == 1
     expected = f"error: '{file}' is an exported model, not a checkpoint: give a .pt here (.onnx files run with detect.py)"
     assert caplog.messages[-2:] == [expected, expected]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's legacy ONNX exporter, used on purpose
+def test_onnx_backend_bad_input(tmp_path: Path, monkeypatch):
+    from utils.io.onnx_backend import OnnxModel
+
+    plain = tmp_path / "plain.onnx"  # an ONNX file from elsewhere: no names, stride, imgsz, head
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 1), (torch.zeros(1, 3, 8, 8),), str(plain), dynamo=False)
+    with pytest.raises(ValueError, match=r"plain.onnx lacks the metadata names, stride, imgsz, head; export it"):
+        OnnxModel(plain)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"junk.onnx: onnxruntime cannot load it"):
+        OnnxModel(tmp_path / "junk.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ValueError, match=r"needs onnxruntime: pip install -r requirements-export.txt"):
+        OnnxModel(plain)

@@ -13,7 +13,7 @@ Project keys (non-standard, optional):
 
     generate: shapes           # build the built-in dataset into `path` when it is missing
     generate_args: {n_train: 400}
-    convert: voc               # convert a Pascal VOC tree into `path` when it is missing
+    convert: voc               # convert a Pascal VOC tree (or LabelImg folder) into `path` when it is missing
     source: ../../shared/datasets/bccd   # the VOC root, relative to the YAML's folder
     splits: [train, val, test] # VOC ImageSets/Main lists to convert (default: those found)
 

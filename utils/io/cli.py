@@ -57,6 +57,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def hw_imgsz(parser: argparse.ArgumentParser, values: list[int] | None) -> list[int] | None:
+    """``--imgsz`` given as 1 or 2 integers -> [h, w] (one value: a square); None (not given) stays None."""
+    if values is None:
+        return None
+    if len(values) > 2:
+        parser.error("--imgsz takes 1 or 2 integers")
+    return values * 2 if len(values) == 1 else list(values)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     value = int(text)

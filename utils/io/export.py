@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -55,6 +58,18 @@ def _fresh_grids(model: nn.Module) -> None:
             m._grids.clear()
 
 
+@contextmanager
+def _replace_when_done(file: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``file`` and move it onto ``file`` only when the block succeeds,
+    so a failed export never leaves a half-written file or destroys an earlier good one."""
+    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str], dynamic: bool,
                 opset: int = OPSET) -> Path:
     """Write ``file`` from ``model`` (a ``DecodedOutput``) traced on ``im`` (B, 3, H, W); check it with onnx."""
@@ -64,28 +79,28 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[s
         raise ExportError(f"ONNX export needs the onnx package: {INSTALL_HINT}") from e
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "boxes"}} if dynamic else None
     _fresh_grids(model)
-    with warnings.catch_warnings():
+    with _replace_when_done(file) as tmp, warnings.catch_warnings():
         # the TorchScript-based exporter is deprecated in favour of torch.export, which needs onnxscript
         # as well; this one covers these plain conv graphs with no extra dependency
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (im,), str(file), dynamo=False, opset_version=opset, input_names=["images"],
+        torch.onnx.export(model, (im,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["output0"], dynamic_axes=axes, do_constant_folding=True)
-    proto = onnx.load(str(file))
-    for k, v in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(file))
+        proto = onnx.load(str(tmp))
+        for k, v in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
     return file
 
 
 def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str]) -> Path:
     """Write ``file`` (``torch.jit`` traced on ``im``) with the metadata as extra file ``config.txt``."""
     _fresh_grids(model)
-    with warnings.catch_warnings():
+    with _replace_when_done(file) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still what C++/mobile load
         traced = torch.jit.trace(model, im, strict=False)
-        traced.save(str(file), _extra_files={"config.txt": json.dumps(metadata)})
+        traced.save(str(tmp), _extra_files={"config.txt": json.dumps(metadata)})
     return file
 
 
