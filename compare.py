@@ -125,6 +125,8 @@ def main(opt: argparse.Namespace) -> int:
     except user_errors() as e:
         logging.getLogger("compare").error("error: %s", e)
         return 1
+    except KeyboardInterrupt:  # the runs keep their last.pt: the same command resumes them
+        return 130
     return 0 if all(j.status == "done" or (opt.report is not None and j.status == "pending") for j in jobs) else 2
 
 

@@ -235,7 +235,7 @@ def test_packer_probes_gpu_memory_then_packs(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_pack, "cuda_free_bytes", free)
     # a fake train.py: one results.csv row after 0.6 s, then it records its environment and times
     script = ("import json, os, sys, time, pathlib; d = pathlib.Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True);"
-              "t = time.time(); time.sleep(0.6); (d / 'results.csv').write_text('epoch\\n0\\n'); time.sleep(1.5);"
+              "t = time.time(); time.sleep(0.6); (d / 'results.csv').write_text('epoch\\n0\\n'); time.sleep(2.5);"
               "(d / 'env.json').write_text(json.dumps([os.environ.get('CUDA_VISIBLE_DEVICES'), sys.argv[2:], t, time.time()]));"
               "sys.exit(3 if d.name == 'j3' else 0)")
     jobs = [FakeJob(tmp_path, f"j{i}") for i in range(8)]
