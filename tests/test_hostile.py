@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data import label_cache
+from utils.data import label_cache, verify
 from utils.data.loader import set_epoch
 from utils.data.verify import check_pair
 from utils.dataloaders import LoadImagesAndLabels, check_dataset, create_dataloader
@@ -21,6 +21,7 @@ from utils.engine.step import MAX_BAD_STEPS, make_stepper
 from utils.io import checkpoint as ckpt_io
 from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, NonFiniteCheckpoint, load_checkpoint, read_checkpoint,
                                  save_checkpoint)
+from utils.io.sources import LoadImages
 
 
 def test_paths_outside_the_dataset_root_are_reported(tmp_path, caplog):
@@ -213,3 +214,24 @@ def test_epoch_batches_depend_on_seed_and_epoch_only(tiny_data):
     for (pa, ia, ta), (pb, ib, tb) in zip(history[2], direct, strict=True):
         assert pa == pb and torch.equal(ia, ib) and torch.equal(ta, tb)
     assert [p for p, _, _ in history[0]] != [p for p, _, _ in history[1]]  # epochs are shuffled differently
+
+
+def test_load_images_checks_pixels_before_decoding(tmp_path, monkeypatch, caplog):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((30, 40, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "b.pfm"), np.zeros((20, 20, 3), np.float32))  # PIL cannot read its header
+    writer = cv2.VideoWriter(str(tmp_path / "c.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (48, 32))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4v")
+    for _ in range(2):
+        writer.write(np.zeros((32, 48, 3), np.uint8))
+    writer.release()
+    monkeypatch.setattr(verify, "MAX_IMAGE_PIXELS", 1200)  # a.png is 1200 px; the video frames 1536
+    with caplog.at_level(logging.WARNING):
+        items = list(LoadImages(tmp_path, img_size=64, stride=32))
+    assert [Path(i[0]).name for i in items] == ["a.png", "b.pfm"]
+    dataset = LoadImages(tmp_path, img_size=64, stride=32)
+    list(dataset)
+    assert dataset.skipped == [(str(tmp_path / "c.mp4"), "48x32 = 1536 pixels exceeds the limit of 1200 "
+                                "(decompression bomb?; raise it with --max-pixels)")]
+    monkeypatch.setattr(verify, "MAX_IMAGE_PIXELS", 399)
+    assert verify.header_problem(str(tmp_path / "b.pfm")).startswith("20x20 = 400 pixels exceeds")

@@ -118,12 +118,23 @@ def open_image(im_file: str) -> Iterator[Image.Image]:
         yield im
 
 
+def _pfm_size(im_file: str) -> tuple[int, int]:
+    """(w, h) from a PFM header (``PF``/``Pf``, then width and height), a format PIL does not identify."""
+    with open(im_file, "rb") as f:
+        kind, w, h = f.read(64).split()[:3]
+    if kind not in (b"PF", b"Pf"):
+        raise ValueError("not a PFM file")
+    return int(w), int(h)
+
+
 def header_problem(im_file: str) -> str:
     """Why an image must not be decoded ('' when it may), from its header alone: unreadable,
     empty, or over the pixel limit. Never decodes the pixels, so a 30000x30000 PNG costs nothing."""
     try:
         if os.path.getsize(im_file) == 0:
             return "empty file"
+        if im_file.lower().endswith(".pfm"):
+            return too_many_pixels(*_pfm_size(im_file))
         with open_image(im_file) as im:
             return too_many_pixels(*im.size)
     except Exception as e:  # PIL raises many types for broken files
