@@ -6,7 +6,8 @@
 ``tests/test_loss_record.py`` checks that the current code reproduces the file to relative 1e-5.
 The first record was made with ``YOLO_NATIVE=0`` (the PyTorch code, before the optional C
 kernels were removed). A change that alters a strategy's behaviour on purpose regenerates that strategy's
-entries with the second command and says so in its commit message.
+entries with the second command and says so in its commit message. So far: ``freeanchor``, when its
+bags began to give equal prior IoUs to the lower prior index (``utils.assign.free_anchor.highest_first``).
 
 Cases (yolov5n geometry, strides 8/16/32): head outputs are seeded normal logits (objectness and
 class logits shifted down, as a freshly initialised head), not a forward pass, so the record does
