@@ -183,7 +183,8 @@ def test_sigkill_mid_epoch_then_resume(tiny_data, tmp_path):
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last, csv_file = tmp_path / "exp" / "weights" / "last.pt", tmp_path / "exp" / "results.csv"
     deadline = time.time() + 240
-    while not (csv_file.exists() and len(read_rows(csv_file)[1]) >= 1) and time.time() < deadline:
+    # results.csv gets its row before last.pt is saved: wait for both, or a loaded machine kills in between
+    while not (csv_file.exists() and len(read_rows(csv_file)[1]) >= 1 and last.exists()) and time.time() < deadline:
         assert proc.poll() is None, "training ended before it could be killed"
         time.sleep(0.05)
     time.sleep(0.3)  # into epoch 1
