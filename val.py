@@ -87,9 +87,16 @@ def run(opt: argparse.Namespace) -> dict:
     compute_loss = None
     if opt.loss:
         from utils.engine.hyp import load_hyp
-        from utils.loss import build_loss
+        from utils.loss import loss_class
 
-        compute_loss = build_loss(model, load_hyp(meta["hyp"] or {}))
+        # the gains as training scaled them (levels, classes, training image size), so the val loss is
+        # on the scale of train.py's val/*_loss columns
+        hyp = load_hyp(meta["hyp"] or {})
+        strategy = loss_class(hyp.get("loss"))
+        train_size = pick_imgsz(None, meta)[0]
+        compute_loss = strategy(model, strategy.train_hyp(
+            hyp, nl=model.model[-1].nl, nc=model.nc, imgsz=train_size,
+            label_smoothing=float(meta["opt"].get("label_smoothing") or 0.0)))
     res = validator.run(model, loader, names, conf_thres=opt.conf_thres, iou_thres=opt.iou_thres,
                         max_det=opt.max_det, single_cls=opt.single_cls, half=opt.half, compute_loss=compute_loss,
                         save_dir=save_dir, plots=opt.task != "speed", verbose=opt.verbose,
