@@ -11,7 +11,7 @@ import argparse
 import datetime
 import logging
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path, PurePath
 from typing import Any
@@ -99,11 +99,15 @@ def nonfinite_tensors(x: Any, where: str = "") -> list[str]:
     return []
 
 
-def _umask() -> int:
-    """The process umask (reading it means setting it; it is put back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_temp(path: Path) -> tuple[int, str]:
+    """Create ``.{name}.<random>.tmp`` beside ``path`` with mode 0o666, which the kernel reduces by the
+    umask as for any new file (mkstemp's would be a private 0o600); returns (fd, its path)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
@@ -120,11 +124,10 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
                                   f"(first: {', '.join(bad[:3])}); the previous file is kept")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _new_temp(path)
     except OSError as e:
         raise CheckpointError(f"cannot write checkpoint {path} ({e.strerror or e})") from None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
