@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.compare_pack import parse_jobs  # noqa: E402  (after the sys.path line above)
-from utils.io.cli import HelpFormatter  # noqa: E402
+from utils.io.cli import HelpFormatter, non_negative_int, positive_int  # noqa: E402
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
@@ -59,9 +59,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--data", default=str(ROOT / "data/shapes.yaml"), help="dataset YAML")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML")
-    p.add_argument("--img", "--imgsz", type=int, default=None, help="image size (default: train.py's)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: train.py's)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: train.py's)")
+    p.add_argument("--img", "--imgsz", type=positive_int, default=None, help="image size (default: train.py's)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: train.py's)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train.py's)")
     p.add_argument("--losses", type=name_list, default="yolov5,ota,freeanchor,gfl,ssd,dw",
                    help="comma-separated strategies; the first is the baseline of the verdicts")
     p.add_argument("--seeds", type=int_list, default="0,1,2",
@@ -69,7 +69,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=parse_jobs, default="auto",
                    help="runs at once per device; auto: from the free GPU memory after a first run and the "
                         "CPU cores on CUDA, 1 on CPU")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers per run (shared out when packed)")
+    p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers per run (shared out when packed)")
     p.add_argument("--noplots", action="store_true",
                    help="pass --noplots to train.py (no per-run pictures; the comparison's own plots are made)")
     p.add_argument("--project", default=str(ROOT / "runs/compare"), help="save to project/name")
