@@ -73,12 +73,14 @@ def test_centre_candidates_worked_example_empty_and_tiny():
 def test_max_iou_assign_per_image_and_empty():
     anchors = torch.tensor([[0.0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20]])
     gt = torch.tensor([[0.0, 0, 10, 10], [9, 9, 11, 11], [10, 0, 20, 10]])
-    anchor, target = max_iou_assign(gt, torch.tensor([0, 0, 2]), anchors, bs=3)
+    anchor, target, best = max_iou_assign(gt, torch.tensor([0, 0, 2]), anchors, bs=3)
     # image 0: gt 0 takes anchor 0 (IoU 1); gt 1 overlaps everything a little, its best is anchor 0 too
     # (first maximum), and rule 1 gives a shared best anchor to the later object; image 1 has no objects;
     # image 2: gt 2 on anchor 1
     assert anchor.tolist() == [0, 1] and target.tolist() == [1, 2]
-    anchor, target = max_iou_assign(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), anchors, bs=2)
+    # best IoU per anchor with its image's objects: anchors 1 and 2 touch gt 1 in a 1x1 corner (1 / 103)
+    assert torch.allclose(best, torch.tensor([[1.0, 1 / 103, 1 / 103], [0, 0, 0], [0, 1.0, 0]]))
+    anchor, target, _ = max_iou_assign(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), anchors, bs=2)
     assert anchor.numel() == 0 and target.numel() == 0
 
 

@@ -46,6 +46,17 @@ def test_hard_negatives_ties_take_the_lower_index_and_min_neg_floor():
     assert hard_negative_mask(loss, positive, 0.5).sum() == 0  # floor(0.5 * 1) = 0
 
 
+def test_hard_negatives_skip_the_ignore_band_and_keep_their_count():
+    loss = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]])
+    positive = torch.tensor([[False, False, False, False, False, False, False, True]])
+    ignore = torch.tensor([[True, False, True, False, False, False, False, True]])  # overlaps a positive
+    neg = hard_negative_mask(loss, positive, 3.0, ignore=ignore)
+    assert neg.tolist() == [[False, True, False, True, True, False, False, False]]  # 3 = 3 x 1, hardest eligible
+    # more wanted than eligible: all eligible, none of the ignored
+    neg = hard_negative_mask(loss, positive, 10.0, ignore=ignore)
+    assert neg.tolist() == [[False, True, False, True, True, True, True, False]]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_hard_negatives_equal_a_stable_sort_on_tied_losses(seed):
     g = torch.Generator().manual_seed(seed)
@@ -113,6 +124,31 @@ def test_objectness_is_positive_plus_hardest_negatives_over_positives():
     expected = bce0(-logits[pos]) + sum(negatives)  # one positive: N = 1
     assert items.tolist() == pytest.approx([0.0, expected, 0.0], rel=1e-5)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("ratio,obj_iou", [(3.0, False), (30.0, False), (3.0, True)])
+def test_objectness_that_cannot_tell_positives_from_mined_negatives_settles_at_target_over_1_plus_ratio(
+        ratio, obj_iou):
+    """The collapse README's ssd notes measure on BCCD: when every anchor gets the same objectness (a
+    model that cannot tell its positives from the negatives mining finds), the loss is stationary at
+    sigmoid = target / (1 + ratio) and pulls towards it from either side."""
+    loss_fn = one_level_loss({"ssd_obj_iou": obj_iou, "ssd_min_neg": 0, "ssd_neg_pos_ratio": ratio,
+                              "box": 0.0, "cls": 0.0})
+    t = torch.tensor([[0, 0, 20 / 64, 20 / 64, 16 / 64, 16 / 64]])  # on the anchor box of one cell: 1 positive
+    imgs = torch.zeros(1, 3, 64, 64)  # 8 x 8 cells, 63 negatives >= 30 x 1
+    target = 1.0  # zero box logits decode to the anchor box, which equals the object: IoU 1 either way
+
+    def grad_at(p):
+        z = torch.tensor(math.log(p / (1 - p)), dtype=torch.float64, requires_grad=True)
+        pred = torch.zeros(1, 1, 8, 8, 8, dtype=torch.float64)
+        pred[..., 4] = 1.0
+        loss, _ = loss_fn([pred * z], t, imgs)  # every objectness logit is z; the box logits stay 0
+        loss.backward()
+        return z.grad.item()
+
+    p_eq = target / (1 + ratio)
+    assert grad_at(p_eq) == pytest.approx(0.0, abs=1e-6)  # CIoU of identical boxes is 1 up to its eps
+    assert grad_at(p_eq * 0.8) < 0 < grad_at(p_eq * 1.2)
 
 
 def test_no_objects_gives_a_finite_loss_with_gradient_from_min_neg():

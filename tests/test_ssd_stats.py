@@ -27,6 +27,15 @@ def test_ssd_stats_hand_built_case():
     # 16 negatives (2 positives x 3 < 16): the high one, then 15 ties in prior order far from both objects
     assert (s["all"]["hard_negatives"], s["all"]["positives"]) == (16, 2)
     assert (s["a"]["near_hard_negatives"], s["c"]["near_hard_negatives"]) == (1, 0)
+    # objectness: positives at sigmoid(-10); mined = the 5.0 one + 15 at -10; the other 234 anchors at -10
+    lo, hi = torch.sigmoid(torch.tensor(-10.0)).item(), torch.sigmoid(torch.tensor(5.0)).item()
+    assert s["a"]["obj_sum"] == pytest.approx(lo) and s["c"]["obj_sum"] == pytest.approx(lo)
+    assert s["all"]["mined_obj_sum"] == pytest.approx(hi + 15 * lo)
+    assert (s["all"]["others"], s["all"]["others_obj_sum"]) == (3 * (64 + 16 + 4) - 18, pytest.approx(234 * lo))
     table = stats_table(s, ["a", "b", "c"])
-    assert "| a | 1 | 1.00 | 0% | 0.677 | 1.00 |" in table and "| c | 1 | 1.00 | 100% |" in table
+    assert "| a | 1 | 1.00 | 0% | 0.677 | 0.000 | 1.00 |" in table and "| c | 1 | 1.00 | 100% |" in table
     assert "of them near an object: 1 (6%)" in table
+    mean_target = (s["a"]["target_sum"] + s["c"]["target_sum"]) / 2
+    assert (f"mined negatives {(hi + 15 * lo) / 16:.3f}, other anchors 0.000; one value for positives and mined "
+            f"negatives alike would be target / (1 + ratio) = {mean_target:.3f} / 4 = {mean_target / 4:.3f}") in table
+    assert "= 1.000 / 31 = 0.032" in stats_table(s, ["a", "b", "c"], ratio=30, obj_iou=False)

@@ -7,7 +7,9 @@ Per class: positives per object under SSD matching, the share of objects matched
 forced best-anchor rule (no anchor box at IoU >= ssd_iou_thr), the mean IoU objectness target at
 their positives (ssd_obj_iou), and the hard negatives mined next to them (IoU >= 0.3 with the object).
 The hard negatives depend on the predictions: those of --weights (an anchor-head checkpoint) or of a
-fresh --cfg model.
+fresh --cfg model. Last, the mean objectness at positives, mined negatives and all other anchors, beside
+target / (1 + ratio): the value a model settles at when its mined negatives look like its positives.
+The loss settings are --hyp, else the checkpoint's own when it trained `ssd`, else hyp/hyp.ssd.yaml.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="train", help="dataset split")
     p.add_argument("--weights", default="", help="anchor-head checkpoint for the predictions (default: a fresh --cfg model)")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML for a fresh model")
+    p.add_argument("--hyp", default="", help="ssd hyp file (default: the checkpoint's when it trained ssd, "
+                   "else hyp/hyp.ssd.yaml)")
     p.add_argument("--img", "--imgsz", type=int, default=320, help="image size")
     p.add_argument("--max-images", type=int, default=40, help="images used")
     add_max_pixels_flag(p)
@@ -47,8 +51,9 @@ def main(opt: argparse.Namespace) -> str:
 
     set_max_pixels(opt.max_pixels)
     data = check_dataset(opt.data)
-    base = load_checkpoint(opt.weights)[0] if opt.weights else None
-    s = av.strategy_for("ssd", hyp_for("ssd"), base, data["nc"], base.yaml if base is not None else opt.cfg, opt.img)
+    base, meta = load_checkpoint(opt.weights) if opt.weights else (None, {})
+    hyp = opt.hyp or (meta["hyp"] if meta.get("hyp", {}).get("loss") == "ssd" else hyp_for("ssd"))
+    s = av.strategy_for("ssd", hyp, base, data["nc"], base.yaml if base is not None else opt.cfg, opt.img)
     loader, _ = create_dataloader(data[opt.split], opt.img, 1, 32, rect=False, workers=0, nc=data["nc"])
     total: dict[str, Counter] = defaultdict(Counter)
     for i, (im, targets, _, _) in enumerate(loader):
@@ -57,7 +62,7 @@ def main(opt: argparse.Namespace) -> str:
         imgs = im.float() / 255
         for k, v in ssd_batch_stats(s.loss, s.model(imgs)[1], targets, imgs, data["names"]).items():
             total[k].update(v)
-    table = stats_table(total, data["names"])
+    table = stats_table(total, data["names"], s.loss.hyp.ssd_neg_pos_ratio, s.loss.hyp.ssd_obj_iou)
     print(table)
     return table
 

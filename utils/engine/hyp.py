@@ -49,7 +49,7 @@ HYP_RANGES: dict[str, str] = {
                      "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma", "qfl", "qfl_beta", "giou", "dfl",
                      "ssd_neg_pos_ratio", "ssd_min_neg", "degrees", "shear", "perspective"), _NON_NEGATIVE),
     **dict.fromkeys(("hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "mixup",
-                     "copy_paste", "iou_t", "label_smoothing", "ssd_iou_thr"), _FRACTION),
+                     "copy_paste", "iou_t", "label_smoothing", "ssd_iou_thr", "ssd_neg_iou_thr"), _FRACTION),
     **dict.fromkeys(("momentum", "warmup_momentum", "scale"), _BELOW_ONE),
 }
 

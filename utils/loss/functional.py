@@ -37,7 +37,7 @@ def bce_with_logits(logits: torch.Tensor, target: torch.Tensor, pos_weight: floa
 
 
 def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
-                       min_neg: int = 0) -> torch.Tensor:
+                       min_neg: int = 0, ignore: torch.Tensor | None = None) -> torch.Tensor:
     """SSD's hard negative mining: per row, the negatives with the largest loss.
 
     Args:
@@ -46,15 +46,19 @@ def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
         ratio: negatives kept per positive; a row keeps ``floor(ratio * positives)`` of them, at least
             ``min_neg``, at most all its negatives (mmdetection's ``ssd_head`` rule).
         min_neg: the floor on negatives per row (0 = SSD, where a row without positives keeps none).
+        ignore (BoolTensor[bs, m] or None): anchors that are neither positive nor eligible negatives
+            (an ignore band); the count of negatives is still ``ratio`` times the positives, taken
+            from the remaining anchors.
 
     Returns:
         BoolTensor[bs, m], the selected negatives. Equal losses are ranked by anchor index, lower
         first (a stable sort), so the choice is reproducible.
     """
     num_pos = positive.sum(1)  # (bs,)
+    excluded = positive if ignore is None else positive | ignore
     num_neg = (num_pos.to(torch.float64) * ratio).floor().long().clamp(min=int(min_neg))
-    num_neg = torch.minimum(num_neg, positive.shape[1] - num_pos)
-    ranked = loss.detach().masked_fill(positive, float("-inf"))
+    num_neg = torch.minimum(num_neg, positive.shape[1] - excluded.sum(1))
+    ranked = loss.detach().masked_fill(excluded, float("-inf"))
     k = int(num_neg.max()) if num_neg.numel() else 0
     if k == 0:
         return torch.zeros_like(positive)
@@ -62,10 +66,10 @@ def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
     # anchor order until the count is met. Same result as a stable full sort, at top-k cost.
     kth = ranked.topk(k, dim=1).values.gather(1, (num_neg - 1).clamp(min=0)[:, None])  # (bs, 1)
     above = ranked > kth
-    at = (ranked == kth) & ~positive
+    at = (ranked == kth) & ~excluded
     need = num_neg - above.sum(1)
     keep = above | (at & (at.cumsum(1) <= need[:, None]))
-    return keep & ~positive & (num_neg > 0)[:, None]
+    return keep & ~excluded & (num_neg > 0)[:, None]
 
 
 def quality_focal_loss(logits: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,

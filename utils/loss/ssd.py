@@ -59,6 +59,7 @@ class SSDHyp(StrategyHyp):
     ssd_neg_pos_ratio: float = 3.0
     ssd_min_neg: int = 16
     ssd_obj_iou: bool = True
+    ssd_neg_iou_thr: float = 1.0
 
 
 class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
@@ -90,7 +91,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
         targets = targets.to(device=device, dtype=torch.float32)
         gt_xyxy = xywh2xyxy(targets[:, 2:6] * targets.new_tensor([width, height, width, height]))
         image_of = targets[:, 0].long()
-        anchor_idx, target_idx = max_iou_assign(gt_xyxy, image_of, pri.xyxy_px, bs, self.hyp.ssd_iou_thr)
+        anchor_idx, target_idx, best_iou = max_iou_assign(gt_xyxy, image_of, pri.xyxy_px, bs, self.hyp.ssd_iou_thr)
         level = pri.level[anchor_idx]
         out = []
         for i, (ny, nx) in enumerate(shapes):
@@ -100,7 +101,8 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
             out.append(LevelCandidates(image=image_of[t], anchor=a, gj=gj, gi=gi, target=t,
                                        cls=targets[t, 1].long(), box_grid=box,
                                        anchor_wh=self.anchors.to(device)[i, a].float()))
-        return AssignResult(out, targets.shape[0])
+        # anchors this close to an object are never mined as negatives (positives are excluded anyway)
+        return AssignResult(out, targets.shape[0], extras={"ignore": best_iou >= self.hyp.ssd_neg_iou_thr})
 
     def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """Box / cls at the positives and objectness with hard negatives, all divided by N."""
@@ -131,7 +133,9 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
             positive.append(pos.reshape(bs, -1))
         obj_logits, obj_target, positive = (torch.cat(x, 1) for x in (obj_logits, obj_target, positive))
         obj_loss = bce_with_logits(obj_logits, obj_target, h.obj_pw, reduction="none")  # (bs, m)
-        negative = hard_negative_mask(obj_loss, positive, h.ssd_neg_pos_ratio, h.ssd_min_neg)
+        ignore = matches.extras.get("ignore")
+        negative = hard_negative_mask(obj_loss, positive, h.ssd_neg_pos_ratio, h.ssd_min_neg,
+                                      None if ignore is None else ignore & ~positive)
         lobj = (obj_loss * (positive | negative)).sum().view(1)
         lbox = lbox * h.box / n_pos
         lobj = lobj * h.obj / n_pos
