@@ -7,7 +7,9 @@
 The first record was made with ``YOLO_NATIVE=0`` (the PyTorch code, before the optional C
 kernels were removed). A change that alters a strategy's behaviour on purpose regenerates that strategy's
 entries with the second command and says so in its commit message. So far: ``freeanchor``, when its
-bags began to give equal prior IoUs to the lower prior index (``utils.assign.free_anchor.highest_first``).
+bags began to give equal prior IoUs to the lower prior index (``utils.assign.free_anchor.highest_first``);
+``ssd``, when its default ratio of negatives per positive went from 3 to 30 (``ssd_ratio3`` keeps SSD's
+3 and equals the entries ``ssd`` had before).
 
 Cases (yolov5n geometry, strides 8/16/32): head outputs are seeded normal logits (objectness and
 class logits shifted down, as a freshly initialised head), not a forward pass, so the record does
@@ -54,6 +56,8 @@ VARIANTS: dict[str, dict] = {
     "freeanchor": {"loss": "freeanchor"},
     "gfl": {"loss": "gfl"},
     "ssd": {"loss": "ssd"},
+    "ssd_ratio3": {"loss": "ssd", "ssd_neg_pos_ratio": 3.0},
+    "ssd_band": {"loss": "ssd", "ssd_neg_iou_thr": 0.3},
     "dw": {"loss": "dw"},
     "dw_best_object": {"loss": "dw", "dw_best_object": True},
 }

@@ -113,7 +113,7 @@ def bce0(x):
 
 
 def test_objectness_is_positive_plus_hardest_negatives_over_positives():
-    loss_fn = one_level_loss({"ssd_obj_iou": False, "ssd_min_neg": 0, "box": 0.0, "cls": 0.0})
+    loss_fn = one_level_loss({"ssd_obj_iou": False, "ssd_min_neg": 0, "ssd_neg_pos_ratio": 3.0, "box": 0.0, "cls": 0.0})
     g = torch.Generator().manual_seed(1)
     preds = [torch.randn(1, 1, 4, 8, 8, generator=g)]
     t = torch.tensor([[0, 0, 20 / 64, 20 / 32, 16 / 64, 16 / 32]])
@@ -194,7 +194,7 @@ def test_loss_decreases_with_an_optimiser_on_fixed_targets():
 def test_registry_and_hyp_file():
     assert "ssd" in LOSSES and LOSSES["ssd"].__name__ == "ComputeLossSSD"
     hyp = load_hyp("hyp.ssd.yaml")
-    assert hyp["loss"] == "ssd" and hyp["ssd_iou_thr"] == 0.5 and hyp["ssd_neg_pos_ratio"] == 3.0
+    assert hyp["loss"] == "ssd" and hyp["ssd_iou_thr"] == 0.5 and hyp["ssd_neg_pos_ratio"] == 30.0
     assert LOSSES["ssd"].Hyp.from_hyp(hyp).ssd_min_neg == 16
     with pytest.raises(HypError, match="belongs to loss 'yolov5'"):
         load_hyp({"loss": "ssd", "anchor_t": 4.0})

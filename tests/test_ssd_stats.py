@@ -10,7 +10,7 @@ from utils.loss import build_loss
 
 def test_ssd_stats_hand_built_case():
     model = Model("models/yolov5n.yaml", nc=3)
-    loss = build_loss(model, {"loss": "ssd"})  # iou 0.5, ratio 3, at least 16 negatives per image
+    loss = build_loss(model, {"loss": "ssd", "ssd_neg_pos_ratio": 3.0})  # iou 0.5, at least 16 negatives per image
     # object a: 12x16 px centred on P3 cell (3, 3) -> its 10x13 anchor box has IoU 130/192 = 0.677 (the one
     # positive) and the 16x30 anchor box there IoU 192/480 = 0.40 (near, not positive).
     # object c: 4x4 px at (10, 10) -> best anchor box IoU 16/130 = 0.12: matched only by the forced rule.

@@ -10,7 +10,8 @@ takes its best object). Losses, all summed and divided by the number of positive
 - cls: class BCE (mean over classes) at positives, against label-smoothed one-hot;
 - obj: BCE at positives toward the detached IoU of their prediction (``ssd_obj_iou``, YOLOv5's
   quality target) or toward 1, plus BCE toward 0 at the hardest negatives of each image ranked by
-  that loss: ``ssd_neg_pos_ratio`` per positive, at least ``ssd_min_neg`` per image.
+  that loss: ``ssd_neg_pos_ratio`` per positive, at least ``ssd_min_neg`` per image, none inside
+  the ignore band ``ssd_neg_iou_thr``.
 
 Why CIoU and not SSD's smooth-L1 on encoded offsets (``(g - a) / (0.1 a)``, ``log(g / a) / 0.2``):
 the YOLOv5 head decodes with bounded sigmoids (``xy = 2 sigmoid - 0.5 + cell``, ``wh = (2 sigmoid)^2
@@ -22,13 +23,31 @@ A consequence of SSD matching on this head: a large anchor can match (IoU >= 0.5
 centre is more than one cell away, beyond the decode's reach; such positives saturate, and the IoU
 objectness target then scores them low.
 
-Zero-positive policy: SSD keeps ``3 x positives`` negatives, i.e. none from an image without objects,
-so background-only images would never teach "no object". Here every image keeps at least
-``ssd_min_neg`` hardest negatives (default 16), which leaves images with 6+ positives exactly as SSD.
+Negatives per positive: 30 by default, not SSD's 3 (``ssd_neg_pos_ratio: 3`` gives SSD's rule). Mining
+takes the ``ratio x positives`` highest-scoring negatives of each image. When an image holds that many
+negatives that look like its positives -- a crowded scene, objects nobody labelled, anchors one cell
+or one scale off a labelled object -- mining finds them at every step, whatever feature the model
+uses, and ``N * BCE(p, t) + ratio * N * BCE(p, 0)`` is smallest at one value ``p = t / (1 + ratio)``
+for positives and negatives alike: the objectness stops ranking anything. BCCD (dense red cells,
+many without a box) does exactly that at 3: a trained model gave RBC positives 0.144 and its mined
+negatives 0.149 against the predicted 0.152, and which class then fell below the shared best-F1
+threshold changed with the seed (README, "Why ssd collapsed"). At 30 the look-alikes are a minority of
+the mined set, the RBC positives separate (0.134 against 0.016 after 20 epochs) and the collapse
+did not happen in three 60-epoch seeds. ``tools/ssd_stats.py --weights`` prints these numbers for a run.
+
+Zero-positive policy: SSD keeps ``ratio x positives`` negatives, i.e. none from an image without
+objects, so background-only images would never teach "no object". Here every image keeps at least
+``ssd_min_neg`` hardest negatives (default 16).
+
+Ignore band (``ssd_neg_iou_thr``, default 1.0 = off, as SSD): anchors whose IoU with some object is at
+least this are never mined as negatives (RetinaNet uses 0.4 below its 0.5 positives). On BCCD it
+did not stop the collapse at ratio 3 (0.4 and 0.3 tried), because most look-alike negatives are not
+near a labelled object.
 
 Gains: N is counted over all levels at once, where YOLOv5 sums one mean per level, so the defaults
 ``box 0.15`` and ``cls 1.5`` equal YOLOv5's per-batch totals for 3 levels (0.05 and 0.5 per level);
-obj keeps 1.0 (4 N anchors / N is close to YOLOv5's level balance sum 5.4). ``box``, ``obj`` and
+obj keeps 1.0 (chosen when the ratio was 3: 4 N anchors / N is close to YOLOv5's level balance sum
+5.4; at 30 the sum has 31 N terms, most near 0 once trained, and 1.0 was measured, not tuned). ``box``, ``obj`` and
 ``cls`` scale with levels, image size and class count as ``yolov5``'s do
 (:class:`~utils.loss.yolov5.YOLOv5GainScaling`).
 """
@@ -56,7 +75,7 @@ class SSDHyp(StrategyHyp):
     obj_pw: float = 1.0
     label_smoothing: float = 0.0
     ssd_iou_thr: float = 0.5
-    ssd_neg_pos_ratio: float = 3.0
+    ssd_neg_pos_ratio: float = 30.0
     ssd_min_neg: int = 16
     ssd_obj_iou: bool = True
     ssd_neg_iou_thr: float = 1.0
