@@ -126,6 +126,26 @@ def test_objectness_is_positive_plus_hardest_negatives_over_positives():
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_ignore_band_keeps_the_positives_neighbours_out_of_mining():
+    """A 16x16 px object on the anchor box of cell (2, 2): the anchor boxes of the four cells beside it
+    overlap it 1/3 (8 of 16 px in one direction), so ssd_neg_iou_thr 0.3 takes them out of mining."""
+    imgs = torch.zeros(1, 3, 64, 64)  # 8 x 8 cells at stride 8, one 16x16 px anchor
+    t = torch.tensor([[0, 0, 20 / 64, 20 / 64, 16 / 64, 16 / 64]])
+    preds = torch.full((1, 1, 8, 8, 8), -5.0)
+    preds[0, 0, 2, [1, 3], 4] = 4.0  # left and right neighbours: the hardest negatives
+    preds[0, 0, [1, 3], 2, 4] = 3.0  # above and below
+    preds[0, 0, 6, 6, 4] = 2.0  # far from the object
+    touched = {}
+    for thr in (1.0, 0.3):
+        p = preds.clone().requires_grad_()
+        loss, _ = one_level_loss({"ssd_neg_pos_ratio": 3.0, "ssd_min_neg": 0, "ssd_neg_iou_thr": thr})([p], t, imgs)
+        loss.backward()
+        g = p.grad[0, 0, ..., 4]
+        touched[thr] = sorted((j, i) for j, i in (g != 0).nonzero().tolist() if (j, i) != (2, 2))
+    assert touched[1.0] == [(1, 2), (2, 1), (2, 3)]  # 3 x 1 positive: the two at 4.0, then the lower index at 3.0
+    assert touched[0.3] == [(0, 0), (0, 1), (6, 6)]  # the 0.3 band skips all four: the far one, then index order
+
+
 @pytest.mark.parametrize("ratio,obj_iou", [(3.0, False), (30.0, False), (3.0, True)])
 def test_objectness_that_cannot_tell_positives_from_mined_negatives_settles_at_target_over_1_plus_ratio(
         ratio, obj_iou):
@@ -200,3 +220,6 @@ def test_registry_and_hyp_file():
         load_hyp({"loss": "ssd", "anchor_t": 4.0})
     with pytest.raises(HypError, match="must be true or false"):
         load_hyp({"loss": "ssd", "ssd_obj_iou": 1})
+    assert hyp["ssd_neg_iou_thr"] == 1.0  # the ignore band is off: SSD mines among all negatives
+    with pytest.raises(HypError, match="ssd_neg_iou_thr"):
+        load_hyp({"loss": "ssd", "ssd_neg_iou_thr": 1.5})
