@@ -78,8 +78,9 @@ def test_max_iou_assign_per_image_and_empty():
     # (first maximum), and rule 1 gives a shared best anchor to the later object; image 1 has no objects;
     # image 2: gt 2 on anchor 1
     assert anchor.tolist() == [0, 1] and target.tolist() == [1, 2]
-    # best IoU per anchor with its image's objects: anchors 1 and 2 touch gt 1 in a 1x1 corner (1 / 103)
-    assert torch.allclose(best, torch.tensor([[1.0, 1 / 103, 1 / 103], [0, 0, 0], [0, 1.0, 0]]))
+    # iou: anchor 0 serves gt 1 (a 1x1 px overlap, 1 / 103); background anchors 1 and 2 touch gt 1 in
+    # a 1x1 px corner (their largest IoU, 1 / 103); image 1 has no objects; image 2: anchor 1 is gt 2
+    assert torch.allclose(best, torch.tensor([[1 / 103, 1 / 103, 1 / 103], [0, 0, 0], [0, 1.0, 0]]))
     anchor, target, _ = max_iou_assign(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), anchors, bs=2)
     assert anchor.numel() == 0 and target.numel() == 0
 

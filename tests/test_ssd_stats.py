@@ -32,7 +32,7 @@ def test_ssd_stats_hand_built_case():
     assert s["a"]["obj_sum"] == pytest.approx(lo) and s["c"]["obj_sum"] == pytest.approx(lo)
     assert s["all"]["mined_obj_sum"] == pytest.approx(hi + 15 * lo)
     assert (s["all"]["others"], s["all"]["others_obj_sum"]) == (3 * (64 + 16 + 4) - 18, pytest.approx(234 * lo))
-    table = stats_table(s, ["a", "b", "c"])
+    table = stats_table(s, ["a", "b", "c"], ratio=3.0, obj_iou=True)
     assert "| a | 1 | 1.00 | 0% | 0.677 | 0.000 | 1.00 |" in table and "| c | 1 | 1.00 | 100% |" in table
     assert "of them near an object: 1 (6%)" in table
     mean_target = (s["a"]["target_sum"] + s["c"]["target_sum"]) / 2

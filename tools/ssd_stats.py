@@ -62,7 +62,7 @@ def main(opt: argparse.Namespace) -> str:
         imgs = im.float() / 255
         for k, v in ssd_batch_stats(s.loss, s.model(imgs)[1], targets, imgs, data["names"]).items():
             total[k].update(v)
-    table = stats_table(total, data["names"], s.loss.hyp.ssd_neg_pos_ratio, s.loss.hyp.ssd_obj_iou)
+    table = stats_table(total, data["names"], ratio=s.loss.hyp.ssd_neg_pos_ratio, obj_iou=s.loss.hyp.ssd_obj_iou)
     print(table)
     return table
 

@@ -76,21 +76,21 @@ def max_iou_assign(gt_xyxy: torch.Tensor, gt_image: torch.Tensor, anchors_xyxy: 
     Returns:
         anchor (LongTensor[k]), target (LongTensor[k]): every positive (anchor, object row) pair,
         image by image, anchors ascending within an image. An image without objects has none.
-        best_iou (Tensor[bs, m]): each anchor's largest IoU with an object of its image (0 in an
-        image without objects), positives included; what an ignore band for negatives is cut from.
+        iou (Tensor[bs, m]): :func:`match_max_iou`'s ``iou`` per image (0 in an image without
+            objects): at a background anchor its largest IoU with an object of the image, which is
+            what an ignore band for negatives is cut from; at a positive, its IoU with that object.
     """
     m = anchors_xyxy.shape[0]
     anchor_idx, target_idx = [], []
-    best_iou = torch.zeros(bs, m, dtype=anchors_xyxy.dtype, device=anchors_xyxy.device)
+    iou = torch.zeros(bs, m, dtype=anchors_xyxy.dtype, device=anchors_xyxy.device)
     for b in range(bs):  # one (n_b, m) IoU matrix per image keeps memory at 640 px bounded
         rows = (gt_image == b).nonzero().squeeze(1)
         if not len(rows):
             continue
-        gt_index, _ = match_max_iou(gt_xyxy[rows], anchors_xyxy, iou_thr)
-        best_iou[b] = box_iou(gt_xyxy[rows].to(anchors_xyxy.dtype), anchors_xyxy).amax(0)
+        gt_index, iou[b] = match_max_iou(gt_xyxy[rows], anchors_xyxy, iou_thr)
         pos = (gt_index >= 0).nonzero().squeeze(1)
         anchor_idx.append(pos)
         target_idx.append(rows[gt_index[pos]])
     empty = torch.zeros(0, dtype=torch.long, device=anchors_xyxy.device)
     return ((torch.cat(anchor_idx) if anchor_idx else empty), (torch.cat(target_idx) if target_idx else empty),
-            best_iou)
+            iou)

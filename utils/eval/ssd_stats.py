@@ -79,7 +79,7 @@ def ssd_batch_stats(loss, raw: list[torch.Tensor], targets: torch.Tensor, imgs: 
     return out
 
 
-def stats_table(stats: dict[str, Counter], names: list[str], ratio: float = 3.0, obj_iou: bool = True) -> str:
+def stats_table(stats: dict[str, Counter], names: list[str], *, ratio: float, obj_iou: bool) -> str:
     """The Markdown table of summed ``ssd_batch_stats`` counters; ``ratio`` and ``obj_iou`` are the loss's
     ``ssd_neg_pos_ratio`` and ``ssd_obj_iou`` (the positives' objectness target: their IoU, or 1)."""
     lines = ["| class | objects | positives per object | forced match only | mean IoU objectness target "

@@ -110,7 +110,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
         targets = targets.to(device=device, dtype=torch.float32)
         gt_xyxy = xywh2xyxy(targets[:, 2:6] * targets.new_tensor([width, height, width, height]))
         image_of = targets[:, 0].long()
-        anchor_idx, target_idx, best_iou = max_iou_assign(gt_xyxy, image_of, pri.xyxy_px, bs, self.hyp.ssd_iou_thr)
+        anchor_idx, target_idx, iou = max_iou_assign(gt_xyxy, image_of, pri.xyxy_px, bs, self.hyp.ssd_iou_thr)
         level = pri.level[anchor_idx]
         out = []
         for i, (ny, nx) in enumerate(shapes):
@@ -120,8 +120,9 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
             out.append(LevelCandidates(image=image_of[t], anchor=a, gj=gj, gi=gi, target=t,
                                        cls=targets[t, 1].long(), box_grid=box,
                                        anchor_wh=self.anchors.to(device)[i, a].float()))
-        # anchors this close to an object are never mined as negatives (positives are excluded anyway)
-        return AssignResult(out, targets.shape[0], extras={"ignore": best_iou >= self.hyp.ssd_neg_iou_thr})
+        # background anchors this close to an object are never mined (positives never are); (bs, m) in
+        # prior order, as losses() concatenates the objectness of the levels
+        return AssignResult(out, targets.shape[0], extras={"ignore": iou >= self.hyp.ssd_neg_iou_thr})
 
     def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """Box / cls at the positives and objectness with hard negatives, all divided by N."""
