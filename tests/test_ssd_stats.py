@@ -39,3 +39,12 @@ def test_ssd_stats_hand_built_case():
     assert (f"mined negatives {(hi + 15 * lo) / 16:.3f}, other anchors 0.000; one value for positives and mined "
             f"negatives alike would be target / (1 + ratio) = {mean_target:.3f} / 4 = {mean_target / 4:.3f}") in table
     assert "= 1.000 / 31 = 0.032" in stats_table(s, ["a", "b", "c"], ratio=30, obj_iou=False)
+
+
+def test_ssd_stats_refuses_a_hyp_file_of_another_loss(tmp_path, caplog):
+    from tools.ssd_stats import cli
+
+    hyp = tmp_path / "h.yaml"
+    hyp.write_text("loss: yolov5\n")
+    assert cli(["--hyp", str(hyp)]) == 1
+    assert f"{hyp} trains loss 'yolov5', expected 'ssd'" in caplog.text

@@ -44,15 +44,16 @@ def main(opt: argparse.Namespace) -> str:
 
     from utils.data.verify import set_max_pixels
     from utils.dataloaders import check_dataset, create_dataloader
-    from utils.engine.compare import hyp_for
+    from utils.engine.compare import hyp_for, hyp_trains
     from utils.eval import assign_view as av
     from utils.eval.ssd_stats import ssd_batch_stats, stats_table
     from utils.io.checkpoint import load_checkpoint
 
     set_max_pixels(opt.max_pixels)
+    given = hyp_trains(opt.hyp, "ssd") if opt.hyp else None  # before the dataset: a wrong file fails fast
     data = check_dataset(opt.data)
     base, meta = load_checkpoint(opt.weights) if opt.weights else (None, {})
-    hyp = opt.hyp or (meta["hyp"] if meta.get("hyp", {}).get("loss") == "ssd" else hyp_for("ssd"))
+    hyp = given or (meta["hyp"] if meta.get("hyp", {}).get("loss") == "ssd" else hyp_for("ssd"))
     s = av.strategy_for("ssd", hyp, base, data["nc"], base.yaml if base is not None else opt.cfg, opt.img)
     loader, _ = create_dataloader(data[opt.split], opt.img, 1, 32, rect=False, workers=0, nc=data["nc"])
     total: dict[str, Counter] = defaultdict(Counter)

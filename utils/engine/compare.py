@@ -34,14 +34,19 @@ LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def hyp_for(loss: str) -> Path:
-    """The hyp file of a strategy: hyp/hyp.<loss>.yaml, or hyp.scratch.yaml for ``yolov5``."""
-    loss_class(loss)  # unknown name -> ValueError listing the choices
-    path = find_hyp("hyp.scratch.yaml" if loss == "yolov5" else f"hyp.{loss}.yaml")
+def hyp_trains(spec: str | Path, loss: str) -> Path:
+    """The hyp file ``spec`` (path or bare name in hyp/), checked to train ``loss``; ValueError if not."""
+    path = find_hyp(spec)
     declared = load_hyp(path).get("loss", "yolov5")
     if declared != loss:
         raise ValueError(f"{path} trains loss '{declared}', expected '{loss}'")
     return path
+
+
+def hyp_for(loss: str) -> Path:
+    """The hyp file of a strategy: hyp/hyp.<loss>.yaml, or hyp.scratch.yaml for ``yolov5``."""
+    loss_class(loss)  # unknown name -> ValueError listing the choices
+    return hyp_trains("hyp.scratch.yaml" if loss == "yolov5" else f"hyp.{loss}.yaml", loss)
 
 
 @dataclass

@@ -56,14 +56,13 @@ def ssd_batch_stats(loss, raw: list[torch.Tensor], targets: torch.Tensor, imgs: 
         offset += na * ny * nx
     obj = torch.cat([p[..., 4].reshape(bs, -1).float() for p in raw], 1)  # (bs, m)
     ranking = bce_with_logits(obj, torch.zeros_like(obj), 1.0, reduction="none")  # a negative's loss
-    ignore = res.extras.get("ignore")
     negative = hard_negative_mask(ranking, positive, loss.hyp.ssd_neg_pos_ratio, loss.hyp.ssd_min_neg,
-                                  None if ignore is None else ignore & ~positive)
+                                  res.extras.get("ignore"))
     out: dict[str, Counter] = defaultdict(Counter)
-    others = ~(positive | negative)
+    others, score = ~(positive | negative), obj.sigmoid()
     out["all"].update(hard_negatives=int(negative.sum()), positives=int(positive.sum()),
-                      mined_obj_sum=float(obj.sigmoid()[negative].sum()), others=int(others.sum()),
-                      others_obj_sum=float(obj.sigmoid()[others].sum()))
+                      mined_obj_sum=float(score[negative].sum()), others=int(others.sum()),
+                      others_obj_sum=float(score[others].sum()))
     for b in range(bs):
         rows = (image_of == b).nonzero().squeeze(1)
         if not len(rows):

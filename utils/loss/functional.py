@@ -46,9 +46,9 @@ def hard_negative_mask(loss: torch.Tensor, positive: torch.Tensor, ratio: float,
         ratio: negatives kept per positive; a row keeps ``floor(ratio * positives)`` of them, at least
             ``min_neg``, at most all its negatives (mmdetection's ``ssd_head`` rule).
         min_neg: the floor on negatives per row (0 = SSD, where a row without positives keeps none).
-        ignore (BoolTensor[bs, m] or None): anchors that are neither positive nor eligible negatives
-            (an ignore band); the count of negatives is still ``ratio`` times the positives, taken
-            from the remaining anchors.
+        ignore (BoolTensor[bs, m] or None): anchors never selected (an ignore band; may include
+            positives); the count of negatives is still ``ratio`` times the positives, taken from
+            the remaining anchors.
 
     Returns:
         BoolTensor[bs, m], the selected negatives. Equal losses are ranked by anchor index, lower

@@ -153,9 +153,8 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
             positive.append(pos.reshape(bs, -1))
         obj_logits, obj_target, positive = (torch.cat(x, 1) for x in (obj_logits, obj_target, positive))
         obj_loss = bce_with_logits(obj_logits, obj_target, h.obj_pw, reduction="none")  # (bs, m)
-        ignore = matches.extras.get("ignore")
         negative = hard_negative_mask(obj_loss, positive, h.ssd_neg_pos_ratio, h.ssd_min_neg,
-                                      None if ignore is None else ignore & ~positive)
+                                      matches.extras.get("ignore"))
         lobj = (obj_loss * (positive | negative)).sum().view(1)
         lbox = lbox * h.box / n_pos
         lobj = lobj * h.obj / n_pos
