@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.engine.compare_pack import parse_jobs  # noqa: E402  (after the sys.path line above)
+from utils.compare.pack import parse_jobs  # noqa: E402  (after the sys.path line above)
 from utils.io.cli import HelpFormatter, non_negative_int, positive_int  # noqa: E402
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
@@ -101,7 +101,7 @@ def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.engine.compare import compare, plan, report_dirs
+    from utils.compare.driver import compare, plan, report_dirs
     from utils.io.cli import user_errors
     from utils.io.paths import increment_path
 

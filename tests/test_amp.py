@@ -6,7 +6,7 @@ import yaml
 
 from models.yolo import Model
 from utils.engine.hyp import load_hyp
-from utils.engine.compare import hyp_for
+from utils.compare.driver import hyp_for
 from utils.loss import LOSSES, build_loss
 
 TARGETS = {

@@ -13,9 +13,9 @@ import pytest
 from scipy import stats
 
 import compare as compare_cli
-from utils.engine import compare_pack
-from utils.engine.compare import hyp_for
-from utils.engine.compare_stats import seeds_needed
+from utils.compare import pack as compare_pack
+from utils.compare.driver import hyp_for
+from utils.compare.stats import seeds_needed
 
 LOSSES, SEEDS = ["yolov5", "ssd"], [0, 1, 2]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils.engine.compare_stats import mean_ci, power, seeds_needed, verdict, welch
+from utils.compare.stats import mean_ci, power, seeds_needed, verdict, welch
 
 A = [0.40, 0.42, 0.44]  # mean 0.42, std 0.02
 B = [0.45, 0.50, 0.55]  # mean 0.50, std 0.05

@@ -5,7 +5,7 @@ import torch
 
 from utils.eval import assign_view as av
 from utils.assign.yolo_candidates import yolo_candidates
-from utils.engine.compare import hyp_for
+from utils.compare.driver import hyp_for
 
 
 def fixed_input():

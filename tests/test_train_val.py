@@ -16,7 +16,7 @@ from utils.engine import trainer
 from utils.eval import validator
 from utils.dataloaders import create_dataloader
 from utils.engine.hyp import load_hyp
-from utils.engine.compare import hyp_for
+from utils.compare.driver import hyp_for
 from utils.loss import LOSSES, build_loss
 
 

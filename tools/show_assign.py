@@ -49,7 +49,7 @@ def main(opt: argparse.Namespace) -> Path:
     from utils.eval import assign_view as av
     from utils.boxes import xywh2xyxy
     from utils.io.checkpoint import load_checkpoint
-    from utils.engine.compare import hyp_for
+    from utils.compare.driver import hyp_for
     from utils.data.verify import set_max_pixels
     from utils.dataloaders import check_dataset, create_dataloader
 

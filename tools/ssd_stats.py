@@ -44,7 +44,7 @@ def main(opt: argparse.Namespace) -> str:
 
     from utils.data.verify import set_max_pixels
     from utils.dataloaders import check_dataset, create_dataloader
-    from utils.engine.compare import hyp_for, hyp_trains
+    from utils.compare.driver import hyp_for, hyp_trains
     from utils.eval import assign_view as av
     from utils.eval.ssd_stats import ssd_batch_stats, stats_table
     from utils.io.checkpoint import load_checkpoint

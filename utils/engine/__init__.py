@@ -1,2 +1,2 @@
-"""Training engine: hyp validation, run setup, the epoch loop and its step, optimiser, EMA, DDP, AutoAnchor,
-and the multi-run comparison driver."""
+"""Training engine: hyp validation, run setup, the epoch loop and its step, optimiser, EMA, DDP, AutoAnchor
+(the multi-run comparison lives in utils.compare)."""

@@ -3,10 +3,10 @@
 Each (strategy, seed) is one train.py process writing ``<exp>/runs/<loss>-s<seed>/``; a process that
 dies is reported as failed and the others go on. Rerunning the same command resumes: finished runs
 (a ``summary.json``) are read back, interrupted ones continue from their ``last.pt``. Several runs go
-at once per device with ``jobs`` (``utils.engine.compare_pack``); ``plan`` gives the commands to run
+at once per device with ``jobs`` (``utils.compare.pack``); ``plan`` gives the commands to run
 elsewhere and ``report`` tabulates run folders wherever they ran.
 
-Outputs in ``<exp>/`` (``utils.engine.compare_report``): ``runs.csv`` (one row per finished run),
+Outputs in ``<exp>/`` (``utils.compare.report``): ``runs.csv`` (one row per finished run),
 ``results.csv`` / ``results.md`` (per strategy: mean, std, 95 % interval, difference against the first
 strategy with Welch's interval, p and a verdict; per class; collapsed classes), ``map_vs_epoch.png``,
 ``points.png`` and ``pr_curves.png``.
@@ -23,9 +23,9 @@ from typing import Callable
 
 import torch
 
-from utils.engine.compare_pack import Packer, eta_seconds, progress_line
-from utils.engine.compare_report import write_report
-from utils.engine.compare_runs import RunRecord, find_runs, note_end, note_start, read_run
+from utils.compare.pack import Packer, eta_seconds, progress_line
+from utils.compare.report import write_report
+from utils.compare.runs import RunRecord, find_runs, note_end, note_start, read_run
 from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
 from utils.loss import loss_class

@@ -5,7 +5,7 @@
   (unix seconds), train_s.
 - ``results.csv``: one row per strategy: n, mAP50 and mAP50-95 mean and std, the 95 % t interval of
   the mAP50-95 mean, and against the baseline (the first strategy) the Welch difference, its
-  interval, p and the verdict (``utils.engine.compare_stats``); then per class mean / std and how
+  interval, p and the verdict (``utils.compare.stats``); then per class mean / std and how
   many runs collapsed, the mean speed columns and the failed runs.
 - ``results.md``: the same for reading, plus one table per class.
 - ``map_vs_epoch.png`` (mean over seeds with a min-max band), ``points.png`` (one dot per seed, the
@@ -18,8 +18,8 @@ import math
 from pathlib import Path
 import numpy as np
 
-from utils.engine.compare_runs import RunRecord
-from utils.engine.compare_stats import mean_ci, verdict, welch
+from utils.compare.runs import RunRecord
+from utils.compare.stats import mean_ci, verdict, welch
 
 SPEED = (("train_images_per_s", "train_img_s", 1), ("loss_step_ms", "loss_ms_step", 1), ("peak_memory_mib", "peak_mib", 0))
 
