@@ -6,8 +6,17 @@
 Writes runs/compare/exp*/: runs.csv (one row per finished run: mAP, per-class AP, collapsed classes,
 start and end times), results.csv / results.md (per strategy: mean ± std over seeds, the 95 % interval
 of the mean, and against the first of --losses the difference with Welch's 95 % interval, p and a
-verdict: better / worse when p < 0.05, else "not resolved" with about how many seeds would resolve
-it; the same per class, and how often a class collapsed), map_vs_epoch.png, points.png, pr_curves.png.
+verdict: better / worse when the p adjusted by Holm over all strategies (and over the looks, see
+below) is below --alpha, else "not resolved" with about how many seeds would resolve it; best: yes for
+the strategies no other is resolved above; the same per class, and how often a class collapsed),
+map_vs_epoch.png, points.png, pr_curves.png. results.md opens with one sentence on which is best.
+
+    python compare.py ... --seeds auto --max-seeds 10   # 3 seeds each, then more only where unresolved
+
+--seeds auto adds seeds in rounds (3, 5, 8, 10 for a cap of 10) only to strategies that are neither
+resolved nor hopeless, with alpha spent over the rounds so the error of the whole procedure stays at
+--alpha. Adding fixed --seeds by hand and rerunning is another look: compare.json records it and the
+report splits alpha over the looks (see utils/compare/stats.py).
 
 Each run is a train.py process; runs go seed by seed (every strategy's first seed before any second
 one), --jobs of them at once per device, and the tables are rewritten after each run. A run that
@@ -35,7 +44,21 @@ from utils.io.cli import HelpFormatter, non_negative_int, positive_int  # noqa: 
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
-SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots")
+SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots", "seeds_mode")
+
+
+def seeds_arg(text: str) -> list[int] | str:
+    return "auto" if text.strip() == "auto" else int_list(text)
+
+
+def alpha_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 0.5 (exclusive), got '{text}'")
+    return value
 
 
 def int_list(text: str) -> list[int]:
@@ -64,8 +87,12 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train.py's)")
     p.add_argument("--losses", type=name_list, default="yolov5,ota,freeanchor,gfl,ssd,dw",
                    help="comma-separated strategies; the first is the baseline of the verdicts")
-    p.add_argument("--seeds", type=int_list, default="0,1,2",
-                   help="comma-separated seeds (the seed alone moves mAP50-95 by a few points: see README)")
+    p.add_argument("--seeds", type=seeds_arg, default="0,1,2",
+                   help="comma-separated seeds (the seed alone moves mAP50-95 by a few points: see README), or "
+                        "auto: 3 each, then more in rounds only where the verdict is unresolved")
+    p.add_argument("--max-seeds", type=positive_int, default=10, help="with --seeds auto: the most seeds per strategy (>= 3)")
+    p.add_argument("--alpha", type=alpha_arg, default=0.05,
+                   help="family-wise error of the verdicts and of the best column (over all strategies and looks)")
     p.add_argument("--jobs", type=parse_jobs, default="auto",
                    help="runs at once per device; auto: from the free GPU memory after a first run and the "
                         "CPU cores on CUDA, 1 on CPU")
@@ -80,7 +107,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", nargs="*", metavar="DIR", default=None,
                    help="train nothing; without DIR rewrite this comparison's tables from its finished runs, "
                         "with DIRs build them in a new project/name folder from the finished runs under them")
-    return p.parse_args(argv)
+    opt = p.parse_args(argv)
+    opt.seeds_mode = "auto" if opt.seeds == "auto" else "fixed"
+    if opt.seeds_mode == "auto" and opt.report is not None:
+        p.error("--seeds auto decides which runs to train; --report tabulates finished runs: give one of them")
+    if opt.seeds_mode == "auto" and opt.max_seeds < 3:
+        p.error(f"--max-seeds: --seeds auto starts at 3 seeds per strategy, so the cap must be at least 3, got {opt.max_seeds}")
+    return opt
 
 
 def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
@@ -92,16 +125,24 @@ def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
     if not opt.new:
         for d in sorted(Path(opt.project).glob(f"{opt.name}*"), key=lambda p: p.stat().st_mtime, reverse=True):
             f = d / "compare.json"
-            if f.exists() and json.loads(f.read_text()) == json.loads(json.dumps(key)):
+            if f.exists() and same_settings(json.loads(f.read_text()), key):
                 return d
     exp = increment_path(Path(opt.project) / opt.name, mkdir=create)
     if create:
-        (exp / "compare.json").write_text(json.dumps(key, indent=1))
+        (exp / "compare.json").write_text(json.dumps({"settings": key, "looks": []}, indent=1))
     return exp
 
 
+def same_settings(state: dict, key: dict) -> bool:
+    """Whether compare.json (this format, or the older one that held the settings alone, always fixed
+    seeds) was written with the training settings ``key``."""
+    settings = dict(state.get("settings", state))
+    settings.setdefault("seeds_mode", "fixed")
+    return settings == json.loads(json.dumps(key))
+
+
 def main(opt: argparse.Namespace) -> int:
-    from utils.compare.driver import compare, plan, report_dirs
+    from utils.compare.driver import compare, compare_auto, plan, plan_auto, report_dirs
     from utils.io.cli import user_errors
     from utils.io.paths import increment_path
 
@@ -114,14 +155,23 @@ def main(opt: argparse.Namespace) -> int:
     command = "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
         if opt.report:
-            report_dirs(increment_path(Path(opt.project) / opt.name), [Path(d) for d in opt.report], opt.losses, command)
+            report_dirs(increment_path(Path(opt.project) / opt.name), [Path(d) for d in opt.report], opt.losses,
+                        command, opt.alpha)
             return 0
+        auto = opt.seeds_mode == "auto"
         if opt.plan:
-            print("\n".join(plan(experiment_dir(opt, create=False), opt.losses, opt.seeds, train_args, opt.workers)))
+            exp = experiment_dir(opt, create=False)
+            lines = (plan_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, opt.alpha) if auto
+                     else plan(exp, opt.losses, opt.seeds, train_args, opt.workers))
+            print("\n".join(lines))
             return 0
         exp = experiment_dir(opt)
-        jobs = compare(exp, opt.losses, opt.seeds, train_args, opt.workers, command, jobs=opt.jobs,
-                       train=opt.report is None)
+        if auto:
+            jobs = compare_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, command, jobs=opt.jobs,
+                                alpha=opt.alpha)
+        else:
+            jobs = compare(exp, opt.losses, opt.seeds, train_args, opt.workers, command, jobs=opt.jobs,
+                           train=opt.report is None, alpha=opt.alpha)
     except user_errors() as e:
         logging.getLogger("compare").error("error: %s", e)
         return 1

@@ -8,11 +8,16 @@ elsewhere and ``report`` tabulates run folders wherever they ran.
 
 Outputs in ``<exp>/`` (``utils.compare.report``): ``runs.csv`` (one row per finished run),
 ``results.csv`` / ``results.md`` (per strategy: mean, std, 95 % interval, difference against the first
-strategy with Welch's interval, p and a verdict; per class; collapsed classes), ``map_vs_epoch.png``,
-``points.png`` and ``pr_curves.png``.
+strategy with Welch's interval, p, the family-wise adjusted p and a verdict, and whether it is among the
+best; per class; collapsed classes), ``map_vs_epoch.png``, ``points.png`` and ``pr_curves.png``.
+
+``compare_auto`` (``--seeds auto``) decides the seeds itself in rounds (``utils.compare.stats.auto_rounds``);
+``compare`` with fixed seeds records each completed set of runs as a look in ``compare.json`` so that the
+report can correct for seeds added by hand.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
@@ -26,6 +31,7 @@ import torch
 from utils.compare.pack import Packer, eta_seconds, progress_line
 from utils.compare.report import write_report
 from utils.compare.runs import RunRecord, find_runs, note_end, note_start, read_run
+from utils.compare.stats import ALPHA, Look, auto_rounds, seed_schedule, spending
 from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
 from utils.loss import loss_class
@@ -139,39 +145,152 @@ def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: in
     Packer(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
 
 
+def read_state(exp: Path) -> dict:
+    """compare.json as ``{"settings": {...}, "looks": [{loss: [seeds]}, ...]}`` (older files held the
+    settings alone)."""
+    f = exp / "compare.json"
+    data = json.loads(f.read_text()) if f.exists() else {}
+    return data if "settings" in data else {"settings": data, "looks": []}
+
+
+def recorded_looks(exp: Path, jobs: list[Job]) -> tuple[list[Look], bool]:
+    """The looks of a fixed-seed comparison: those in compare.json, then the finished runs now if they
+    differ from the last one; alpha split equally. Also whether the present one is new (to record)."""
+    looks = [{k: sorted(v) for k, v in look.items()} for look in read_state(exp)["looks"]]
+    now: dict[str, list[int]] = {}
+    for j in jobs:
+        if j.status == "done":
+            now.setdefault(j.loss, []).append(j.seed)
+    now = {k: sorted(v) for k, v in now.items()}
+    new = bool(now) and (not looks or looks[-1] != now)
+    seen = looks + [now] if new else looks or [now]
+    return [Look({k: tuple(v) for k, v in look.items()}, 1 / len(seen)) for look in seen], new
+
+
+def record_look(exp: Path, jobs: list[Job]) -> None:
+    """Append the finished runs now to compare.json's looks (a completed command is a look)."""
+    state = read_state(exp)
+    looks, new = recorded_looks(exp, jobs)
+    if new and (exp / "compare.json").exists():
+        state["looks"] = [{k: list(v) for k, v in look.seeds.items()} for look in looks]
+        (exp / "compare.json").write_text(json.dumps(state, indent=1))
+
+
 def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int, command: str,
-            jobs: int | str = "auto", train: bool = True) -> list[Job]:
+            jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA) -> list[Job]:
     """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``.
 
-    ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending)."""
+    ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending).
+    A command that ends with every planned run finished is a look (recorded in compare.json); the
+    verdicts are corrected over all looks of the folder."""
     todo = make_jobs(exp, losses, seeds)
     for j in todo:
         j.read()
 
     def report(plots: bool = True) -> None:
-        write_report(exp, [j.record for j in todo if j.record is not None], losses, status_of(todo), command, plots)
+        looks, _ = recorded_looks(exp, todo)
+        write_report(exp, [j.record for j in todo if j.record is not None], losses, status_of(todo), command,
+                     plots, looks, alpha)
 
     if train:
         # tables after every run (cheap, and current while the rest train), plots once at the end
         run_pending(todo, train_args, workers, jobs, lambda: report(plots=False))
     report()
+    if all(j.status == "done" for j in todo):
+        record_look(exp, todo)
     LOGGER.info("\n%s", (exp / "results.md").read_text())
     LOGGER.info("Results saved to %s", exp)
     return todo
 
 
-def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str) -> list[RunRecord]:
+def auto_state(exp: Path, losses: list[str], max_seeds: int, alpha: float) -> tuple[list[Job], object]:
+    """Every job ``--seeds auto`` could ask for (read back) and the replayed round (``auto_rounds``)."""
+    todo = make_jobs(exp, losses, list(range(max_seeds)))
+    for j in todo:
+        j.read()
+    runs = {loss: {j.seed: j.record.map for j in todo if j.loss == loss and j.record} for loss in losses}
+    return todo, auto_rounds(runs, losses, max_seeds, alpha)
+
+
+def auto_needed(todo: list[Job], rnd, max_seeds: int) -> list[Job]:
+    """The jobs the next look of ``rnd`` still needs (its active strategies, seeds 0..n-1)."""
+    if not rnd.active:
+        return []
+    n = seed_schedule(max_seeds)[len(rnd.looks)]
+    return [j for j in todo if j.loss in rnd.active and j.seed < n and j.status != "done"]
+
+
+def auto_note(rnd, max_seeds: int, alpha: float) -> str:
+    """results.md's line on how ``--seeds auto`` spent seeds and alpha."""
+    sched = seed_schedule(max_seeds)
+    shares = ", ".join(f"{n}: {alpha * w:.4f}" for n, w in zip(sched, spending(sched)))
+    stops = "; ".join(f"{k}: {v}" for k, v in rnd.stopped.items()) or "none yet"
+    return (f"Seeds chosen by `--seeds auto` (cap {max_seeds}): looks at {len(rnd.looks)} of the seed counts "
+            f"{sched}, alpha spent per look ({shares}; Lan-DeMets Pocock-type), so the family-wise error of "
+            f"the whole procedure is at most {alpha:g}. Stopped: {stops}.")
+
+
+def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[str], workers: int, command: str,
+                 jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA) -> list[Job]:
+    """``--seeds auto``: every strategy to 3 seeds, then rounds of more seeds for the strategies still
+    unresolved and not hopeless, up to ``max_seeds`` (``utils.compare.stats.auto_rounds``). Rerunning
+    replays the decisions from the finished runs and goes on where it stopped. Returns the jobs the
+    procedure asked for (a failed one stops it; the same command retries)."""
+    todo, rnd = auto_state(exp, losses, max_seeds, alpha)
+    failed: set[str] = set()
+    while train and (needed := auto_needed(todo, rnd, max_seeds)) and not failed:
+        LOGGER.info("--seeds auto: look %d at %d seeds for %s", len(rnd.looks) + 1,
+                    seed_schedule(max_seeds)[len(rnd.looks)], ", ".join(rnd.active))
+        run_pending(needed, train_args, workers, jobs,
+                    lambda rnd=rnd: write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha, plots=False))
+        failed = {j.name for j in needed if j.status == "failed"}
+        todo, rnd = auto_state(exp, losses, max_seeds, alpha)
+        for j in todo:
+            j.status = "failed" if j.name in failed else j.status
+    write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha)
+    LOGGER.info("\n%s", (exp / "results.md").read_text())
+    LOGGER.info("Results saved to %s", exp)
+    return asked_jobs(todo, rnd, max_seeds)
+
+
+def asked_jobs(todo: list[Job], rnd, max_seeds: int) -> list[Job]:
+    """The jobs ``--seeds auto`` asked for: those of its looks and of the look it waits for."""
+    asked = {(loss, s) for look in rnd.looks for loss, seeds in look.seeds.items() for s in seeds}
+    asked |= {(j.loss, j.seed) for j in auto_needed(todo, rnd, max_seeds)}
+    return [j for j in todo if (j.loss, j.seed) in asked]
+
+
+def write_auto_report(exp: Path, todo: list[Job], losses: list[str], rnd, max_seeds: int, command: str,
+                      alpha: float, plots: bool = True) -> None:
+    """The tables of an adaptive comparison: only the runs its looks asked for, corrected over its looks."""
+    used = asked_jobs(todo, rnd, max_seeds)
+    write_report(exp, [j.record for j in used if j.record is not None], losses, status_of(used), command,
+                 plots, list(rnd.looks) or None, alpha, auto_note(rnd, max_seeds, alpha))
+
+
+def plan_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[str], workers: int,
+              alpha: float = ALPHA) -> list[str]:
+    """``--plan`` with ``--seeds auto``: the train.py lines of the runs the next look needs, given the
+    runs already finished in ``exp`` (run them, then ask again; nothing printed when it is settled)."""
+    todo, rnd = auto_state(exp, losses, max_seeds, alpha)
+    return [shlex.join(job_command(j, train_args, workers)) for j in auto_needed(todo, rnd, max_seeds)]
+
+
+def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str, alpha: float = ALPHA) -> list[RunRecord]:
     """Tables and plots in ``exp`` from the finished runs under ``dirs`` (see ``find_runs`` for the
-    errors). Strategies in ``losses`` order first (the first one found is the baseline), others after."""
+    errors), as one look. Strategies in ``losses`` order first (the first one found is the baseline),
+    others after."""
     records = find_runs(dirs)
     found = {r.loss for r in records}
     order = [x for x in losses if x in found] + sorted(found - set(losses))
     status = {loss: (sum(r.loss == loss for r in records), []) for loss in order}
     exp.mkdir(parents=True, exist_ok=True)
-    write_report(exp, records, order, status, command)
+    write_report(exp, records, order, status, command, alpha=alpha,
+                 note="The runs found are analysed as one look: seeds added after an earlier look at them are "
+                      "not corrected for (`--seeds auto` is).")
     LOGGER.info("\n%s", (exp / "results.md").read_text())
     LOGGER.info("Results of %d runs from %s saved to %s", len(records), ", ".join(map(str, dirs)), exp)
     return records
 
 
-__all__ = ["compare", "plan", "report_dirs", "hyp_for", "job_command", "HYP_DIR"]
+__all__ = ["compare", "compare_auto", "plan", "plan_auto", "report_dirs", "hyp_for", "job_command", "HYP_DIR"]

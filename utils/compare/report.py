@@ -5,9 +5,11 @@
   (unix seconds), train_s.
 - ``results.csv``: one row per strategy: n, mAP50 and mAP50-95 mean and std, the 95 % t interval of
   the mAP50-95 mean, and against the baseline (the first strategy) the Welch difference, its
-  interval, p and the verdict (``utils.compare.stats``); then per class mean / std and how
-  many runs collapsed, the mean speed columns and the failed runs.
-- ``results.md``: the same for reading, plus one table per class.
+  interval, the raw p, the p adjusted over the family and its looks (``map_p_adj``) and the verdict;
+  ``best`` (yes / no: not resolved below any other strategy); then per class mean / std and how many
+  runs collapsed, the mean speed columns and the failed runs. Every statistic: ``utils.compare.stats``.
+- ``results.md``: one sentence on which strategies are best, then the same for reading, plus one table
+  per class whose verdicts are corrected over all (class, strategy) tests together.
 - ``map_vs_epoch.png`` (mean over seeds with a min-max band), ``points.png`` (one dot per seed, the
   mean and its interval) and ``pr_curves.png`` (each strategy's PR curve of one seed, side by side).
 """
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
 from utils.compare.runs import RunRecord
-from utils.compare.stats import mean_ci, verdict, welch
+from utils.compare.stats import (ALPHA, BestSet, Look, Outcome, best_sentence, best_set, class_verdicts, mean_ci,
+                                 one_look, verdicts, welch)
 
 SPEED = (("train_images_per_s", "train_img_s", 1), ("loss_step_ms", "loss_ms_step", 1), ("peak_memory_mib", "peak_mib", 0))
 
@@ -46,22 +50,58 @@ def runs_table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def compare_cells(base: list[float], values: list[float], is_base: bool) -> dict[str, str]:
-    """diff, its interval, p and the verdict of ``values`` against ``base`` as table cells."""
+@dataclass(frozen=True)
+class Decisions:
+    """Every statistical call of one report: verdicts against the baseline, the best set, the per-class
+    verdicts (one family), the looks they were corrected over and alpha."""
+    overall: dict[str, tuple[Outcome, str]]
+    best: BestSet | None
+    classes: dict[tuple[str, str], tuple[Outcome, str]]
+    looks: list[Look]
+    alpha: float
+
+
+def by_strategy(records: list[RunRecord], losses: list[str], value=lambda r: r.map) -> dict[str, dict[int, float]]:
+    """strategy -> seed -> value (runs without a value, e.g. a class they never saw, left out)."""
+    out: dict[str, dict[int, float]] = {loss: {} for loss in losses}
+    for r in records:
+        v = value(r)
+        if r.loss in out and v is not None:
+            out[r.loss][r.seed] = v
+    return out
+
+
+def decide(records: list[RunRecord], losses: list[str], looks: list[Look] | None = None,
+           alpha: float = ALPHA) -> Decisions:
+    """The verdicts, best set and per-class verdicts of these runs (``looks``: one look at everything
+    when not given)."""
+    runs = by_strategy(records, losses)
+    looks = one_look(runs) if looks is None else looks
+    present = {s: v for s, v in runs.items() if v}
+    overall = verdicts(runs, losses[0], looks, alpha) if losses and runs[losses[0]] else {}
+    per_class = {c: by_strategy(records, losses, lambda r, c=c: r.ap.get(c)) for c in class_names(records)}
+    classes = class_verdicts(per_class, losses[0], looks, alpha) if losses else {}
+    return Decisions(overall, best_set(present, looks, alpha) if present else None, classes, looks, alpha)
+
+
+def compare_cells(base: list[float], values: list[float], is_base: bool,
+                  decided: tuple[Outcome, str] | None) -> dict[str, str]:
+    """diff, its interval, raw and adjusted p and the verdict of ``values`` against ``base`` as cells."""
+    empty = {"diff": "", "diff_ci_low": "", "diff_ci_high": "", "p": "", "p_adj": "", "verdict": ""}
     if is_base:
-        return {"diff": "", "diff_ci_low": "", "diff_ci_high": "", "p": "", "verdict": "baseline"}
-    if not values or not base:
-        return {"diff": "", "diff_ci_low": "", "diff_ci_high": "", "p": "", "verdict": ""}
-    if len(values) < 2 or len(base) < 2:
-        diff = float(np.mean(values) - np.mean(base))
-        return {"diff": fmt(diff), "diff_ci_low": "", "diff_ci_high": "", "p": "", "verdict": verdict(base, values)}
-    d = welch(base, values)
-    return {"diff": fmt(d.diff), "diff_ci_low": fmt(d.low), "diff_ci_high": fmt(d.high), "p": fmt(d.p, 4),
-            "verdict": verdict(base, values)}
+        return {**empty, "verdict": "baseline"}
+    if not values or not base or decided is None:
+        return empty
+    outcome, words = decided
+    cells = {**empty, "diff": fmt(outcome.diff), "p_adj": fmt(outcome.p_adj, 4), "verdict": words}
+    if len(values) >= 2 and len(base) >= 2:
+        d = welch(base, values)
+        cells.update({"diff_ci_low": fmt(d.low), "diff_ci_high": fmt(d.high), "p": fmt(d.p, 4)})
+    return cells
 
 
-def strategy_rows(records: list[RunRecord], losses: list[str], status: dict[str, tuple[int, list[str]]]
-                  ) -> list[dict[str, str]]:
+def strategy_rows(records: list[RunRecord], losses: list[str], status: dict[str, tuple[int, list[str]]],
+                  decided: Decisions) -> list[dict[str, str]]:
     """results.csv rows; ``status[loss]`` = (runs planned, names of failed runs)."""
     classes = class_names(records)
     by_loss = {loss: [r for r in records if r.loss == loss] for loss in losses}
@@ -75,8 +115,9 @@ def strategy_rows(records: list[RunRecord], losses: list[str], status: dict[str,
         row.update({"map50_mean": fmt(m50.mean) if m50 else "", "map50_std": fmt(m50.std) if m50 else "",
                     "map_mean": fmt(m.mean) if m else "", "map_std": fmt(m.std) if m else "",
                     "map_ci_low": fmt(m.low) if m else "", "map_ci_high": fmt(m.high) if m else ""})
-        cells = compare_cells(base, [r.map for r in runs], i == 0)
+        cells = compare_cells(base, [r.map for r in runs], i == 0, decided.overall.get(loss))
         row.update({f"map_{k}" if k != "verdict" else k: v for k, v in cells.items()})
+        row["best"] = "" if decided.best is None or not runs else "yes" if loss in decided.best.best else "no"
         for c in classes:
             ap = [r.ap[c] for r in runs if c in r.ap]
             ci = mean_ci(ap) if ap else None
@@ -110,7 +151,7 @@ def interval(low: str, high: str) -> str:
     return f"[{low}, {high}]" if low else "-"
 
 
-def class_table(records: list[RunRecord], losses: list[str], c: str) -> list[str]:
+def class_table(records: list[RunRecord], losses: list[str], c: str, decided: Decisions) -> list[str]:
     """results.md: one class's AP50-95 per strategy, against the baseline, and its collapsed runs."""
     base = [r.ap[c] for r in records if r.loss == losses[0] and c in r.ap]
     rows = []
@@ -118,39 +159,58 @@ def class_table(records: list[RunRecord], losses: list[str], c: str) -> list[str
         runs = [r for r in records if r.loss == loss]
         ap = [r.ap[c] for r in runs if c in r.ap]
         ci = mean_ci(ap) if ap else None
-        cells = compare_cells(base, ap, i == 0)
+        cells = compare_cells(base, ap, i == 0, decided.classes.get((c, loss)))
         rows.append([loss, str(len(ap)), pm(fmt(ci.mean), fmt(ci.std)) if ci else "-",
                      interval(fmt(ci.low), fmt(ci.high)) if ci else "-",
                      f"{cells['diff']} {interval(cells['diff_ci_low'], cells['diff_ci_high'])}".strip() or "-",
-                     cells["p"] or "-", cells["verdict"] or "-",
+                     cells["p"] or "-", cells["p_adj"] or "-", cells["verdict"] or "-",
                      f"{sum(c in r.collapsed for r in runs)} of {len(runs)}"])
     return [f"### {c}", "", *md_table(["loss", "n", "AP50-95", "95 % CI", "diff vs " + losses[0] + " [95 % CI]",
-                                       "p", "verdict", "collapsed"], rows), ""]
+                                       "p", "p adj (classes x strategies)", "verdict", "collapsed"], rows), ""]
 
 
-def write_results(exp: Path, records: list[RunRecord], losses: list[str],
-                  status: dict[str, tuple[int, list[str]]], command: str) -> None:
+def looks_note(looks: list[Look], note: str) -> list[str]:
+    """What the verdicts were corrected for, as results.md lines."""
+    if note:
+        return [note, ""]
+    if len(looks) > 1:
+        return [f"Looked at {len(looks)} times (compare.json): alpha is split equally over the looks, which "
+                "covers looks planned in advance but not seeds added because an earlier look was unresolved; "
+                "for a guarantee that covers adding seeds, use `--seeds auto`.", ""]
+    return []
+
+
+def write_results(exp: Path, records: list[RunRecord], losses: list[str], status: dict[str, tuple[int, list[str]]],
+                  command: str, decided: Decisions, note: str = "") -> None:
     """runs.csv, results.csv and results.md in ``exp``."""
     write_csv(exp / "runs.csv", *runs_table(records))
-    rows = strategy_rows(records, losses, status)
+    rows = strategy_rows(records, losses, status, decided)
     header = list(rows[0]) if rows else ["loss"]
     write_csv(exp / "results.csv", header, [[r[k] for k in header] for r in rows])
-    md = [f"Command: `{command}`", "",
-          "mAP50-95 of best.pt, mean ± std over seeds, 95 % t interval of the mean; difference against "
-          f"the baseline `{losses[0] if losses else '-'}` with Welch's 95 % interval and two-sided p; "
-          "better / worse when p < 0.05.", ""]
-    md += md_table(["loss", "runs", "mAP50", "mAP50-95", "95 % CI", f"diff vs {losses[0] if losses else '-'} [95 % CI]",
-                    "p", "verdict", "train img/s", "failed"],
+    base, a = losses[0] if losses else "-", decided.alpha
+    data = Path(str(records[0].settings.get("data", "the data"))).name if records else "the data"
+    md = [best_sentence(by_strategy(records, losses), decided.best, data, a) if decided.best else "No finished run yet.",
+          "", f"Command: `{command}`", "", *looks_note(decided.looks, note),
+          f"mAP50-95 of best.pt, mean ± std over seeds, 95 % t interval of the mean; difference against the "
+          f"baseline `{base}` with Welch's 95 % interval and two-sided p. Verdicts: better / worse when the "
+          f"p adjusted by Holm over all {max(len(losses) - 1, 0)} comparisons with the baseline is below {a:g}; "
+          f"best: not resolved below any other strategy (Holm over all pairs), so the chance of any false "
+          f"call in either column is at most {a:g}.", ""]
+    md += md_table(["loss", "runs", "mAP50", "mAP50-95", "95 % CI", f"diff vs {base} [95 % CI]",
+                    "p", "p adj", "verdict", "best", "train img/s", "failed"],
                    [[r["loss"], f"{r['n']}/{r['planned']}", pm(r["map50_mean"], r["map50_std"]),
                      pm(r["map_mean"], r["map_std"]), interval(r["map_ci_low"], r["map_ci_high"]),
                      f"{r['map_diff']} {interval(r['map_diff_ci_low'], r['map_diff_ci_high'])}".strip() if r["map_diff"] else "-",
-                     r["map_p"] or "-", r["verdict"] or "-", r["train_img_s"] or "-", r["failed"].replace(";", ", ")]
+                     r["map_p"] or "-", r["map_p_adj"] or "-", r["verdict"] or "-", r["best"] or "-",
+                     r["train_img_s"] or "-", r["failed"].replace(";", ", ")]
                     for r in rows])
     classes = class_names(records)
     if classes and losses:
-        md += ["", "## Per class (AP50-95; collapsed = recall 0 at the best-F1 threshold)", ""]
+        md += ["", "## Per class (AP50-95; collapsed = recall 0 at the best-F1 threshold)", "",
+               f"Verdicts per class: Holm over all {len(decided.classes)} (class, strategy) comparisons with "
+               f"the baseline together, at {a:g}.", ""]
         for c in classes:
-            md += class_table(records, losses, c)
+            md += class_table(records, losses, c, decided)
         collapsed = [f"{c} collapsed in {n} of {len(runs)} {loss} runs" for loss in losses
                      for runs in [[r for r in records if r.loss == loss]] for c in classes
                      if (n := sum(c in r.collapsed for r in runs))]
@@ -208,11 +268,17 @@ def plot_results(exp: Path, records: list[RunRecord], losses: list[str]) -> None
         plt.close(fig)
 
 
-def write_report(exp: Path, records: list[RunRecord], losses: list[str],
-                 status: dict[str, tuple[int, list[str]]], command: str, plots: bool = True) -> None:
-    """All tables (and with ``plots`` the plots) of a comparison into ``exp``."""
-    write_results(exp, records, losses, status, command)
+def write_report(exp: Path, records: list[RunRecord], losses: list[str], status: dict[str, tuple[int, list[str]]],
+                 command: str, plots: bool = True, looks: list[Look] | None = None, alpha: float = ALPHA,
+                 note: str = "") -> Decisions:
+    """All tables (and with ``plots`` the plots) of a comparison into ``exp``; the verdicts are corrected
+    over ``looks`` (one look at every run when not given). ``note`` replaces the line on looks."""
+    decided = decide(records, losses, looks, alpha)
+    write_results(exp, records, losses, status, command, decided, note)
     if plots:
         plot_results(exp, records, losses)
+    return decided
 
-__all__ = ["write_report", "runs_table", "strategy_rows", "write_results", "plot_results"]
+
+__all__ = ["write_report", "decide", "Decisions", "by_strategy", "runs_table", "strategy_rows", "write_results",
+           "plot_results"]

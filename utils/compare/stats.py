@@ -1,28 +1,64 @@
-"""Statistics of a comparison: is strategy B's mean mAP different from the baseline's, given the seeds?
+"""Statistics of a comparison: which strategies differ, which are best, and when to stop adding seeds.
 
-Each (strategy, seed) run gives one number (mAP50-95 of its best.pt). Over a strategy's seeds:
+Each (strategy, seed) run gives one number (mAP50-95 of its best.pt, or one class's AP). Over a
+strategy's seeds: the mean with its 95 % Student-t interval. Two strategies: the difference of means
+with Welch's interval and two-sided p (no equal variance assumed: one strategy can be much steadier over
+seeds than another).
 
-- the mean with its 95 % Student-t interval, ``mean ± t(0.975, n-1) · s / sqrt(n)``;
-- against the baseline, the difference of means with Welch's interval and two-sided p-value (no equal
-  variance assumed: one strategy can be much steadier over seeds than another);
-- a verdict: ``better`` / ``worse`` when p < 0.05, else ``not resolved`` with the number of seeds per
-  strategy that would resolve a difference of the observed size at the observed stds.
+**What is controlled.** A comparison asks several questions at once, so each *family* of questions keeps
+its family-wise error (the chance of even one false ``better`` / ``worse`` in it) at ``alpha``:
 
-The seeds estimate is the sample size of Welch's test at alpha 0.05 (two-sided) and power 0.8: the
-fewest seeds per strategy at which a true difference of the observed size, at the observed stds,
-reaches p < 0.05 in 80 % of repetitions (noncentral t). It is "about": the stds it uses are
-themselves estimated from few seeds.
+- the verdicts: every strategy against the baseline (the first strategy), ``S - 1`` tests;
+- the best set: every pair of strategies, ``S (S - 1) / 2`` tests; a strategy is ``best`` unless some
+  other strategy is resolved above it;
+- per class: every (class, strategy) against the baseline, ``C (S - 1)`` tests.
+
+Within a family the p-values are adjusted by Holm's step-down method (Holm 1979, Scand. J. Statist.
+6:65-70). Holm is chosen because its guarantee needs nothing but valid p-values: the tests of one
+family share the baseline's seeds (pairs share both strategies'), so they are correlated in ways a
+method like Dunnett's would have to model for Welch's unequal variances; Holm holds under any
+dependence and rejects everything Bonferroni rejects, and more.
+
+**Looks.** Looking at the data, adding seeds and looking again is another test each time. A look is the
+set of seeds each strategy had finished when a verdict was computed, with a share ``w`` of alpha
+(shares sum to at most 1). A pair's statistic over its looks is ``q = min_k p_k / w_k`` (p_k its Welch
+p at look k, on the seeds both had then) and Holm runs on the q's. For one look (w = 1) that is plain
+Holm. For several it is the closure of weighted Bonferroni tests over (hypothesis, look), so the
+family-wise error of all looks together stays at alpha whatever the correlation between looks - as
+long as the shares were fixed before the data were seen:
+
+- ``--seeds auto`` fixes them in advance: looks at the seed counts of ``seed_schedule`` with shares
+  from the Lan-DeMets Pocock-type spending function ``alpha * ln(1 + (e - 1) t)``, t = seeds / cap
+  (Lan & DeMets 1983, Biometrika 70:659-663; Pocock 1977, Biometrika 64:191-199). Pocock-type
+  spending gives early looks a fair share, so a clear difference stops after few seeds. Using the
+  union bound instead of the exact group-sequential boundaries (which model the correlation between
+  looks) makes it conservative, never liberal. Each look tests a pair only when both strategies have
+  exactly that look's seed count, so every test has a sample size fixed in advance; a strategy stops
+  receiving seeds when it is resolved or hopeless (futility stopping, which cannot raise the error).
+- Seeds added by hand are looks too (``compare.json`` records them); the report splits alpha equally
+  over the recorded looks, which covers looks planned in advance but not seeds added because an
+  earlier look was unresolved; the report says so.
+
+The seeds estimate of an unresolved verdict is the sample size of Welch's test at power 0.8 at the
+level the family's smallest p must reach (``alpha / m``, Bonferroni's, so it errs on the side of more
+seeds): the fewest seeds per strategy at which a true difference of the observed size, at the observed
+stds, is resolved in 80 % of repetitions (noncentral t). It is "about": the stds are themselves
+estimated from few seeds.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from scipy import stats
 
 ALPHA = 0.05
 POWER = 0.8
+HOPELESS_POWER = 0.2  # a strategy whose gap to the leader would be resolved at the cap less often stops
+START_SEEDS = 3
+
+Runs = Mapping[str, Mapping[int, float]]  # strategy -> seed -> value (mAP50-95 or one class's AP)
 
 
 @dataclass(frozen=True)
@@ -90,7 +126,8 @@ def power(diff: float, std_a: float, std_b: float, n: int, alpha: float = ALPHA)
     df = (va + vb) ** 2 / ((va ** 2 + vb ** 2) / (n - 1))
     ncp = abs(diff) / math.sqrt(va + vb)
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    p = float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    return p if not math.isnan(p) else float(ncp > crit)  # scipy's noncentral t is NaN far in the tail
 
 
 def seeds_needed(diff: float, std_a: float, std_b: float, alpha: float = ALPHA, target: float = POWER,
@@ -114,20 +151,282 @@ def seeds_needed(diff: float, std_a: float, std_b: float, alpha: float = ALPHA, 
     return lo
 
 
-def verdict(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> str:
-    """``better`` / ``worse`` (b against the baseline a) when Welch's p < alpha, else ``not resolved (...)``."""
-    n = f"n={len(b)}" if len(a) == len(b) else f"n={len(a)}/{len(b)}"
-    if len(a) < 2 or len(b) < 2:
+def holm(p: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: reject hypothesis i at family-wise level alpha iff
+    ``adjusted[i] < alpha``. ``adjusted_(j) = max_{i <= j} min(1, (m - i + 1) p_(i))`` over the sorted p."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out, running = [1.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+# --- looks and families -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Look:
+    """The seeds each strategy had finished when a verdict was computed, and the share of alpha the
+    look may spend (the shares of all looks of a comparison sum to at most 1)."""
+    seeds: Mapping[str, tuple[int, ...]]
+    weight: float = 1.0
+
+
+def one_look(runs: Runs) -> list[Look]:
+    """Every finished run, looked at once with all of alpha."""
+    return [Look({s: tuple(sorted(v)) for s, v in runs.items()}, 1.0)]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One test of a family: ``b`` against ``a`` (the difference is b - a); ``va`` / ``vb`` map seed -> value."""
+    a: str
+    b: str
+    va: Mapping[int, float]
+    vb: Mapping[int, float]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A pair's result within its family: the difference on all seeds (b - a), the raw Welch p on all
+    seeds (NaN below 2 per side), the look-weighted statistic q, the Holm-adjusted p and the call:
+    ``+1`` (b resolved above a), ``-1`` (below) or ``0`` (not resolved)."""
+    diff: float
+    p: float
+    q: float
+    p_adj: float
+    call: int
+
+
+def look_statistic(pair: Pair, looks: Sequence[Look]) -> tuple[float, int]:
+    """``q = min_k p_k / w_k`` over the looks at which both strategies had >= 2 seeds (1.0 if none),
+    and the sign of the difference at the look that gave the minimum."""
+    best, sign = 1.0, 0
+    for look in looks:
+        sa = [s for s in look.seeds.get(pair.a, ()) if s in pair.va]
+        sb = [s for s in look.seeds.get(pair.b, ()) if s in pair.vb]
+        if len(sa) < 2 or len(sb) < 2 or look.weight <= 0:
+            continue
+        d = welch([pair.va[s] for s in sa], [pair.vb[s] for s in sb])
+        q = min(1.0, d.p / look.weight)
+        if q < best or sign == 0:
+            best, sign = min(best, q), (1 if d.diff > 0 else -1 if d.diff < 0 else 0)
+    return best, sign
+
+
+def adjust_family(pairs: Sequence[Pair], looks: Sequence[Look], alpha: float = ALPHA) -> list[Outcome]:
+    """Every pair of one family, Holm-adjusted over the family and over its looks (module docstring).
+
+    Pairs never testable (fewer than 2 seeds a side at every look) still count in the family size."""
+    qs = [look_statistic(p, looks) for p in pairs]
+    adjusted = holm([q for q, _ in qs])
+    out = []
+    for pair, (q, sign), p_adj in zip(pairs, qs, adjusted):
+        va, vb = list(pair.va.values()), list(pair.vb.values())
+        diff = (math.fsum(vb) / len(vb) - math.fsum(va) / len(va)) if va and vb else math.nan
+        p = welch(va, vb).p if len(va) >= 2 and len(vb) >= 2 else math.nan
+        out.append(Outcome(diff, p, q, p_adj, sign if p_adj < alpha else 0))
+    return out
+
+
+# --- the three families of a comparison ---------------------------------------------------------------
+
+def words(call: int, diff: float, va: Sequence[float], vb: Sequence[float], alpha: float, m: int) -> str:
+    """The verdict words: ``better`` / ``worse`` when resolved, else ``not resolved (...)`` with about how
+    many seeds per strategy would resolve a difference of the observed size at level alpha / m."""
+    if call:
+        return "better" if call > 0 else "worse"
+    n = f"n={len(va)}" if len(va) == len(vb) else f"n={len(va)}/{len(vb)}"
+    if len(va) < 2 or len(vb) < 2:
         return f"not resolved ({n}; at least 2 seeds per strategy are needed to estimate the noise)"
-    d = welch(a, b, alpha)
-    if d.p < alpha:
-        return "better" if d.diff > 0 else "worse"
-    if d.diff == 0:
+    if diff == 0:
         return f"not resolved ({n}; the means are equal)"
-    k = seeds_needed(d.diff, mean_ci(a).std, mean_ci(b).std, alpha)
+    k = seeds_needed(diff, mean_ci(va).std, mean_ci(vb).std, alpha / max(m, 1))
     if k > 1000:
         return f"not resolved ({n}; more than 1000 seeds per strategy would be needed for a difference this size)"
     return f"not resolved ({n}; about {k} seeds per strategy would resolve a difference this size)"
 
 
-__all__ = ["MeanCI", "Difference", "mean_ci", "welch", "seeds_needed", "power", "verdict", "ALPHA", "POWER"]
+def verdicts(runs: Runs, baseline: str, looks: Sequence[Look] | None = None, alpha: float = ALPHA
+             ) -> dict[str, tuple[Outcome, str]]:
+    """Every other strategy against ``baseline`` as one family: strategy -> (outcome, verdict words)."""
+    looks = one_look(runs) if looks is None else looks
+    others = [s for s in runs if s != baseline]
+    pairs = [Pair(baseline, s, runs[baseline], runs[s]) for s in others]
+    outcomes = adjust_family(pairs, looks, alpha)
+    return {s: (o, words(o.call, o.diff, list(runs[baseline].values()), list(runs[s].values()), alpha, len(pairs)))
+            for s, o in zip(others, outcomes)}
+
+
+def verdict(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> str:
+    """The verdict of one strategy ``b`` against a baseline ``a`` when they are the whole family (one test)."""
+    return verdicts({"a": dict(enumerate(a)), "b": dict(enumerate(b))}, "a", alpha=alpha)["b"][1]
+
+
+@dataclass(frozen=True)
+class BestSet:
+    """The strategies not resolved below any other (all pairs as one family), the leader (highest
+    mean), whether the leader is resolved above every other one directly (``alone``), and the pairs'
+    outcomes keyed (a, b) as tested (b - a)."""
+    best: tuple[str, ...]
+    leader: str
+    alone: bool
+    outcomes: Mapping[tuple[str, str], Outcome] = field(repr=False)
+
+
+def best_set(runs: Runs, looks: Sequence[Look] | None = None, alpha: float = ALPHA) -> BestSet:
+    """Multiple comparisons with the best by Holm over all pairs: a strategy is best unless some other
+    strategy is resolved above it. Needs at least one strategy with a run."""
+    looks = one_look(runs) if looks is None else looks
+    names = [s for s in runs if runs[s]]
+    pairs = [Pair(a, b, runs[a], runs[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+    outcomes = dict(zip(((p.a, p.b) for p in pairs), adjust_family(pairs, looks, alpha)))
+    below = {p.a for p in pairs if outcomes[p.a, p.b].call > 0} | {p.b for p in pairs if outcomes[p.a, p.b].call < 0}
+    mean = {s: math.fsum(runs[s].values()) / len(runs[s]) for s in names}
+    leader = max(names, key=lambda s: mean[s])
+    ahead = {p.b if p.a == leader else p.a for p in pairs if leader in (p.a, p.b)
+             and outcomes[p.a, p.b].call == (-1 if p.a == leader else 1)}
+    return BestSet(tuple(s for s in names if s not in below), leader, ahead == set(names) - {leader}, outcomes)
+
+
+def gap_to_leader(runs: Runs, s: str, leader: str) -> tuple[float, float, float]:
+    """(mean of leader - mean of s, std of s, std of the leader); NaN std below 2 seeds."""
+    a, b = mean_ci(list(runs[s].values())), mean_ci(list(runs[leader].values()))
+    return b.mean - a.mean, a.std, b.std
+
+
+def best_sentence(runs: Runs, best: BestSet, data: str, alpha: float = ALPHA) -> str:
+    """One plain sentence on which strategies are best, for the top of results.md."""
+    ns = sorted({len(v) for v in runs.values() if v})
+    n = f"n = {ns[0]} seeds each" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]} seeds"
+    others = len([s for s in runs if runs[s]]) - 1
+    if best.alone and others:
+        return f"Best on {data} ({n}): {best.leader}, resolved ahead of the other {others}."
+    if len(best.best) == 1:
+        return f"Best on {data} ({n}): {best.leader}."
+    tied = [best.leader] + [s for s in best.best if s != best.leader]
+    m = len(best.outcomes)
+    runner = max((s for s in tied if s != best.leader), key=lambda s: -gap_to_leader(runs, s, best.leader)[0])
+    gap, sa, sb = gap_to_leader(runs, runner, best.leader)
+    head = f"Not resolved between {', '.join(tied)} on {data} ({n})"
+    if math.isnan(sa) or math.isnan(sb):
+        return head + "; at least 2 seeds per strategy are needed to estimate the noise."
+    k = seeds_needed(gap, sa, sb, alpha / max(m, 1))
+    if k > 1000:
+        return head + f"; their means differ by {gap:.3f}, which no practical number of seeds would settle."
+    more = max(k - min(len(runs[s]) for s in tied), 1)
+    return head + f"; about {more} more seeds each would settle a difference of this size ({gap:.3f})."
+
+
+def class_verdicts(per_class: Mapping[str, Runs], baseline: str, looks: Sequence[Look] | None = None,
+                   alpha: float = ALPHA) -> dict[tuple[str, str], tuple[Outcome, str]]:
+    """Every (class, strategy) against the baseline's AP of that class as ONE family: (class, strategy)
+    -> (outcome, verdict words)."""
+    keys, pairs = [], []
+    for c, runs in per_class.items():
+        for s in runs:
+            if s != baseline and baseline in runs:
+                keys.append((c, s))
+                pairs.append(Pair(baseline, s, runs[baseline], runs[s]))
+    if looks is None:
+        looks = one_look({s: {seed: 0.0 for runs in per_class.values() for seed in runs.get(s, {})}
+                          for s in {s for runs in per_class.values() for s in runs}})
+    outcomes = adjust_family(pairs, looks, alpha)
+    return {k: (o, words(o.call, o.diff, list(p.va.values()), list(p.vb.values()), alpha, len(pairs)))
+            for k, p, o in zip(keys, pairs, outcomes)}
+
+
+# --- adaptive seeds (--seeds auto) ----------------------------------------------------------------------
+
+def seed_schedule(max_seeds: int, start: int = START_SEEDS) -> list[int]:
+    """The seed counts at which ``--seeds auto`` looks: 3, then about half as many again each round
+    (at least 2 more), ending at the cap: 10 -> [3, 5, 8, 10], 20 -> [3, 5, 8, 12, 18, 20]."""
+    if max_seeds < start:
+        raise ValueError(f"--max-seeds must be at least {start}, got {max_seeds}")
+    out = [start]
+    while out[-1] < max_seeds:
+        out.append(min(max_seeds, out[-1] + max(2, math.ceil(out[-1] / 2))))
+    return out
+
+
+def spending(schedule: Sequence[int]) -> list[float]:
+    """Shares of alpha per look from the Pocock-type spending function ln(1 + (e - 1) t), t = n / cap."""
+    f = [math.log(1 + (math.e - 1) * n / schedule[-1]) for n in schedule]
+    return [f[0]] + [f[k] - f[k - 1] for k in range(1, len(f))]
+
+
+@dataclass(frozen=True)
+class Round:
+    """The state of ``--seeds auto`` after a look: the looks so far, the best set, the strategies to
+    run to the next look's seed count (empty: stop), and why each other strategy stopped."""
+    looks: tuple[Look, ...]
+    best: BestSet
+    active: tuple[str, ...]
+    stopped: Mapping[str, str]
+
+
+def auto_rounds(runs: Runs, strategies: Sequence[str], max_seeds: int, alpha: float = ALPHA) -> Round:
+    """Replay ``--seeds auto`` on the finished runs: at each look of ``seed_schedule(max_seeds)`` the
+    active strategies (all at first) hold seeds 0..n-1; the best set is tested over the looks so far on
+    the seeds each strategy held; a strategy stops when resolved below another, when it is the leader
+    resolved above all others, or when hopeless (its gap to the leader would be resolved at the cap
+    with probability below ``HOPELESS_POWER`` at the last look's level); the leader runs on (or is
+    brought back) while any other strategy runs.
+
+    Returns the round at the first look whose runs are not all finished (``active`` then names who
+    still needs seeds 0..n-1 for it), or the final round (``active`` empty). Deterministic in the runs:
+    a rerun replays the same decisions, and seeds beyond those the procedure asked for are ignored."""
+    sched, shares = seed_schedule(max_seeds), spending(seed_schedule(max_seeds))
+    held = {x: 0 for x in strategies}  # seeds 0..held-1 of each strategy enter the tests
+    active, looks, stopped = list(strategies), [], {}
+    best = best_set_placeholder(strategies)
+    for n, w in zip(sched, shares):
+        if any(s not in runs.get(x, {}) for x in active for s in range(n)):
+            return Round(tuple(looks), best, tuple(active), dict(stopped))
+        held.update({x: n for x in active})
+        looks.append(Look({x: tuple(range(n)) for x in active}, w))
+        view = {x: {s: runs[x][s] for s in range(held[x])} for x in strategies if held[x]}
+        best = best_set(view, looks, alpha)
+        # the level a still unresolved pair must reach at the last look, once Holm has set aside the resolved ones
+        last_level = alpha * shares[-1] / max(1, sum(o.call == 0 for o in best.outcomes.values()))
+        nxt = []
+        for x in active:
+            if x not in best.best:
+                stopped[x] = "resolved below another strategy"
+            elif x == best.leader and best.alone:
+                stopped[x] = "resolved ahead of every other"
+            elif x != best.leader and hopeless(view, x, best.leader, max_seeds, last_level):
+                stopped[x] = "hopeless: its gap to the leader would rarely be resolved by the cap"
+            else:
+                nxt.append(x)
+        if nxt and best.leader not in nxt:
+            nxt.append(best.leader)
+        if len(nxt) == 1:  # a leader left alone has no one to be compared with
+            stopped[nxt[0]] = "no other strategy left unresolved"
+            nxt = []
+        for x in nxt:
+            stopped.pop(x, None)
+        active = [x for x in strategies if x in nxt]
+        if not active:
+            break
+    return Round(tuple(looks), best, (), dict(stopped))
+
+
+def hopeless(runs: Runs, s: str, leader: str, max_seeds: int, level: float) -> bool:
+    """Whether a true gap of the observed size, at the observed stds, would be resolved with ``max_seeds``
+    per strategy at ``level`` less often than ``HOPELESS_POWER`` (futility, non-binding)."""
+    gap, sa, sb = gap_to_leader(runs, s, leader)
+    if math.isnan(sa) or math.isnan(sb):
+        return False
+    return gap <= 0 or power(gap, sa, sb, max_seeds, level) < HOPELESS_POWER
+
+
+def best_set_placeholder(strategies: Sequence[str]) -> BestSet:
+    """The best set before any look: every strategy, no leader resolved."""
+    return BestSet(tuple(strategies), strategies[0], False, {})
+
+
+__all__ = ["ALPHA", "POWER", "MeanCI", "Difference", "mean_ci", "welch", "power", "seeds_needed", "holm",
+           "Look", "one_look", "Pair", "Outcome", "adjust_family", "verdicts", "verdict", "BestSet", "best_set",
+           "best_sentence", "class_verdicts", "seed_schedule", "spending", "Round", "auto_rounds"]
