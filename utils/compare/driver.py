@@ -226,7 +226,7 @@ def auto_note(rnd, max_seeds: int, alpha: float) -> str:
     shares = ", ".join(f"{n}: {alpha * w:.4f}" for n, w in zip(sched, spending(sched)))
     stops = "; ".join(f"{k}: {v}" for k, v in rnd.stopped.items()) or "none yet"
     return (f"Seeds chosen by `--seeds auto` (cap {max_seeds}): looks at {len(rnd.looks)} of the seed counts "
-            f"{sched}, alpha spent per look ({shares}; Lan-DeMets Pocock-type), so the family-wise error of "
+            f"{sched}, alpha spent per look ({shares}; spending alpha * t^2), so the family-wise error of "
             f"the whole procedure is at most {alpha:g}. Stopped: {stops}.")
 
 
