@@ -194,8 +194,8 @@ def write_results(exp: Path, records: list[RunRecord], losses: list[str], status
           f"mAP50-95 of best.pt, mean ± std over seeds, 95 % t interval of the mean; difference against the "
           f"baseline `{base}` with Welch's 95 % interval and two-sided p. Verdicts: better / worse when the "
           f"p adjusted by Holm over all {max(len(losses) - 1, 0)} comparisons with the baseline is below {a:g}; "
-          f"best: not resolved below any other strategy (Holm over all pairs), so the chance of any false "
-          f"call in either column is at most {a:g}.", ""]
+          f"best: not resolved below any other strategy (Holm over all pairs). In each column the chance of "
+          f"even one false call is at most {a:g}.", ""]
     md += md_table(["loss", "runs", "mAP50", "mAP50-95", "95 % CI", f"diff vs {base} [95 % CI]",
                     "p", "p adj", "verdict", "best", "train img/s", "failed"],
                    [[r["loss"], f"{r['n']}/{r['planned']}", pm(r["map50_mean"], r["map50_std"]),
