@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from models.common import Conv
@@ -30,6 +29,7 @@ from models.fuse import fuse_conv_and_bn
 from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid
 from models.parse import parse_model
 from models.summary import count_params, gflops
+from utils.io.yaml_file import load_yaml
 
 LOGGER = logging.getLogger(__name__)
 STRIDE_PROBE = 256  # image side used to measure the strides, as YOLOv5
@@ -135,8 +135,7 @@ def load_model_yaml(cfg: str | Path | dict) -> tuple[dict[str, Any], str]:
         if not local.is_file():
             raise FileNotFoundError(f"model config '{cfg}' not found")
         path = local
-    with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f)
+    d = load_yaml(path)
     if not isinstance(d, dict) or "backbone" not in d or "head" not in d:
         raise ValueError(f"{path} is not a YOLOv5 model YAML (needs backbone and head)")
     d["yaml_file"] = path.name

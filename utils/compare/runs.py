@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from utils.io.run_log import read_results
+from utils.io.yaml_file import load_yaml
 
 TIMES = "times.json"
 # the settings that must agree for runs to be compared; data and cfg by file name, because the same
@@ -83,7 +82,7 @@ def read_run(folder: Path) -> RunRecord | None:
         return None
     s = json.loads(summary_file.read_text())
     opt_file = folder / "opt.yaml"
-    opt = yaml.safe_load(opt_file.read_text()) if opt_file.exists() else {}
+    opt = (load_yaml(opt_file) if opt_file.exists() else None) or {}
     times = read_times(folder)
     started = times.get("started", opt_file.stat().st_mtime if opt_file.exists() else summary_file.stat().st_mtime)
     finished = times.get("finished", summary_file.stat().st_mtime)

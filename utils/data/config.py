@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
+from utils.io.yaml_file import YamlFileError, load_yaml
 
 LOGGER = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -82,14 +82,9 @@ def check_dataset(yaml_path: str | Path) -> dict[str, Any]:
     if not yaml_file.is_file():
         raise DatasetError(f"dataset YAML {yaml_path} does not exist")
     try:
-        with open(yaml_file, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise DatasetError(f"{yaml_file}: not valid YAML{line} ({getattr(e, 'problem', None) or e})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"dataset YAML {yaml_path} cannot be read ({e})") from None
+        data = load_yaml(yaml_file) or {}
+    except YamlFileError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(data, dict):
         raise DatasetError(f"{yaml_file}: expected a mapping at the top level")
     if "download" in data:
