@@ -27,11 +27,13 @@ from models.common import Conv
 from models.dfl_head import DFLDetect
 from models.fuse import fuse_conv_and_bn
 from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid
-from models.parse import parse_model
+from models.parse import count_yaml_params, parse_model
 from models.summary import count_params, gflops
 from utils.io.yaml_file import load_yaml
 
 LOGGER = logging.getLogger(__name__)
+# Larger than any YOLO model (yolov5x6: 140M); checked from the YAML before a byte is allocated.
+MAX_MODEL_PARAMS = 300_000_000
 STRIDE_PROBE = 256  # image side used to measure the strides, as YOLOv5
 
 
@@ -159,6 +161,11 @@ class Model(nn.Module):
         if nc is not None and nc != self.yaml["nc"]:
             LOGGER.info("overriding %s nc=%s with nc=%s", yaml_name, self.yaml["nc"], nc)
             self.yaml["nc"] = nc
+        n_params = count_yaml_params(self.yaml, ch, head_cls, yaml_name)
+        if n_params > MAX_MODEL_PARAMS:
+            raise ValueError(f"{yaml_name} describes a model of {n_params / 1e6:.0f}M parameters, more than the "
+                             f"limit of {MAX_MODEL_PARAMS / 1e6:.0f}M (width_multiple "
+                             f"{self.yaml.get('width_multiple', 1.0)}, depth_multiple {self.yaml.get('depth_multiple', 1.0)})")
         self.model, self.save = parse_model(self.yaml, ch, head_cls, yaml_name)
         self.nc: int = self.yaml["nc"]
         self.names = [str(i) for i in range(self.nc)]

@@ -4,13 +4,22 @@ converters, BOMs and tampered label caches, ONNX files with foreign metadata. Ea
 line naming the flag, key or file, or with a bounded, correct result."""
 import logging
 import time
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 import train as train_cli
+from models.parse import count_yaml_params
+from models.yolo import Model
 from utils.data.config import DatasetError, check_dataset
 from utils.engine.hyp import HypError, load_hyp
+from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint,
+                                 save_checkpoint)
+from utils.io.cli import MAX_IMGSZ
 from utils.io.yaml_file import MAX_ALIAS_VALUES, YamlFileError, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +75,6 @@ def test_alias_bomb_in_a_hyp_value_is_one_line(tiny_data, tmp_path, capsys, capl
 def test_every_yaml_reader_uses_the_bounded_loader(tmp_path):
     bomb = tmp_path / "m.yaml"
     bomb.write_text(LAUGHS)
-    from models.yolo import Model
     with pytest.raises(ValueError, match="aliases repeat more than"):
         Model(str(bomb))
     from utils.compare.runs import read_run
@@ -84,3 +92,78 @@ def test_every_yaml_reader_uses_the_bounded_loader(tmp_path):
     loop.write_text("a: &a [1, *a]\n")
     with pytest.raises(YamlFileError, match="refers to the value that contains it"):
         load_yaml(loop)
+
+
+# ---- 8: checkpoint bombs: every zip entry, and the model its YAML describes ----------------------------
+
+def _deflated_copy(src_file: Path, dst_file: Path) -> Path:
+    with zipfile.ZipFile(src_file) as src, zipfile.ZipFile(dst_file, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    src_file.unlink()
+    return dst_file
+
+
+def test_deflated_data_pkl_bomb_is_refused_before_inflating(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save({"format": FORMAT_TAG, "note": "x" * (64 * 2 ** 20)}, plain)  # a 64 MiB data.pkl
+    bomb = _deflated_copy(plain, tmp_path / "bomb.pt")
+    assert bomb.stat().st_size < 1_000_000
+    for load in (read_checkpoint, load_checkpoint):
+        with pytest.raises(CheckpointError, match=r"refusing to load .*data\.pkl declares \d+ bytes stored in \d+ "
+                                                  r"\(a decompression bomb\?\)"):
+            load(bomb)
+
+
+def test_checkpoint_yaml_describing_a_huge_model_is_refused_before_building(tmp_path):
+    model = Model(str(ROOT / "models/yolov5n.yaml"), nc=2)
+    ckpt = make_checkpoint(model)
+    ckpt["yaml"] = {**ckpt["yaml"], "width_multiple": 16}
+    path = save_checkpoint(ckpt, tmp_path / "wide.pt")
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=r"describes a model of \d+M parameters, more than the limit of "
+                                                  r"300M \(width_multiple 16"):
+            load_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2 ** 20, peak
+
+
+def test_parameter_count_from_the_yaml_equals_the_built_model():
+    for name, head in (("yolov5n", "anchor"), ("yolov5s", "dfl")):
+        model = Model(str(ROOT / f"models/{name}.yaml"), head=head)
+        assert count_yaml_params(model.yaml, 3, type(model.head)) == sum(p.numel() for p in model.parameters())
+
+
+# ---- 10: sizes checked before allocation -------------------------------------------------------------
+
+@pytest.mark.parametrize("key, value", [("width_multiple", 64), ("depth_multiple", 1000)])
+def test_train_refuses_a_cfg_too_large_to_build(key, value, tiny_data, tmp_path, capsys, caplog):
+    cfg = yaml.safe_load((ROOT / "models/yolov5n.yaml").read_text())
+    cfg[key] = value
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(cfg))
+    code, text = run_cli(train_main, train_args(tiny_data, tmp_path / "runs", "--cfg", str(tmp_path / "big.yaml")),
+                         capsys, caplog)
+    assert code == 1 and "error: big.yaml describes a model of" in text and f"{key} {value}" in text
+    assert not (tmp_path / "runs" / "exp").exists()
+
+
+def test_image_sizes_have_a_limit(tiny_data, tmp_path, capsys, caplog):
+    code, text = run_cli(train_main, train_args(tiny_data, tmp_path / "runs") + ["--img", "100000"], capsys, caplog)
+    assert code == 2 and f"argument --imgsz/--img/--img-size: must be at most {MAX_IMGSZ} pixels, got 100000" in text
+    data = tmp_path / "gen.yaml"
+    data.write_text(f"path: {tmp_path / 'gen'}\ngenerate: shapes\ngenerate_args: {{imgsz: 60000}}\n"
+                    "train: images/train\nval: images/val\nnames: [a, b, c, d, e]\n")
+    with pytest.raises(DatasetError, match=f"{data}: key 'generate_args': imgsz must be an integer in "
+                                           f"32..{MAX_IMGSZ}, got 60000"):
+        check_dataset(data)
+    data.write_text(data.read_text().replace("imgsz: 60000", "size_of_things: 3"))
+    with pytest.raises(DatasetError, match="key 'generate_args': .*size_of_things"):
+        check_dataset(data)
+    data.write_text(f"path: {tiny_data.parent}\ntrain: images/train\nval: images/val\nnames: [a, b, c, d, e]\n"
+                    "train_defaults: {imgsz: 20000}\n")
+    code, text = run_cli(train_main, [a for a in train_args(data, tmp_path / "runs") if a not in ("--img", "64")],
+                         capsys, caplog)
+    assert code == 1 and f"train_defaults key 'imgsz' must be at most {MAX_IMGSZ} pixels, got 20000" in text

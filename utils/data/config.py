@@ -53,7 +53,13 @@ def _prepare_root(data: dict, root: Path, yaml_file: Path) -> None:
             raise DatasetError(f"{yaml_file}: unknown 'generate: {data['generate']}' (choose: shapes)")
         from utils.data.shapes_dataset import ensure_shapes_dataset
 
-        ensure_shapes_dataset(root, **(data.get("generate_args") or {}))
+        args = data.get("generate_args") or {}
+        if not isinstance(args, dict):
+            raise DatasetError(f"{yaml_file}: 'generate_args' must be a mapping, got {args!r:.60}")
+        try:
+            ensure_shapes_dataset(root, **args)
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"{yaml_file}: key 'generate_args': {e}") from None
     elif data.get("convert") and not root.exists():
         if data["convert"] != "voc":
             raise DatasetError(f"{yaml_file}: unknown 'convert: {data['convert']}' (choose: voc)")

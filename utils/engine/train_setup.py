@@ -23,6 +23,7 @@ from torch import nn
 from models.yolo import Model
 from utils.engine.autoanchor import check_anchors
 from utils.eval.metrics import fitness
+from utils.io.cli import MAX_IMGSZ
 from utils.io.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
@@ -138,6 +139,9 @@ def resolve_defaults(opt: argparse.Namespace, data: dict[str, Any], hyp: dict[st
                                            or suggested[key] < 1):
                     raise ValueError(f"{data['yaml_file']}: train_defaults key '{key}' must be a positive "
                                      f"integer, got {suggested[key]!r}")
+                if key == "imgsz" and suggested[key] > MAX_IMGSZ:
+                    raise ValueError(f"{data['yaml_file']}: train_defaults key 'imgsz' must be at most "
+                                     f"{MAX_IMGSZ} pixels, got {suggested[key]}")
     overrides = suggested.get("hyp") or {}
     if overrides:
         LOGGER.info("hyp overrides from %s train_defaults: %s", source,

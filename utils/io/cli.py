@@ -57,6 +57,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+# The largest image side a network input may have: a 8192 x 8192 batch image is 805 MB as float32
+# (YOLOv5's largest models train at 1280). ``--img 100000`` is refused before anything is allocated.
+MAX_IMGSZ = 8192
+
+
+def image_size(text: str) -> int:
+    """argparse type: an image side in pixels, 1..MAX_IMGSZ."""
+    value = positive_int(text)
+    if value > MAX_IMGSZ:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IMGSZ} pixels, got {text}")
+    return value
+
+
 def hw_imgsz(parser: argparse.ArgumentParser, values: list[int] | None) -> list[int] | None:
     """``--imgsz`` given as 1 or 2 integers -> [h, w] (one value: a square); None (not given) stays None."""
     if values is None:

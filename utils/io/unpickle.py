@@ -19,8 +19,8 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the model."""
 
 
-# A stored tensor inflating more than this from its compressed size is a decompression bomb:
-# torch.save stores tensors uncompressed, and real weights deflate by ~1.1x.
+# An entry inflating more than this from its compressed size is a decompression bomb: torch.save
+# stores every entry (tensors and data.pkl) uncompressed, and real weights deflate by ~1.1x.
 MAX_INFLATION = 50
 INFLATION_MIN_BYTES = 1 << 20  # small tensors (all-zero buffers) may deflate well
 
@@ -136,13 +136,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def check_storage_sizes(archive: zipfile.ZipFile, path: Path) -> None:
-    """Refuse, before anything is inflated, a stored tensor whose declared size is implausible
-    for its compressed size (a 1 MB file must not allocate gigabytes)."""
+    """Refuse, before anything is inflated, an entry (a stored tensor, data.pkl, any other) whose
+    declared size is implausible for its compressed size (a 1 MB file must not allocate gigabytes)."""
     for info in archive.infolist():
-        if "/data/" in info.filename or info.filename.startswith("data/"):
-            if info.file_size > INFLATION_MIN_BYTES and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
-                raise CheckpointError(f"refusing to load '{path}': {info.filename} declares {info.file_size} "
-                                      f"bytes stored in {info.compress_size} (a decompression bomb?)")
+        if info.file_size > INFLATION_MIN_BYTES and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+            raise CheckpointError(f"refusing to load '{path}': {info.filename} declares {info.file_size} "
+                                  f"bytes stored in {info.compress_size} (a decompression bomb?)")
 
 
 def restricted_load(path: Path) -> Any:
