@@ -13,14 +13,18 @@ import torch
 import yaml
 
 import train as train_cli
+from fakes import fake_model
 from models.parse import count_yaml_params
 from models.yolo import Model
+from utils.assign.simota import row_iou
 from utils.data.config import DatasetError, check_dataset
 from utils.engine.hyp import HypError, load_hyp
 from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint,
                                  save_checkpoint)
 from utils.io.cli import MAX_IMGSZ
 from utils.io.yaml_file import MAX_ALIAS_VALUES, YamlFileError, load_yaml
+from utils.loss import LOSSES
+from utils.loss import ota as ota_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,3 +171,41 @@ def test_image_sizes_have_a_limit(tiny_data, tmp_path, capsys, caplog):
     code, text = run_cli(train_main, [a for a in train_args(data, tmp_path / "runs") if a not in ("--img", "64")],
                          capsys, caplog)
     assert code == 1 and f"train_defaults key 'imgsz' must be at most {MAX_IMGSZ} pixels, got 20000" in text
+
+
+# ---- 7: ota on a crowded image: bounded memory, the same result --------------------------------------
+
+def _crowded_case(n, bs=4, hw=128, nc=3):
+    """``n`` small boxes, all in image 0; images 1.. have none (a group of images without targets
+    after a crowded one used to index past the last target)."""
+    g = torch.Generator().manual_seed(0)
+    preds = [torch.randn(bs, 3, hw // s, hw // s, 5 + nc, generator=g) for s in (8, 16, 32)]
+    targets = torch.cat((torch.zeros(n, 1), torch.randint(0, nc, (n, 1), generator=g).float(),
+                         torch.rand(n, 2, generator=g) * 0.9 + 0.05, torch.rand(n, 2, generator=g) * 0.1 + 0.02), 1)
+    anchors = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
+                           dtype=torch.float32).view(3, 3, 2) / torch.tensor([8.0, 16, 32]).view(3, 1, 1)
+    return fake_model(nc, anchors), preds, targets, torch.zeros(bs, 3, hw, hw)
+
+
+def test_ota_cost_matrix_of_a_crowded_image_is_chunked_with_the_same_result(monkeypatch):
+    model, preds, targets, imgs = _crowded_case(300)
+    whole = LOSSES["ota"](model, {"loss": "ota"}, max_pair_elems=2 ** 40)
+    budget = 20_000
+    chunked = LOSSES["ota"](model, {"loss": "ota"}, max_pair_elems=budget)
+    sizes = []
+
+    def recording_row_iou(boxes, columns):
+        sizes.append(columns.shape[0] * columns.shape[-1])
+        return row_iou(boxes, columns)
+
+    monkeypatch.setattr(ota_module, "row_iou", recording_row_iou)
+    a = whole.assign(preds, targets, imgs)
+    assert max(sizes) > 20 * budget  # one matrix: 300 targets x every candidate of the image
+    sizes.clear()
+    b = chunked.assign(preds, targets, imgs)
+    assert len(sizes) > 20 and max(sizes) <= budget  # the rows came in chunks within the budget
+    assert sum(len(m) for m in a) > 300
+    for x, y in zip(a, b):
+        for f in ("image", "anchor", "gj", "gi", "target", "cls", "box_grid", "anchor_wh"):
+            assert torch.equal(getattr(x, f), getattr(y, f)), f
+    assert torch.equal(whole(preds, targets, imgs)[0], chunked(preds, targets, imgs)[0])
