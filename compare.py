@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.compare.pack import parse_jobs  # noqa: E402  (after the sys.path line above)
-from utils.io.cli import HelpFormatter, image_size, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import HelpFormatter, image_size, non_negative_int, seed, positive_int  # noqa: E402
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
@@ -40,7 +40,7 @@ SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots")
 
 def int_list(text: str) -> list[int]:
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [seed(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
     if not values:

@@ -2,22 +2,31 @@
 models and images, ota on crowded images, user errors that ended in a traceback, NaN rows in the
 converters, BOMs and tampered label caches, ONNX files with foreign metadata. Each case ends with one
 line naming the flag, key or file, or with a bounded, correct result."""
+import errno
+import json
 import logging
+import re
 import time
 import tracemalloc
 import zipfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
 
 import train as train_cli
+from data.converters import coco2yolo, voc2yolo
+from data.converters.coco2yolo import convert_coco
+from data.converters.voc2yolo import convert_voc
 from fakes import fake_model
 from models.parse import count_yaml_params
 from models.yolo import Model
 from utils.assign.simota import row_iou
 from utils.data.config import DatasetError, check_dataset
+from utils.data.dataset import LoadImagesAndLabels
 from utils.engine.hyp import HypError, load_hyp
 from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint,
                                  save_checkpoint)
@@ -85,7 +94,8 @@ def test_every_yaml_reader_uses_the_bounded_loader(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "opt.yaml").write_text(LAUGHS)
-    (run / "summary.json").write_text("{}")
+    (run / "summary.json").write_text(json.dumps({"loss": "ota", "seed": 0, "epochs": 1, "map50": 0.1, "map": 0.05,
+                                                  "per_class": {}}))
     with pytest.raises(ValueError, match="aliases repeat more than"):
         read_run(run)
     # a few anchors, a merge key and a self-reference
@@ -209,3 +219,185 @@ def test_ota_cost_matrix_of_a_crowded_image_is_chunked_with_the_same_result(monk
         for f in ("image", "anchor", "gj", "gi", "target", "cls", "box_grid", "anchor_wh"):
             assert torch.equal(getattr(x, f), getattr(y, f)), f
     assert torch.equal(whole(preds, targets, imgs)[0], chunked(preds, targets, imgs)[0])
+
+
+# ---- 11: user errors are one line naming the flag, key or file ---------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("1: 0.5\n", "hyp key 1 is a int; hyp keys are names such as 'lr0'"),
+    ("? [lr0, lrf]\n: 0.5\n", "not valid YAML at line 1 (found unhashable key)"),
+])
+def test_hyp_keys_that_are_not_names(text, message, tmp_path):
+    hyp = tmp_path / "hyp.keys.yaml"
+    hyp.write_text(text)
+    with pytest.raises(HypError, match=re.escape(f"{hyp}: {message}")):
+        load_hyp(hyp)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("names: {0: a, x: b}", "'names' keys must be the integers 0..1, got 'x'"),
+    ("names: [a]\nnc: [5]", "'nc' must be an integer, got [5]"),
+])
+def test_dataset_names_and_nc_of_the_wrong_type(line, message, tmp_path):
+    data = tmp_path / "d.yaml"
+    data.write_text(f"path: .\ntrain: .\nval: .\n{line}\n")
+    with pytest.raises(DatasetError, match=re.escape(f"{data}: {message}")):
+        check_dataset(data)
+
+
+def test_state_dict_value_that_is_a_list(tmp_path):
+    ckpt = make_checkpoint(Model(str(ROOT / "models/yolov5n.yaml"), nc=2))
+    key = next(iter(ckpt["model"]))
+    ckpt["model"][key], ckpt["ema"] = [1.0, 2.0], None
+    path = save_checkpoint(ckpt, tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match=re.escape(f"'{path}': state_dict key '{key}' holds a list, not a tensor")):
+        load_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install -r requirements-export.txt")
+    from utils.io.export import export
+    folder = tmp_path_factory.mktemp("onnx")
+    model = Model(str(ROOT / "models/yolov5n.yaml"), nc=3)
+    model.names = ["a", "b", "c"]
+    weights = save_checkpoint(make_checkpoint(model, opt={"imgsz": 64}), folder / "w.pt")
+    (file,) = export(weights, ["onnx"], imgsz=[64, 64])
+    return file
+
+
+def _with_metadata(src: Path, dst: Path, **changes) -> Path:
+    import onnx
+    proto = onnx.load(str(src))
+    for entry in proto.metadata_props:
+        if entry.key in changes:
+            entry.value = changes[entry.key]
+    onnx.save(proto, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"imgsz": "[0, 64]"}, "metadata 'imgsz' must be two positive integers, got [0, 64]"),
+    ({"names": "a, b, c"}, "metadata 'names' is not JSON ('a, b, c')"),
+    ({"names": '["a", "b", "c", "d", "e"]'}, "the model outputs 3 class scores but its metadata names 5 classes"),
+])
+def test_onnx_metadata_that_does_not_fit(changes, message, onnx_file, tmp_path):
+    from utils.io.onnx_backend import OnnxModel
+    bad = _with_metadata(onnx_file, tmp_path / "bad.onnx", **changes)
+    with pytest.raises(ValueError, match=re.escape(f"--weights {bad}: {message}")):
+        OnnxModel(bad)
+    assert OnnxModel(onnx_file).names == ["a", "b", "c"]
+
+
+def test_resume_after_the_dataset_gained_a_class(tiny_data, tmp_path, capsys, caplog):
+    code, _ = run_cli(train_main, train_args(tiny_data, tmp_path / "runs"), capsys, caplog)
+    assert code == 0
+    last = tmp_path / "runs" / "exp" / "weights" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["epoch"], ckpt["opt"]["epochs"] = 0, 2  # as if stopped after epoch 0 of 2
+    ckpt["optimizer"] = {"state": {}, "param_groups": []}  # refused before it is read
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(tiny_data.read_text().replace("names: [", "names: ['new', "))
+    ckpt["opt"]["data"] = str(grown)
+    torch.save(ckpt, last)
+    code, text = run_cli(train_main, ["--resume", str(last)], capsys, caplog)
+    assert code == 1 and f"error: --resume: {last} was trained on 5 classes but {grown} now has 6; the class count " \
+                          f"changed" in text and f"start a new run with --weights {last}" in text
+
+
+def test_freeze_beyond_the_model(tiny_data, tmp_path, capsys, caplog):
+    code, text = run_cli(train_main, train_args(tiny_data, tmp_path / "runs", "--freeze", "1000"), capsys, caplog)
+    assert code == 1 and "error: --freeze 1000: the model has 25 layers and the last (24, the head) must train" in text
+
+
+def test_seed_must_be_a_valid_seed(tiny_data, tmp_path, capsys, caplog):
+    code, text = run_cli(train_main, train_args(tiny_data, tmp_path / "runs", "--seed", "-5"), capsys, caplog)
+    assert code == 2 and "argument --seed: must be an integer in 0..2147483647, got -5" in text
+
+
+def test_cache_disk_on_a_read_only_dataset_falls_back(tiny_data, monkeypatch, caplog):
+    images = tiny_data.parent / "images" / "val"
+    real_save = np.save
+
+    def save(file, *a, **k):
+        if str(file).startswith(str(images)):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_save(file, *a, **k)
+
+    monkeypatch.setattr(np, "save", save)
+    with caplog.at_level(logging.WARNING):
+        ds = LoadImagesAndLabels(images, img_size=64, cache_images="disk", nc=5)
+    assert "--cache disk: cannot write" in caplog.text and "Read-only file system" in caplog.text
+    assert ds.cache_mode is None and not list(images.glob("*.npy"))
+    assert ds[0][0].shape[0] == 3  # images come from their files
+
+
+def test_empty_summary_json_in_a_compared_run(tmp_path, capsys, caplog):
+    import compare
+    run = tmp_path / "runs" / "ota-s0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("")
+    code, text = run_cli(lambda argv: compare.main(compare.parse_opt(argv)),
+                         ["--report", str(tmp_path / "runs"), "--project", str(tmp_path / "out")], capsys, caplog)
+    assert code == 1 and f"error: {run / 'summary.json'}: not valid JSON" in text
+
+
+def _voc_tree(root: Path, size: str, box: tuple) -> Path:
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    cv2.imwrite(str(root / "JPEGImages" / "a.jpg"), np.zeros((50, 100, 3), np.uint8))
+    boxes = "".join(f"<object><name>cat</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                    f"<ymax>{y2}</ymax></bndbox></object>" for x1, y1, x2, y2 in [(1, 1, 20, 20), box])
+    (root / "Annotations" / "a.xml").write_text(f"<annotation><filename>a.jpg</filename><size>{size}</size>"
+                                                f"{boxes}</annotation>")
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\n")
+    return root
+
+
+def test_voc_size_inf_is_one_line(tmp_path, capsys):
+    src = _voc_tree(tmp_path / "voc", "<width>inf</width><height>50</height>", (2, 2, 30, 30))
+    assert voc2yolo.main(["--source", str(src), "--out", str(tmp_path / "out")]) == 1
+    assert f"error: {src / 'Annotations' / 'a.xml'}: <size> is not a finite number" in capsys.readouterr().err
+
+
+def _coco(tmp_path: Path, annotations: list, images: list | None = None) -> Path:
+    (tmp_path / "imgs").mkdir(exist_ok=True)
+    cv2.imwrite(str(tmp_path / "imgs" / "a.jpg"), np.zeros((40, 80, 3), np.uint8))
+    jf = tmp_path / "c.json"
+    jf.write_text(json.dumps({"images": images or [{"id": 1, "file_name": "a.jpg", "width": 80, "height": 40}],
+                              "categories": [{"id": 1, "name": "cat"}], "annotations": annotations}))
+    return jf
+
+
+@pytest.mark.parametrize("images, annotations, message", [
+    ([5], [], "images[0] must be an object, got 5"),
+    (None, ["x"], "annotations[0] must be an object, got 'x'"),
+    (None, [{"id": 1, "image_id": [1], "category_id": 1, "bbox": [0, 0, 9, 9]}],
+     "annotations[0] has 'image_id' [1]; ids are integers"),
+])
+def test_coco_entries_of_the_wrong_type(images, annotations, message, tmp_path, capsys):
+    jf = _coco(tmp_path, annotations, images)
+    assert coco2yolo.main(["--json", str(jf), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")]) == 1
+    assert f"error: {jf}: {message}" in capsys.readouterr().err
+
+
+# ---- 12: converters drop and count NaN rows; iscrowd must be 0 or 1 -------------------------------------
+
+def test_voc_nan_coordinates_are_dropped_and_counted(tmp_path):
+    src = _voc_tree(tmp_path / "voc", "<width>100</width><height>50</height>", ("nan", 2, 30, 30))
+    st = convert_voc(src, tmp_path / "out")
+    assert (st.boxes_written, st.boxes_dropped) == (1, 1)
+    assert "nan" not in (tmp_path / "out" / "labels" / "train" / "a.txt").read_text()
+
+
+def test_coco_nan_bbox_is_dropped_and_iscrowd_must_be_0_or_1(tmp_path, capsys):
+    good = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0}
+    nan = {"id": 2, "image_id": 1, "category_id": 1, "bbox": [float("nan"), 0, 10, 10], "iscrowd": 0}
+    jf = _coco(tmp_path, [good, nan])
+    st, _ = convert_coco(jf, tmp_path / "imgs", tmp_path / "o", split="train")
+    assert (st.boxes_written, st.boxes_dropped) == (1, 1)
+    assert "nan" not in (tmp_path / "o" / "labels" / "train" / "a.txt").read_text()
+    jf = _coco(tmp_path, [good, {**good, "id": 7, "iscrowd": "no"}])
+    assert coco2yolo.main(["--json", str(jf), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o2"),
+                           "--split", "train"]) == 1
+    assert f"error: {jf}: annotation 7 of a.jpg: 'iscrowd' must be 0 or 1, got 'no'" in capsys.readouterr().err

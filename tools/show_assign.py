@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import add_max_pixels_flag, image_size  # noqa: E402
+from utils.io.cli import add_max_pixels_flag, image_size, seed  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +37,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stats", action="store_true", help="statistics over the split instead of a picture")
     p.add_argument("--max-images", type=int, default=100, help="images used in --stats mode")
     p.add_argument("--out", default=str(ROOT / "runs/assign"), help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of fresh models")
+    p.add_argument("--seed", type=seed, default=0, help="seed of fresh models")
     add_max_pixels_flag(p)
     return p.parse_args(argv)
 

@@ -37,6 +37,9 @@ class DatasetError(ValueError):
 
 def _names_list(names: Any, yaml_file: Path) -> list[str]:
     if isinstance(names, dict):
+        bad = [k for k in names if isinstance(k, bool) or not isinstance(k, int)]
+        if bad:
+            raise DatasetError(f"{yaml_file}: 'names' keys must be the integers 0..{len(names) - 1}, got {bad[0]!r}")
         keys = sorted(names)
         if keys != list(range(len(keys))):
             raise DatasetError(f"{yaml_file}: 'names' keys must be 0..{len(keys) - 1}, got {keys}")
@@ -96,7 +99,9 @@ def check_dataset(yaml_path: str | Path) -> dict[str, Any]:
     if "download" in data:
         LOGGER.warning("%s: ignoring 'download:' (this project never downloads data)", yaml_file)
     names = _names_list(data.get("names"), yaml_file)
-    if "nc" in data and int(data["nc"]) != len(names):
+    if "nc" in data and (isinstance(data["nc"], bool) or not isinstance(data["nc"], int)):
+        raise DatasetError(f"{yaml_file}: 'nc' must be an integer, got {data['nc']!r:.60}")
+    if "nc" in data and data["nc"] != len(names):
         raise DatasetError(f"{yaml_file}: nc={data['nc']} but {len(names)} names given")
     root = Path(data["path"]) if data.get("path") else yaml_file.parent
     root = (root if root.is_absolute() else yaml_file.parent / root).resolve()

@@ -113,6 +113,8 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
         raise HypError(f"{source}: {e}") from None
     known = set(TRAINER_DEFAULTS) | set(AUG_DEFAULTS) | strategy.Hyp.keys()
     for key, value in hyp.items():
+        if not isinstance(key, str):
+            raise HypError(f"{source}: hyp key {key!r} is a {type(key).__name__}; hyp keys are names such as 'lr0'")
         if key not in known:
             owner = _owner_of(key)
             if owner:

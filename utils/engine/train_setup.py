@@ -193,6 +193,11 @@ def build_model(opt: argparse.Namespace, head: str, nc: int, names: list[str], d
 def freeze_layers(model: nn.Module, freeze: list[int]) -> None:
     """--freeze 10 freezes layers 0-9 (the backbone); --freeze 0 1 2 freezes those layers."""
     layers = freeze if len(freeze) > 1 else list(range(freeze[0]))
+    n_layers = len(unwrap(model).model)
+    if any(x >= n_layers - 1 for x in layers):  # the head is the last layer: it always trains
+        raise ValueError(f"--freeze {' '.join(map(str, freeze))}: the model has {n_layers} layers and the last "
+                         f"({n_layers - 1}, the head) must train; freeze layers 0..{n_layers - 2} at most "
+                         "(--freeze 10 freezes the yolov5 backbone)")
     prefixes = tuple(f"model.{x}." for x in layers)
     for k, v in model.named_parameters():
         v.requires_grad = True
@@ -274,6 +279,10 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world} processes")
     names = ["item"] if opt.single_cls else data["names"]
     nc = len(names)
+    if ckpt and len(ckpt.get("names") or ()) != nc:
+        raise CheckpointError(f"--resume: {opt.resume} was trained on {len(ckpt.get('names') or ())} classes but "
+                              f"{opt.data} now has {nc}; the class count changed, so the run cannot continue: start "
+                              f"a new run with --weights {opt.resume} (its matching layers are transferred)")
     if info.main:
         yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
         yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)

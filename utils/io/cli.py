@@ -87,6 +87,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+MAX_SEED = 2 ** 31 - 1  # numpy takes seeds below 2**32; the trainer adds the rank and an offset
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed, 0..MAX_SEED."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """argparse type: a float in [0, 1]."""
     value = float(text)

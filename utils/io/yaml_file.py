@@ -4,6 +4,7 @@ instead of expanding to gigabytes when a list is printed or copied.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ class _BoundedLoader(yaml.SafeLoader):
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
                 line = key_node.start_mark.line + 1
+                if not isinstance(key, Hashable):  # a list as a key: SafeLoader's own error names the line
+                    break
                 if key in seen:
                     raise _Refused(f"{self.key_word} '{key}' is given twice (lines {seen[key]} and {line}); keep one")
                 seen[key] = line
