@@ -22,11 +22,13 @@ from data.converters import coco2yolo, voc2yolo
 from data.converters.coco2yolo import convert_coco
 from data.converters.voc2yolo import convert_voc
 from fakes import fake_model
+from test_hostile_cli import write_png_1bit
 from models.parse import count_yaml_params
 from models.yolo import Model
 from utils.assign.simota import row_iou
 from utils.data.config import DatasetError, check_dataset
 from utils.data.dataset import LoadImagesAndLabels
+from utils.data.verify import check_pair, list_images
 from utils.engine.hyp import HypError, load_hyp
 from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint,
                                  save_checkpoint)
@@ -401,3 +403,40 @@ def test_coco_nan_bbox_is_dropped_and_iscrowd_must_be_0_or_1(tmp_path, capsys):
     assert coco2yolo.main(["--json", str(jf), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o2"),
                            "--split", "train"]) == 1
     assert f"error: {jf}: annotation 7 of a.jpg: 'iscrowd' must be 0 or 1, got 'no'" in capsys.readouterr().err
+
+
+# ---- 14, 15: label files with a BOM; a label cache edited to hide a pixel bomb -------------------------
+
+def _one_image_dataset(root: Path, label_text: str) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    cv2.imwrite(str(root / "images" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    (root / "labels" / "a.txt").write_bytes(label_text.encode("utf-8-sig"))
+    return root / "images"
+
+
+def test_a_bom_in_a_label_file_is_not_a_value(tmp_path):
+    images = _one_image_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n")
+    assert (tmp_path / "labels" / "a.txt").read_bytes().startswith(b"\xef\xbb\xbf")
+    rec = check_pair(str(images / "a.png"), str(tmp_path / "labels" / "a.txt"), nc=2)
+    assert rec.status == "ok" and rec.labels[:, 0].tolist() == [0, 1]
+    (tmp_path / "list.txt").write_bytes(f"{images / 'a.png'}\n".encode("utf-8-sig"))
+    assert list_images(tmp_path / "list.txt") == [str(images / "a.png")]
+
+
+def test_edited_label_cache_cannot_hide_a_pixel_bomb(tmp_path, caplog):
+    images = _one_image_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    write_png_1bit(images / "b.png", 25000, 25000)
+    LoadImagesAndLabels(images, img_size=64, nc=1)
+    cache = tmp_path / "labels.cache"
+    data = json.loads(cache.read_text())
+    for rec in data["records"]:
+        if rec[0].endswith("b.png"):  # the attacker's edit: a harmless 256x256 image, the hash kept
+            assert rec[1] == "corrupt"
+            rec[1], rec[2], rec[4] = "ok", [256, 256], ""
+    cache.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING):
+        ds = LoadImagesAndLabels(images, img_size=64, nc=1)
+    assert ds.n == 1 and ds.im_files == [str(images / "a.png")]
+    assert f"{images / 'b.png'}: ignoring corrupt image: 25000x25000 = 625000000 pixels exceeds the limit" in caplog.text

@@ -58,7 +58,7 @@ _ID_FIELDS = {"images": ("id",), "annotations": ("id", "image_id", "category_id"
 def load_coco_json(json_file: Path) -> dict[str, Any]:
     """The parsed JSON, checked to hold an ``images`` list; ConverterError naming the file otherwise."""
     try:
-        data = json.loads(json_file.read_text(encoding="utf-8"))
+        data = json.loads(json_file.read_text(encoding="utf-8-sig"))  # a BOM is not JSON
     except OSError as e:
         raise ConverterError(f"--json {json_file}: cannot read it ({e.strerror})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
