@@ -281,7 +281,6 @@ def _with_metadata(src: Path, dst: Path, **changes) -> Path:
 @pytest.mark.parametrize("changes, message", [
     ({"imgsz": "[0, 64]"}, "metadata 'imgsz' must be two positive integers, got [0, 64]"),
     ({"names": "a, b, c"}, "metadata 'names' is not JSON ('a, b, c')"),
-    ({"names": '["a", "b", "c", "d", "e"]'}, "the model outputs 3 class scores but its metadata names 5 classes"),
 ])
 def test_onnx_metadata_that_does_not_fit(changes, message, onnx_file, tmp_path):
     from utils.io.onnx_backend import OnnxModel
@@ -403,6 +402,15 @@ def test_coco_nan_bbox_is_dropped_and_iscrowd_must_be_0_or_1(tmp_path, capsys):
     assert coco2yolo.main(["--json", str(jf), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o2"),
                            "--split", "train"]) == 1
     assert f"error: {jf}: annotation 7 of a.jpg: 'iscrowd' must be 0 or 1, got 'no'" in capsys.readouterr().err
+
+
+def test_onnx_with_metadata_of_another_model_is_refused(onnx_file, tiny_data, tmp_path, capsys, caplog):
+    import detect
+    bad = _with_metadata(onnx_file, tmp_path / "copied.onnx", names='["a", "b"]')  # 3 classes named as 2
+    code, text = run_cli(detect.cli, ["--weights", str(bad), "--source", str(tiny_data.parent / "images" / "val"),
+                                      "--img", "64", "--project", str(tmp_path / "runs")], capsys, caplog)
+    assert code == 1 and f"error: --weights {bad}: the model outputs 3 class scores but its metadata names 2 " \
+                          "classes (metadata copied from another model?)" in text
 
 
 # ---- 14, 15: label files with a BOM; a label cache edited to hide a pixel bomb -------------------------
