@@ -17,12 +17,11 @@ import pytest
 import torch
 import yaml
 
-import train as train_cli
 from data.converters import coco2yolo, voc2yolo
 from data.converters.coco2yolo import convert_coco
 from data.converters.voc2yolo import convert_voc
 from fakes import fake_model
-from test_hostile_cli import write_png_1bit
+from test_hostile_cli import run_cli, train_args, train_main, write_png_1bit
 from models.parse import count_yaml_params
 from models.yolo import Model
 from utils.assign.simota import row_iou
@@ -42,29 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # nine aliases of nine aliases ... : 9**9 strings once expanded, 1 KB as text
 LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
-
-
-def run_cli(fn, argv, capsys, caplog):
-    """Exit status and everything a CLI entry point printed or logged; never a traceback."""
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        try:
-            code = fn(argv)
-        except SystemExit as e:  # argparse
-            code = e.code
-    out = capsys.readouterr()
-    text = out.out + out.err + caplog.text
-    assert "Traceback" not in text
-    return code, text
-
-
-def train_main(argv):
-    return train_cli.main(train_cli.parse_opt(argv))
-
-
-def train_args(data, project, *extra):
-    return ["--data", str(data), "--epochs", "1", "--img", "64", "--batch-size", "4", "--workers", "0",
-            "--project", str(project), "--quiet", "--noplots", *extra]
 
 
 # ---- 9: YAML alias bombs -----------------------------------------------------------------------------
