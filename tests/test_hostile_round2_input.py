@@ -424,3 +424,17 @@ def test_edited_label_cache_cannot_hide_a_pixel_bomb(tmp_path, caplog):
         ds = LoadImagesAndLabels(images, img_size=64, nc=1)
     assert ds.n == 1 and ds.im_files == [str(images / "a.png")]
     assert f"{images / 'b.png'}: ignoring corrupt image: 25000x25000 = 625000000 pixels exceeds the limit" in caplog.text
+
+
+def test_a_shared_list_bomb_in_a_checkpoint_hyp_is_quoted_short():
+    """A pickle can share a list with itself as YAML aliases do (a resumed checkpoint's hyp): the error
+    message quotes it cut short instead of expanding 9**30 items."""
+    bomb = [1]
+    for _ in range(30):
+        bomb = [bomb] * 9
+    for hyp, key in (({"lr0": bomb}, "lr0"), ({"loss": bomb}, "loss"), ({"loss": "ota", "ota_topk": bomb}, "ota_topk")):
+        with pytest.raises(HypError) as e:
+            load_hyp(hyp)
+        assert key in str(e.value) and len(str(e.value)) < 200
+    with pytest.raises(ValueError, match="'width_multiple' must be a positive number, got nan"):
+        Model({**yaml.safe_load((ROOT / "models/yolov5n.yaml").read_text()), "width_multiple": float("nan")})

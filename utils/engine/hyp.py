@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.data.augmentations import HYP_DEFAULTS
+from utils.io.cli import short_repr
 from utils.io.yaml_file import YamlFileError, load_yaml
 from utils.loss import LOSSES, loss_class
 
@@ -125,7 +126,7 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
             raise HypError(f"{source}: unknown hyp key '{key}'{hint}")
         generic = key in TRAINER_DEFAULTS or key in AUG_DEFAULTS
         if generic and key != "loss" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            raise HypError(f"{source}: hyp key '{key}' must be a number, got {value!r}")
+            raise HypError(f"{source}: hyp key '{key}' must be a number, got {short_repr(value)}")
         _check_value(key, value, source)
     out = {**TRAINER_DEFAULTS, **AUG_DEFAULTS, **hyp}
     try:
