@@ -438,3 +438,12 @@ def test_a_shared_list_bomb_in_a_checkpoint_hyp_is_quoted_short():
         assert key in str(e.value) and len(str(e.value)) < 200
     with pytest.raises(ValueError, match="'width_multiple' must be a positive number, got nan"):
         Model({**yaml.safe_load((ROOT / "models/yolov5n.yaml").read_text()), "width_multiple": float("nan")})
+
+
+def test_checkpoint_whose_names_do_not_match_its_classes(tmp_path):
+    """The .pt sibling of item 16: names copied from another model would give class ids beyond them."""
+    ckpt = make_checkpoint(Model(str(ROOT / "models/yolov5n.yaml"), nc=3))
+    ckpt["names"] = ["a", "b"]
+    path = save_checkpoint(ckpt, tmp_path / "names.pt")
+    with pytest.raises(CheckpointError, match=re.escape(f"'{path}' names 2 classes but its model predicts 3")):
+        load_checkpoint(path)

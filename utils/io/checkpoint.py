@@ -206,6 +206,8 @@ def _build_model(ckpt: dict[str, Any], path: Path) -> Model:
                                   f"model expects {tuple(v.shape)}")
     model.load_state_dict({k: w.to(expected[k].dtype) for k, w in weights.items()}, strict=True)
     model.names = list(ckpt.get("names") or model.names)
+    if len(model.names) != model.nc:  # class ids beyond the names, or names no output scores
+        raise CheckpointError(f"'{path}' names {len(model.names)} classes but its model predicts {model.nc}")
     return model.float().eval()
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from utils.io.cli import short_repr
+
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the model."""
@@ -181,8 +183,10 @@ def inert_state_dict(module: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def _names_list(names: Any, nc: int) -> list[str]:
+def _names_list(names: Any, nc: int, path: Path) -> list[str]:
     if isinstance(names, dict):
+        if not all(isinstance(k, int) for k in names):
+            raise CheckpointError(f"'{path}': the model's 'names' keys must be class ids (integers)")
         return [str(names[k]) for k in sorted(names)]
     if isinstance(names, (list, tuple)) and names:
         return [str(n) for n in names]
@@ -195,6 +199,8 @@ def from_official(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(tree, _Inert) or not isinstance(getattr(tree, "yaml", None), dict):
         raise CheckpointError(f"'{path}' holds no YOLOv5 model (no 'model' module with a yaml dict)")
     yaml_dict = dict(tree.yaml)
+    if isinstance(yaml_dict.get("nc"), bool) or not isinstance(yaml_dict.get("nc"), int):
+        raise CheckpointError(f"'{path}': the model YAML's 'nc' must be an integer, got {short_repr(yaml_dict.get('nc'))}")
     opt = raw.get("opt") if isinstance(raw.get("opt"), dict) else {}
     hyp = opt.get("hyp") or getattr(tree, "hyp", None)  # opt: as the user wrote it; model.hyp is rescaled
     return {
@@ -204,7 +210,7 @@ def from_official(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         "ema": None,
         "yaml": yaml_dict,
         "head": "anchor",
-        "names": _names_list(getattr(tree, "names", None), int(yaml_dict.get("nc", 0))),
+        "names": _names_list(getattr(tree, "names", None), yaml_dict["nc"], path),
         "epoch": raw.get("epoch", -1),
         "best_fitness": raw.get("best_fitness"),
         "hyp": hyp if isinstance(hyp, dict) else {},
