@@ -100,13 +100,13 @@ def count_yaml_params(d: dict[str, Any], ch: int, head_cls: type[nn.Module], yam
     total = 0
     with torch.device("meta"):
         for _, _, cls, args, n, _ in _rows(d, ch, head_cls, yaml_file):
-            inner = 2 if cls in _REPEAT_INSIDE else None
-            reps = args[inner] if inner is not None else n
-            one = _n_params(_build(cls, [*args[:2], 1, *args[3:]], 1) if inner else _build(cls, args, 1))
-            if reps > 1:
-                two = _n_params(_build(cls, [*args[:2], 2, *args[3:]], 1) if inner else _build(cls, args, 2))
-                one += (reps - 1) * (two - one)
-            total += one
+            inside = cls in _REPEAT_INSIDE  # C3: the repeat count is its 3rd argument
+
+            def params(k: int) -> int:
+                return _n_params(_build(cls, [*args[:2], k, *args[3:]], 1) if inside else _build(cls, args, k))
+
+            reps, one = (args[2] if inside else n), params(1)
+            total += one + (reps - 1) * (params(2) - one) if reps > 1 else one
     return total
 
 

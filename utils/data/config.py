@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from utils.io.cli import short_repr
 from utils.io.yaml_file import YamlFileError, load_yaml
 
 LOGGER = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _prepare_root(data: dict, root: Path, yaml_file: Path) -> None:
 
         args = data.get("generate_args") or {}
         if not isinstance(args, dict):
-            raise DatasetError(f"{yaml_file}: 'generate_args' must be a mapping, got {args!r:.60}")
+            raise DatasetError(f"{yaml_file}: 'generate_args' must be a mapping, got {short_repr(args)}")
         try:
             ensure_shapes_dataset(root, **args)
         except (TypeError, ValueError) as e:
@@ -100,7 +101,7 @@ def check_dataset(yaml_path: str | Path) -> dict[str, Any]:
         LOGGER.warning("%s: ignoring 'download:' (this project never downloads data)", yaml_file)
     names = _names_list(data.get("names"), yaml_file)
     if "nc" in data and (isinstance(data["nc"], bool) or not isinstance(data["nc"], int)):
-        raise DatasetError(f"{yaml_file}: 'nc' must be an integer, got {data['nc']!r:.60}")
+        raise DatasetError(f"{yaml_file}: 'nc' must be an integer, got {short_repr(data['nc'])}")
     if "nc" in data and data["nc"] != len(names):
         raise DatasetError(f"{yaml_file}: nc={data['nc']} but {len(names)} names given")
     root = Path(data["path"]) if data.get("path") else yaml_file.parent
