@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.compare.pack import parse_jobs  # noqa: E402  (after the sys.path line above)
-from utils.io.cli import HelpFormatter, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import HelpFormatter, image_size, non_negative_int, seed, positive_int  # noqa: E402
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
@@ -63,7 +63,7 @@ def alpha_arg(text: str) -> float:
 
 def int_list(text: str) -> list[int]:
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [seed(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
     if not values:
@@ -82,7 +82,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--data", default=str(ROOT / "data/shapes.yaml"), help="dataset YAML")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML")
-    p.add_argument("--img", "--imgsz", type=positive_int, default=None, help="image size (default: train.py's)")
+    p.add_argument("--img", "--imgsz", type=image_size, default=None, help="image size (default: train.py's)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: train.py's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train.py's)")
     p.add_argument("--losses", type=name_list, default="yolov5,ota,freeanchor,gfl,ssd,dw",

@@ -28,7 +28,7 @@ from utils.io.cli import HelpFormatter
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.eval.nms import non_max_suppression
 from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS, set_max_pixels
-from utils.io.cli import add_max_pixels_flag, hw_imgsz, positive_int
+from utils.io.cli import add_max_pixels_flag, hw_imgsz, image_size, positive_int
 from utils.io.paths import make_run_dir, remove_empty_dirs
 from utils.io.sources import LoadImages
 from utils.engine.torch_utils import select_device
@@ -236,7 +236,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path (.pt, or .onnx from export.py)")
     parser.add_argument("--source", type=str, default="data/images", help="file/dir/glob/.txt list/video")
-    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=positive_int, default=None,
+    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=image_size, default=None,
                         help="inference size h,w (default: the checkpoint's training size, else 640)")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import HelpFormatter, hw_imgsz, positive_int  # noqa: E402
+from utils.io.cli import HelpFormatter, hw_imgsz, image_size, positive_int  # noqa: E402
 from utils.io.export import FORMATS, OPSET  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=str, required=True, help="checkpoint path (.pt)")
     p.add_argument("--include", nargs="+", default=["onnx"], choices=FORMATS, metavar="FORMAT",
                    help=f"formats to write: {', '.join(FORMATS)} (default: onnx)")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=positive_int, default=None,
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=image_size, default=None,
                    help="image size h [w] (default: the checkpoint's training size, else 640)")
     p.add_argument("--batch-size", type=positive_int, default=1, help="batch size of the traced input")
     p.add_argument("--device", default="cpu", help="cpu, or a cuda device such as 0")

@@ -19,7 +19,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.optim import OPTIMIZERS  # noqa: E402
-from utils.io.cli import HelpFormatter, add_max_pixels_flag, fraction, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import (HelpFormatter, add_max_pixels_flag, fraction, image_size, non_negative_int,  # noqa: E402
+                          positive_int, seed)
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +32,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hyp YAML; its 'loss' key picks the strategy (default: hyp/hyp.scratch.yaml)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the dataset YAML's train_defaults, else 100)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train_defaults, else 16)")
-    p.add_argument("--imgsz", "--img", "--img-size", type=positive_int, default=None, help="train/val image size in pixels (default: train_defaults, else 640)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=image_size, default=None, help="train/val image size in pixels (default: train_defaults, else 640)")
     p.add_argument("--rect", action="store_true", help="rectangular training batches (no mosaic, no shuffle)")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the latest run, or the given last.pt")
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
@@ -51,7 +52,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patience", type=positive_int, default=100, help="EarlyStopping patience (epochs without improvement)")
     p.add_argument("--freeze", nargs="+", type=non_negative_int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")
-    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--seed", type=seed, default=0, help="global training seed")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (DDP on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_max_pixels_flag(p)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import HelpFormatter, add_max_pixels_flag, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import HelpFormatter, add_max_pixels_flag, image_size, non_negative_int, positive_int  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +28,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         "else data/shapes.yaml)")
     p.add_argument("--weights", type=str, required=True, help="checkpoint path (ours or official YOLOv5)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=positive_int, default=None,
+    p.add_argument("--imgsz", "--img", "--img-size", type=image_size, default=None,
                    help="inference size in pixels (default: the checkpoint's training size, else 640)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")

@@ -21,17 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from models.common import Conv
 from models.dfl_head import DFLDetect
 from models.fuse import fuse_conv_and_bn
 from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid
-from models.parse import parse_model
+from models.parse import count_yaml_params, parse_model
 from models.summary import count_params, gflops
+from utils.io.cli import short_repr
+from utils.io.yaml_file import load_yaml
 
 LOGGER = logging.getLogger(__name__)
+# Larger than any YOLO model (yolov5x6: 140M); checked from the YAML before a byte is allocated.
+MAX_MODEL_PARAMS = 300_000_000
 STRIDE_PROBE = 256  # image side used to measure the strides, as YOLOv5
 
 
@@ -135,8 +138,7 @@ def load_model_yaml(cfg: str | Path | dict) -> tuple[dict[str, Any], str]:
         if not local.is_file():
             raise FileNotFoundError(f"model config '{cfg}' not found")
         path = local
-    with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f)
+    d = load_yaml(path)
     if not isinstance(d, dict) or "backbone" not in d or "head" not in d:
         raise ValueError(f"{path} is not a YOLOv5 model YAML (needs backbone and head)")
     d["yaml_file"] = path.name
@@ -160,6 +162,15 @@ class Model(nn.Module):
         if nc is not None and nc != self.yaml["nc"]:
             LOGGER.info("overriding %s nc=%s with nc=%s", yaml_name, self.yaml["nc"], nc)
             self.yaml["nc"] = nc
+        for key in ("depth_multiple", "width_multiple"):
+            v = self.yaml.get(key, 1.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise ValueError(f"{yaml_name}: '{key}' must be a positive number, got {short_repr(v)}")
+        n_params = count_yaml_params(self.yaml, ch, head_cls, yaml_name)
+        if n_params > MAX_MODEL_PARAMS:
+            raise ValueError(f"{yaml_name} describes a model of {n_params / 1e6:.0f}M parameters, more than the "
+                             f"limit of {MAX_MODEL_PARAMS / 1e6:.0f}M (width_multiple "
+                             f"{self.yaml.get('width_multiple', 1.0)}, depth_multiple {self.yaml.get('depth_multiple', 1.0)})")
         self.model, self.save = parse_model(self.yaml, ch, head_cls, yaml_name)
         self.nc: int = self.yaml["nc"]
         self.names = [str(i) for i in range(self.nc)]

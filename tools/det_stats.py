@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import add_max_pixels_flag  # noqa: E402
+from utils.io.cli import add_max_pixels_flag, image_size  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", nargs="+", required=True, help="checkpoint(s)")
     p.add_argument("--data", default=str(ROOT / "data/shapes.yaml"), help="dataset YAML")
     p.add_argument("--split", default="val", help="dataset split")
-    p.add_argument("--img", "--imgsz", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--img", "--imgsz", type=image_size, default=640, help="inference size (pixels)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size")
     p.add_argument("--conf", type=float, default=0.25, help="score at which a detection counts (detect.py's default)")
     p.add_argument("--nms-conf", type=float, default=0.001, help="NMS confidence threshold (val.py's)")

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import add_max_pixels_flag  # noqa: E402
+from utils.io.cli import add_max_pixels_flag, image_size, seed  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,13 +31,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="val", help="dataset split")
     p.add_argument("--weights", default="", help="checkpoint for the predictions (default: a fresh --cfg model)")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML for fresh models")
-    p.add_argument("--img", "--imgsz", type=int, default=320, help="image size")
+    p.add_argument("--img", "--imgsz", type=image_size, default=320, help="image size")
     p.add_argument("--losses", default="yolov5,ota,freeanchor,gfl,ssd,dw", help="comma-separated strategies")
     p.add_argument("--index", type=int, default=0, help="image index in the split (picture mode)")
     p.add_argument("--stats", action="store_true", help="statistics over the split instead of a picture")
     p.add_argument("--max-images", type=int, default=100, help="images used in --stats mode")
     p.add_argument("--out", default=str(ROOT / "runs/assign"), help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of fresh models")
+    p.add_argument("--seed", type=seed, default=0, help="seed of fresh models")
     add_max_pixels_flag(p)
     return p.parse_args(argv)
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import HelpFormatter, add_max_pixels_flag  # noqa: E402
+from utils.io.cli import HelpFormatter, add_max_pixels_flag, image_size  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +33,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML for a fresh model")
     p.add_argument("--hyp", default="", help="ssd hyp file (default: the checkpoint's when it trained ssd, "
                    "else hyp/hyp.ssd.yaml)")
-    p.add_argument("--img", "--imgsz", type=int, default=320, help="image size")
+    p.add_argument("--img", "--imgsz", type=image_size, default=320, help="image size")
     p.add_argument("--max-images", type=int, default=40, help="images used")
     add_max_pixels_flag(p)
     return p.parse_args(argv)

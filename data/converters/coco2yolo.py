@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +51,14 @@ class CocoStats:
     per_split: dict = field(default_factory=dict)
 
 
+# fields that key other entries: a list or an object there is a malformed file, not a missing match
+_ID_FIELDS = {"images": ("id",), "annotations": ("id", "image_id", "category_id"), "categories": ("id",)}
+
+
 def load_coco_json(json_file: Path) -> dict[str, Any]:
     """The parsed JSON, checked to hold an ``images`` list; ConverterError naming the file otherwise."""
     try:
-        data = json.loads(json_file.read_text(encoding="utf-8"))
+        data = json.loads(json_file.read_text(encoding="utf-8-sig"))  # a BOM is not JSON
     except OSError as e:
         raise ConverterError(f"--json {json_file}: cannot read it ({e.strerror})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -61,9 +66,17 @@ def load_coco_json(json_file: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConverterError(f"{json_file}: no 'images' list; expected a COCO instances JSON "
                              "(images, annotations, categories)")
-    for key in ("annotations", "categories"):
-        if not isinstance(data.get(key, []), list):
+    for key in ("images", "annotations", "categories"):
+        entries = data.get(key, [])
+        if not isinstance(entries, list):
             raise ConverterError(f"{json_file}: '{key}' must be a list")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ConverterError(f"{json_file}: {key}[{i}] must be an object, got {entry!r:.60}")
+            for field_ in _ID_FIELDS[key]:
+                if isinstance(entry.get(field_), (list, dict, float)):
+                    raise ConverterError(f"{json_file}: {key}[{i}] has '{field_}' {entry[field_]!r:.60}; "
+                                         "ids are integers")
     return data
 
 
@@ -72,12 +85,15 @@ def _pixel_box(ann: dict[str, Any]) -> tuple[tuple[float, float, float, float] |
     bbox = ann.get("bbox")
     if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:
         x, y, w, h = map(float, bbox)
+        if not all(map(math.isfinite, (x, y, w, h))):  # JSON has NaN and Infinity
+            return None, False
         return (x, y, x + w, y + h), False
     seg = ann.get("segmentation")
     if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 6 for p in seg):
         xs = [float(v) for p in seg for v in p[0::2]]
         ys = [float(v) for p in seg for v in p[1::2]]
-        return (min(xs), min(ys), max(xs), max(ys)), True
+        if all(map(math.isfinite, xs + ys)):
+            return (min(xs), min(ys), max(xs), max(ys)), True
     return None, False  # RLE masks without a bbox, or an empty / malformed bbox
 
 
@@ -87,7 +103,11 @@ def _image_rows(img: dict[str, Any], size: tuple[float, float], anns: list[dict[
     w, h = size
     rows = []
     for a in anns:
-        if a.get("iscrowd", 0):
+        crowd = a.get("iscrowd", 0)
+        if crowd not in (0, 1):  # True/False compare equal to 1/0; "no" must not read as crowd
+            raise ConverterError(f"{where}: annotation {a.get('id')} of {img['file_name']}: 'iscrowd' must be "
+                                 f"0 or 1, got {crowd!r:.40}")
+        if crowd:
             stats.crowd_skipped += 1
             continue
         try:

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from utils.io.yaml_file import load_yaml
+
 SPLITS = ("train", "val", "test")
 
 
@@ -86,7 +88,7 @@ def write_dataset_yaml(out: Path, names: list[str], splits: list[str]) -> Path:
     Without a val split, ``val`` reads the train images (with a warning): train.py needs one.
     """
     f = out / "data.yaml"
-    existing = (yaml.safe_load(f.read_text()) if f.is_file() else None) or {}
+    existing = (load_yaml(f) if f.is_file() else None) or {}
     data: dict[str, Any] = {"path": "."}
     for s in SPLITS:
         if s in splits:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -79,8 +80,8 @@ def _parse_xml(xml_file: Path) -> tuple[str | None, tuple[int, int] | None, list
     if size is not None:
         try:
             w, h = int(float(size.findtext("width", "0"))), int(float(size.findtext("height", "0")))
-        except ValueError as e:
-            raise ConverterError(f"{xml_file}: <size> is not numeric ({e})") from e
+        except (ValueError, OverflowError) as e:  # int(float("inf")) is an OverflowError
+            raise ConverterError(f"{xml_file}: <size> is not a finite number ({e})") from None
         wh = (w, h) if w > 0 and h > 0 else None
     objs = []
     for o in root.iter("object"):
@@ -103,6 +104,8 @@ def _box_row(obj: tuple, names: list[str], keep_difficult: bool, w: int, h: int,
         return None, f"class {name!r} not in names"
     if difficult and not keep_difficult:
         return None, "difficult"
+    if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+        return None, f"non-finite coordinates ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
     if xmax <= xmin or ymax <= ymin:
         return None, f"empty box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
     x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax - 1, ymax - 1

@@ -19,6 +19,8 @@ offered twice (two targets' neighbour cells coincide), whose rows are then ident
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -111,6 +113,18 @@ def cheapest_first(cost: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _claims(cost: torch.Tensor, iou: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of every column a row takes: its dynamic-k cheapest, ``(n, C)`` -> 2 x (M,).
+
+    Row by row, so a matrix cut into row chunks gives the same pairs chunk by chunk."""
+    k = dynamic_k(iou, topk)  # (n,), each <= topk
+    kk = min(int(k.max()), cost.shape[1])  # one sync per call; top-k costs grow with k
+    order = cheapest_first(cost, kk)  # (n, kk)
+    ri, ji = (torch.arange(kk, device=cost.device) < k[:, None]).nonzero(as_tuple=True)  # selected (row, rank)
+    return ri, order[ri, ji]
+
+
+@torch.no_grad()
 def simota_match(cost: torch.Tensor, iou: torch.Tensor, row_image: torch.Tensor, col_valid: torch.Tensor,
                  topk: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """SimOTA's dynamic-k matching for a batch of images, one row per real target.
@@ -136,11 +150,8 @@ def simota_match(cost: torch.Tensor, iou: torch.Tensor, row_image: torch.Tensor,
     matched = torch.zeros((b, c), dtype=torch.long, device=dev)
     if n == 0 or c == 0:
         return matched, torch.zeros((b, c), dtype=torch.bool, device=dev)
-    k = dynamic_k(iou, topk)  # (n,), each <= topk
-    kk = min(int(k.max()), c)  # one sync per batch; top-k costs grow with k
-    order = cheapest_first(cost, kk)  # (n, kk)
-    ri, ji = (torch.arange(kk, device=dev) < k[:, None]).nonzero(as_tuple=True)  # selected (row, rank)
-    bi, ci = row_image[ri], order[ri, ji]
+    ri, ci = _claims(cost, iou, topk)
+    bi = row_image[ri]
     ok = col_valid[bi, ci]  # an image without columns still has k = 1
     ri, bi, ci = ri[ok], bi[ok], ci[ok]
     count = torch.zeros((b, c), dtype=torch.long, device=dev).index_put_((bi, ci), torch.ones_like(ci),
@@ -156,3 +167,40 @@ def simota_match(cost: torch.Tensor, iou: torch.Tensor, row_image: torch.Tensor,
         costs = cost[rows.clamp(max=n - 1), mc[:, None]].masked_fill(g >= rows_per_image[mb, None], float("inf"))
         matched[mb, mc] = rows.gather(1, costs.argmin(1, keepdim=True))[:, 0]
     return matched, count > 0
+
+
+@torch.no_grad()
+def simota_match_rows(chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], col_valid: torch.Tensor,
+                      topk: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``simota_match`` for one image whose matrices come in consecutive row chunks, so memory is that
+    of one chunk however many targets the image holds (3,000 boxes: ~4 GB as one matrix).
+
+    Args:
+        chunks: yields (cost (Tensor[q, C]), iou (Tensor[q, C])) for rows 0..q-1, q..., as ``simota_match``
+            takes them (cost +inf and IoU 0 at padded columns).
+        col_valid (Tensor[C] bool): real column slots.
+
+    Returns:
+        matched (Tensor[C] long), fg (Tensor[C] bool), equal to ``simota_match`` on the whole matrix: a
+        column claimed twice goes to the row of lowest cost among all rows, the first such row on ties.
+    """
+    c = col_valid.shape[0]
+    dev = col_valid.device
+    count = torch.zeros(c, dtype=torch.long, device=dev)
+    matched = torch.zeros(c, dtype=torch.long, device=dev)
+    best_cost = torch.full((c,), float("inf"), device=dev)
+    best_row = torch.zeros(c, dtype=torch.long, device=dev)
+    r0 = 0
+    for cost, iou in chunks:
+        ri, ci = _claims(cost, iou, topk)
+        ok = col_valid[ci]
+        ri, ci = ri[ok], ci[ok]
+        count.index_add_(0, ci, torch.ones_like(ci))
+        matched[ci] = ri + r0
+        chunk_row = cost.argmin(0)  # first row of the lowest cost, as simota_match's argmin
+        chunk_cost = cost.gather(0, chunk_row[None])[0]
+        better = chunk_cost < best_cost  # strict: an earlier chunk wins a tie
+        best_cost = torch.where(better, chunk_cost, best_cost)
+        best_row = torch.where(better, chunk_row + r0, best_row)
+        r0 += cost.shape[0]
+    return torch.where(count > 1, best_row, matched), count > 0

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from utils.io.run_log import read_results
+from utils.io.yaml_file import load_yaml
 
 TIMES = "times.json"
+SUMMARY_KEYS = ("loss", "seed", "epochs", "map50", "map", "per_class")
 # the settings that must agree for runs to be compared; data and cfg by file name, because the same
 # comparison run on two machines sees the same YAML under different absolute paths
 SAME_SETTINGS = ("data", "cfg", "imgsz", "epochs")
@@ -81,9 +81,16 @@ def read_run(folder: Path) -> RunRecord | None:
     summary_file = folder / "summary.json"
     if not summary_file.exists():
         return None
-    s = json.loads(summary_file.read_text())
+    try:
+        s = json.loads(summary_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{summary_file}: not valid JSON ({e}); a run that was cut off while writing it: delete "
+                         "the file to train that run again") from None
+    missing = [k for k in SUMMARY_KEYS if k not in s] if isinstance(s, dict) else list(SUMMARY_KEYS)
+    if missing:
+        raise ValueError(f"{summary_file}: lacks {', '.join(missing)}; delete the file to train that run again")
     opt_file = folder / "opt.yaml"
-    opt = yaml.safe_load(opt_file.read_text()) if opt_file.exists() else {}
+    opt = (load_yaml(opt_file) if opt_file.exists() else None) or {}
     times = read_times(folder)
     started = times.get("started", opt_file.stat().st_mtime if opt_file.exists() else summary_file.stat().st_mtime)
     finished = times.get("finished", summary_file.stat().st_mtime)

@@ -25,7 +25,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
+from utils.io.cli import short_repr
+from utils.io.yaml_file import YamlFileError, load_yaml
 
 LOGGER = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -37,6 +38,9 @@ class DatasetError(ValueError):
 
 def _names_list(names: Any, yaml_file: Path) -> list[str]:
     if isinstance(names, dict):
+        bad = [k for k in names if isinstance(k, bool) or not isinstance(k, int)]
+        if bad:
+            raise DatasetError(f"{yaml_file}: 'names' keys must be the integers 0..{len(names) - 1}, got {bad[0]!r}")
         keys = sorted(names)
         if keys != list(range(len(keys))):
             raise DatasetError(f"{yaml_file}: 'names' keys must be 0..{len(keys) - 1}, got {keys}")
@@ -53,7 +57,13 @@ def _prepare_root(data: dict, root: Path, yaml_file: Path) -> None:
             raise DatasetError(f"{yaml_file}: unknown 'generate: {data['generate']}' (choose: shapes)")
         from utils.data.shapes_dataset import ensure_shapes_dataset
 
-        ensure_shapes_dataset(root, **(data.get("generate_args") or {}))
+        args = data.get("generate_args") or {}
+        if not isinstance(args, dict):
+            raise DatasetError(f"{yaml_file}: 'generate_args' must be a mapping, got {short_repr(args)}")
+        try:
+            ensure_shapes_dataset(root, **args)
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"{yaml_file}: key 'generate_args': {e}") from None
     elif data.get("convert") and not root.exists():
         if data["convert"] != "voc":
             raise DatasetError(f"{yaml_file}: unknown 'convert: {data['convert']}' (choose: voc)")
@@ -82,20 +92,17 @@ def check_dataset(yaml_path: str | Path) -> dict[str, Any]:
     if not yaml_file.is_file():
         raise DatasetError(f"dataset YAML {yaml_path} does not exist")
     try:
-        with open(yaml_file, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise DatasetError(f"{yaml_file}: not valid YAML{line} ({getattr(e, 'problem', None) or e})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"dataset YAML {yaml_path} cannot be read ({e})") from None
+        data = load_yaml(yaml_file) or {}
+    except YamlFileError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(data, dict):
         raise DatasetError(f"{yaml_file}: expected a mapping at the top level")
     if "download" in data:
         LOGGER.warning("%s: ignoring 'download:' (this project never downloads data)", yaml_file)
     names = _names_list(data.get("names"), yaml_file)
-    if "nc" in data and int(data["nc"]) != len(names):
+    if "nc" in data and (isinstance(data["nc"], bool) or not isinstance(data["nc"], int)):
+        raise DatasetError(f"{yaml_file}: 'nc' must be an integer, got {short_repr(data['nc'])}")
+    if "nc" in data and data["nc"] != len(names):
         raise DatasetError(f"{yaml_file}: nc={data['nc']} but {len(names)} names given")
     root = Path(data["path"]) if data.get("path") else yaml_file.parent
     root = (root if root.is_absolute() else yaml_file.parent / root).resolve()

@@ -143,16 +143,28 @@ class LoadImagesAndLabels(Dataset):
         nbytes = 0
         for i in tqdm(range(self.n), desc=f"{self.prefix}Caching images ({mode})", disable=self.n < 64):
             if mode == "disk":
-                if not os.path.exists(self.npy_files[i]):
-                    im = cv2.imread(self.im_files[i])
-                    tmp = self.npy_files[i] + f".{os.getpid()}.tmp.npy"
-                    np.save(tmp, im, allow_pickle=False)
-                    os.replace(tmp, self.npy_files[i])
+                if not os.path.exists(self.npy_files[i]) and not self._write_npy(i):
+                    self.cache_mode = None
+                    return
                 nbytes += os.path.getsize(self.npy_files[i])
             else:
                 self.ims[i] = self.load_image(i)[0]
                 nbytes += self.ims[i].nbytes
         LOGGER.info("%sCached %d images (%.2f GB %s)", self.prefix, self.n, nbytes / 1e9, mode)
+
+    def _write_npy(self, i: int) -> bool:
+        """Image i decoded into its .npy beside the image; False (and a warning) where that folder is
+        read-only, after which images are read from their files (as the label cache falls back)."""
+        tmp = self.npy_files[i] + f".{os.getpid()}.tmp.npy"
+        try:
+            np.save(tmp, cv2.imread(self.im_files[i]), allow_pickle=False)
+            os.replace(tmp, self.npy_files[i])
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            LOGGER.warning("%sWARNING: --cache disk: cannot write %s (%s); reading the images from their files "
+                           "instead (try --cache ram)", self.prefix, self.npy_files[i], e.strerror or e)
+            return False
+        return True
 
     def __len__(self) -> int:
         return self.n

@@ -107,10 +107,11 @@ def scan_records(im_files: list[str], label_files: list[str], prefix: str) -> li
 
 def _recheck(rec: verify.ImageRecord, nc: int | None, label_file: str) -> verify.ImageRecord:
     """A copy marked corrupt when a class id is >= nc or the image exceeds the current pixel limit
-    (the cache is built without nc, and maybe under another --max-pixels)."""
+    (the cache is built without nc, and maybe under another --max-pixels). The limit is checked on the
+    image's header too: a cache edited to call a 25000x25000 PNG 256x256 must not get it decoded."""
     if rec.status == "corrupt":
         return rec
-    big = verify.too_many_pixels(*rec.shape)
+    big = verify.too_many_pixels(*rec.shape) or verify.header_problem(rec.im_file)
     if big:
         msg = f"{rec.im_file}: ignoring corrupt image: {big}"
     elif nc is not None and len(rec.labels) and rec.labels[:, 0].max() >= nc:

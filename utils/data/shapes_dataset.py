@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.io.cli import MAX_IMGSZ
+
 LOGGER = logging.getLogger(__name__)
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 _SPLIT_IDS = {"train": 0, "val": 1}
@@ -51,6 +53,10 @@ class ShapesConfig:
     min_contrast: float = 50.0                 # min |luminance difference| object vs background
     noise_sigma: tuple[float, float] = (2.0, 10.0)
     blur_prob: float = 0.3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.imgsz, bool) or not isinstance(self.imgsz, int) or not 32 <= self.imgsz <= MAX_IMGSZ:
+            raise ValueError(f"imgsz must be an integer in 32..{MAX_IMGSZ}, got {self.imgsz!r}")
 
 
 def _polygon(cls: int, centre: np.ndarray, radius: float, angle: float) -> np.ndarray | None:

@@ -188,7 +188,7 @@ def parse_label_file(lb_file: str, nc: int | None = None) -> tuple[np.ndarray | 
     if not os.path.isfile(lb_file):
         return np.zeros((0, 5), np.float32), "", 0, 0
     try:
-        with open(lb_file, encoding="utf-8") as f:
+        with open(lb_file, encoding="utf-8-sig") as f:  # -sig: a BOM (Windows editors) is not a value
             rows = [ln.split() for ln in f.read().splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
         return None, f"unreadable label file ({type(e).__name__})", 0, 0
@@ -271,7 +271,7 @@ def list_images(path: str | Path | list) -> list[str]:
         if p.is_dir():
             out += [str(f) for f in sorted(p.rglob("*.*")) if f.suffix[1:].lower() in IMG_FORMATS]
         elif p.is_file() and p.suffix == ".txt":
-            lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
             out += [str(f if f.is_absolute() else (p.parent / f)) for f in map(Path, lines)]
         elif p.is_file():
             out.append(str(p))

@@ -13,9 +13,9 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from utils.data.augmentations import HYP_DEFAULTS
+from utils.io.cli import short_repr
+from utils.io.yaml_file import YamlFileError, load_yaml
 from utils.loss import LOSSES, loss_class
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,24 +79,6 @@ def find_hyp(spec: str | Path) -> Path:
     raise HypError(f"--hyp: file '{spec}' not found (also looked in {HYP_DIR}); available: {available}")
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a mapping with the same key twice (plain YAML keeps the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise _DuplicateKey(f"hyp key '{key}' is given twice (lines {seen[key]} and {line}); keep one")
-            seen[key] = line
-        return super().construct_mapping(node, deep)
-
-
 def _check_value(key: str, value: Any, source: str) -> None:
     """Numbers must be finite and inside ``HYP_RANGES``; the error names the key and the file."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -132,6 +114,8 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
         raise HypError(f"{source}: {e}") from None
     known = set(TRAINER_DEFAULTS) | set(AUG_DEFAULTS) | strategy.Hyp.keys()
     for key, value in hyp.items():
+        if not isinstance(key, str):
+            raise HypError(f"{source}: hyp key {key!r} is a {type(key).__name__}; hyp keys are names such as 'lr0'")
         if key not in known:
             owner = _owner_of(key)
             if owner:
@@ -142,7 +126,7 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
             raise HypError(f"{source}: unknown hyp key '{key}'{hint}")
         generic = key in TRAINER_DEFAULTS or key in AUG_DEFAULTS
         if generic and key != "loss" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            raise HypError(f"{source}: hyp key '{key}' must be a number, got {value!r}")
+            raise HypError(f"{source}: hyp key '{key}' must be a number, got {short_repr(value)}")
         _check_value(key, value, source)
     out = {**TRAINER_DEFAULTS, **AUG_DEFAULTS, **hyp}
     try:
@@ -158,13 +142,9 @@ def load_hyp(spec: str | Path | dict) -> dict[str, Any]:
         return validate_hyp(dict(spec))
     path = find_hyp(spec)
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        raise HypError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    except _DuplicateKey as e:
-        raise HypError(f"{path}: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise HypError(f"{path}: cannot read the hyp file ({e})") from None
+        data = load_yaml(path, unique_keys="hyp key")
+    except YamlFileError as e:
+        raise HypError(str(e)) from None
     if not data:
         LOGGER.warning("WARNING: hyp file %s is empty; training with the defaults of every key", path)
     return validate_hyp(data or {}, str(path))

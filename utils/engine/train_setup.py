@@ -23,6 +23,7 @@ from torch import nn
 from models.yolo import Model
 from utils.engine.autoanchor import check_anchors
 from utils.eval.metrics import fitness
+from utils.io.cli import MAX_IMGSZ
 from utils.io.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
@@ -138,6 +139,9 @@ def resolve_defaults(opt: argparse.Namespace, data: dict[str, Any], hyp: dict[st
                                            or suggested[key] < 1):
                     raise ValueError(f"{data['yaml_file']}: train_defaults key '{key}' must be a positive "
                                      f"integer, got {suggested[key]!r}")
+                if key == "imgsz" and suggested[key] > MAX_IMGSZ:
+                    raise ValueError(f"{data['yaml_file']}: train_defaults key 'imgsz' must be at most "
+                                     f"{MAX_IMGSZ} pixels, got {suggested[key]}")
     overrides = suggested.get("hyp") or {}
     if overrides:
         LOGGER.info("hyp overrides from %s train_defaults: %s", source,
@@ -189,6 +193,11 @@ def build_model(opt: argparse.Namespace, head: str, nc: int, names: list[str], d
 def freeze_layers(model: nn.Module, freeze: list[int]) -> None:
     """--freeze 10 freezes layers 0-9 (the backbone); --freeze 0 1 2 freezes those layers."""
     layers = freeze if len(freeze) > 1 else list(range(freeze[0]))
+    n_layers = len(unwrap(model).model)
+    if any(x >= n_layers - 1 for x in layers):  # the head is the last layer: it always trains
+        raise ValueError(f"--freeze {' '.join(map(str, freeze))}: the model has {n_layers} layers and the last "
+                         f"({n_layers - 1}, the head) must train; freeze layers 0..{n_layers - 2} at most "
+                         "(--freeze 10 freezes the yolov5 backbone)")
     prefixes = tuple(f"model.{x}." for x in layers)
     for k, v in model.named_parameters():
         v.requires_grad = True
@@ -270,6 +279,10 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world} processes")
     names = ["item"] if opt.single_cls else data["names"]
     nc = len(names)
+    if ckpt and len(ckpt.get("names") or ()) != nc:
+        raise CheckpointError(f"--resume: {opt.resume} was trained on {len(ckpt.get('names') or ())} classes but "
+                              f"{opt.data} now has {nc}; the class count changed, so the run cannot continue: start "
+                              f"a new run with --weights {opt.resume} (its matching layers are transferred)")
     if info.main:
         yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
         yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)

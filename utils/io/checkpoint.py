@@ -184,6 +184,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _build_model(ckpt: dict[str, Any], path: Path) -> Model:
     weights = ckpt["ema"] if ckpt.get("ema") else ckpt["model"]
+    if not isinstance(weights, dict) or not isinstance(ckpt.get("yaml"), dict):
+        raise CheckpointError(f"'{path}' holds no state_dict and model YAML dicts")
+    not_tensors = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"'{path}': state_dict key '{not_tensors[0]}' holds a "
+                              f"{type(weights[not_tensors[0]]).__name__}, not a tensor")
     try:
         model = Model(ckpt["yaml"], nc=ckpt["yaml"].get("nc"), head=ckpt.get("head"))
     except (ValueError, KeyError, TypeError) as e:
@@ -200,6 +206,8 @@ def _build_model(ckpt: dict[str, Any], path: Path) -> Model:
                                   f"model expects {tuple(v.shape)}")
     model.load_state_dict({k: w.to(expected[k].dtype) for k, w in weights.items()}, strict=True)
     model.names = list(ckpt.get("names") or model.names)
+    if len(model.names) != model.nc:  # class ids beyond the names, or names no output scores
+        raise CheckpointError(f"'{path}' names {len(model.names)} classes but its model predicts {model.nc}")
     return model.float().eval()
 
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import reprlib
 from collections.abc import Callable
 from typing import Any
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 1, 4, 4, 40, 40
+
+
+def short_repr(value: Any) -> str:
+    """``repr`` cut to one short line, for a value quoted in an error message (a list that shares
+    itself nine levels deep must not be expanded to billions of items while the message is formatted)."""
+    return _SHORT.repr(value)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -57,6 +68,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+# The largest image side a network input may have: a 8192 x 8192 batch image is 805 MB as float32
+# (YOLOv5's largest models train at 1280). ``--img 100000`` is refused before anything is allocated.
+MAX_IMGSZ = 8192
+
+
+def image_size(text: str) -> int:
+    """argparse type: an image side in pixels, 1..MAX_IMGSZ."""
+    value = positive_int(text)
+    if value > MAX_IMGSZ:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IMGSZ} pixels, got {text}")
+    return value
+
+
 def hw_imgsz(parser: argparse.ArgumentParser, values: list[int] | None) -> list[int] | None:
     """``--imgsz`` given as 1 or 2 integers -> [h, w] (one value: a square); None (not given) stays None."""
     if values is None:
@@ -71,6 +95,17 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+MAX_SEED = 2 ** 31 - 1  # numpy takes seeds below 2**32; the trainer adds the rank and an offset
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed, 0..MAX_SEED."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
     return value
 
 

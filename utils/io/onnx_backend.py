@@ -44,11 +44,11 @@ class OnnxModel:
         if missing:
             raise ValueError(f"--weights {path} lacks the metadata {', '.join(missing)}; export it with export.py")
         self.path = path
-        self.names: list[str] = json.loads(meta["names"])
-        self.stride = torch.tensor(json.loads(meta["stride"]), dtype=torch.float32)
-        self.imgsz: list[int] = json.loads(meta["imgsz"])
+        self.names, self.stride, self.imgsz, self.dynamic = _read_metadata(meta, path)
         self.head: str = meta["head"]
-        self.dynamic: bool = json.loads(meta.get("dynamic", "false"))
+        width = self.session.get_outputs()[0].shape[-1]
+        if isinstance(width, int):  # a symbolic width is checked on the first output instead
+            self._check_width(width)
         self.fixed_imgsz: list[int] | None = None if self.dynamic else self.imgsz
         # what detect.py reads from a checkpoint's meta: a dynamic export defaults to its exported size
         self.meta = {"names": self.names, "head": self.head, "opt": {"imgsz": max(self.imgsz)}, "path": str(path)}
@@ -69,4 +69,34 @@ class OnnxModel:
             raise ValueError(f"{self.path} was exported for {self.imgsz[0]}x{self.imgsz[1]} input, got "
                              f"{x.shape[2]}x{x.shape[3]}; use --img {self.imgsz[0]} or export with --dynamic")
         out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(self.input_dtype)})[0]
+        self._check_width(out.shape[-1])
         return torch.from_numpy(out).to(x.device).float()
+
+    def _check_width(self, width: int) -> None:
+        """Output rows are x, y, w, h, objectness and one score per class: 5 + len(names) wide."""
+        if width != 5 + len(self.names):
+            raise ValueError(f"--weights {self.path}: the model outputs {width - 5} class scores but its metadata "
+                             f"names {len(self.names)} classes (metadata copied from another model?); re-export "
+                             "it with export.py")
+
+
+def _read_metadata(meta: dict[str, str], path: Path) -> tuple[list[str], torch.Tensor, list[int], bool]:
+    """(names, stride, imgsz [h, w], dynamic) from export.py's metadata; ValueError naming the file and key."""
+    def value(key: str, default: str | None = None):
+        try:
+            return json.loads(meta[key] if default is None else meta.get(key, default))
+        except json.JSONDecodeError:
+            raise ValueError(f"--weights {path}: metadata '{key}' is not JSON ({meta[key]!r:.60})") from None
+
+    names, stride, imgsz, dynamic = value("names"), value("stride"), value("imgsz"), value("dynamic", "false")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"--weights {path}: metadata 'names' must be a non-empty list of class names")
+    if not isinstance(stride, list) or not stride or not all(_positive(v) for v in stride):
+        raise ValueError(f"--weights {path}: metadata 'stride' must be a list of positive numbers, got {stride!r:.60}")
+    if not isinstance(imgsz, list) or len(imgsz) != 2 or not all(_positive(v) and isinstance(v, int) for v in imgsz):
+        raise ValueError(f"--weights {path}: metadata 'imgsz' must be two positive integers, got {imgsz!r:.60}")
+    return names, torch.tensor(stride, dtype=torch.float32), imgsz, bool(dynamic)
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0

@@ -14,13 +14,15 @@ from typing import Any
 
 import torch
 
+from utils.io.cli import short_repr
+
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the model."""
 
 
-# A stored tensor inflating more than this from its compressed size is a decompression bomb:
-# torch.save stores tensors uncompressed, and real weights deflate by ~1.1x.
+# An entry inflating more than this from its compressed size is a decompression bomb: torch.save
+# stores every entry (tensors and data.pkl) uncompressed, and real weights deflate by ~1.1x.
 MAX_INFLATION = 50
 INFLATION_MIN_BYTES = 1 << 20  # small tensors (all-zero buffers) may deflate well
 
@@ -136,13 +138,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def check_storage_sizes(archive: zipfile.ZipFile, path: Path) -> None:
-    """Refuse, before anything is inflated, a stored tensor whose declared size is implausible
-    for its compressed size (a 1 MB file must not allocate gigabytes)."""
+    """Refuse, before anything is inflated, an entry (a stored tensor, data.pkl, any other) whose
+    declared size is implausible for its compressed size (a 1 MB file must not allocate gigabytes)."""
     for info in archive.infolist():
-        if "/data/" in info.filename or info.filename.startswith("data/"):
-            if info.file_size > INFLATION_MIN_BYTES and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
-                raise CheckpointError(f"refusing to load '{path}': {info.filename} declares {info.file_size} "
-                                      f"bytes stored in {info.compress_size} (a decompression bomb?)")
+        if info.file_size > INFLATION_MIN_BYTES and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+            raise CheckpointError(f"refusing to load '{path}': {info.filename} declares {info.file_size} "
+                                  f"bytes stored in {info.compress_size} (a decompression bomb?)")
 
 
 def restricted_load(path: Path) -> Any:
@@ -182,8 +183,10 @@ def inert_state_dict(module: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def _names_list(names: Any, nc: int) -> list[str]:
+def _names_list(names: Any, nc: int, path: Path) -> list[str]:
     if isinstance(names, dict):
+        if not all(isinstance(k, int) for k in names):
+            raise CheckpointError(f"'{path}': the model's 'names' keys must be class ids (integers)")
         return [str(names[k]) for k in sorted(names)]
     if isinstance(names, (list, tuple)) and names:
         return [str(n) for n in names]
@@ -196,6 +199,8 @@ def from_official(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(tree, _Inert) or not isinstance(getattr(tree, "yaml", None), dict):
         raise CheckpointError(f"'{path}' holds no YOLOv5 model (no 'model' module with a yaml dict)")
     yaml_dict = dict(tree.yaml)
+    if isinstance(yaml_dict.get("nc"), bool) or not isinstance(yaml_dict.get("nc"), int):
+        raise CheckpointError(f"'{path}': the model YAML's 'nc' must be an integer, got {short_repr(yaml_dict.get('nc'))}")
     opt = raw.get("opt") if isinstance(raw.get("opt"), dict) else {}
     hyp = opt.get("hyp") or getattr(tree, "hyp", None)  # opt: as the user wrote it; model.hyp is rescaled
     return {
@@ -205,7 +210,7 @@ def from_official(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         "ema": None,
         "yaml": yaml_dict,
         "head": "anchor",
-        "names": _names_list(getattr(tree, "names", None), int(yaml_dict.get("nc", 0))),
+        "names": _names_list(getattr(tree, "names", None), yaml_dict["nc"], path),
         "epoch": raw.get("epoch", -1),
         "best_fitness": raw.get("best_fitness"),
         "hyp": hyp if isinstance(hyp, dict) else {},

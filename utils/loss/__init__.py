@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from utils.io.cli import short_repr
 from utils.loss.base import LossStrategy
 from utils.loss.yolov5 import ComputeLoss
 from utils.loss.ota import ComputeLossOTA
@@ -34,9 +35,9 @@ def loss_class(name: str | None) -> type[LossStrategy]:
     """The strategy class registered under ``name`` (``None`` = the default)."""
     name = DEFAULT_LOSS if name is None else name
     if not isinstance(name, str) or name not in LOSSES:
-        close = difflib.get_close_matches(str(name), LOSSES, n=1)
+        close = difflib.get_close_matches(name if isinstance(name, str) else '', LOSSES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown loss {name!r}{hint}; choose from {', '.join(LOSSES)}")
+        raise ValueError(f"unknown loss {short_repr(name)}{hint}; choose from {', '.join(LOSSES)}")
     return LOSSES[name]
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from utils.assign.result import AssignResult
+from utils.io.cli import short_repr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,14 +49,14 @@ class StrategyHyp:
             v = hyp[f.name]
             if isinstance(f.default, bool):
                 if not isinstance(v, bool) and "str" not in str(f.type):  # ``bool | str`` keys check in __post_init__
-                    raise ValueError(f"hyp key '{f.name}' must be true or false, got {v!r}")
+                    raise ValueError(f"hyp key '{f.name}' must be true or false, got {short_repr(v)}")
             elif isinstance(f.default, int):
                 if isinstance(v, bool) or not (isinstance(v, numbers.Integral)
                                                or (isinstance(v, float) and v.is_integer())):
-                    raise ValueError(f"hyp key '{f.name}' must be a whole number, got {v!r}")
+                    raise ValueError(f"hyp key '{f.name}' must be a whole number, got {short_repr(v)}")
                 v = int(v)
             elif isinstance(f.default, numbers.Real) and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
-                raise ValueError(f"hyp key '{f.name}' must be a number, got {v!r}")
+                raise ValueError(f"hyp key '{f.name}' must be a number, got {short_repr(v)}")
             values[f.name] = type(f.default)(v) if isinstance(f.default, float) else v
         return cls(**values)
 

@@ -37,7 +37,7 @@ import dataclasses
 
 import torch
 
-from utils.assign.simota import class_cost_table, row_iou, simota_match, slots_in_groups
+from utils.assign.simota import class_cost_table, row_iou, simota_match, simota_match_rows, slots_in_groups
 from utils.assign.result import AssignResult, LevelCandidates
 from models.geometry import cell_frame
 from utils.boxes import xywh2xyxy
@@ -76,8 +76,8 @@ class ComputeLossOTA(ComputeLoss):
     Hyp = OTAHyp
 
     def __init__(self, model, hyp, max_pair_elems: int = 2 ** 21):
-        """``max_pair_elems``: memory bound of the (targets, columns) tensors of one group of images
-        (at least one image per group); results do not depend on it."""
+        """``max_pair_elems``: memory bound of the (targets, columns) tensors of one group of images, or
+        of one chunk of an image's targets when one image alone exceeds it; results do not depend on it."""
         super().__init__(model, hyp)
         self.max_pair_elems = max_pair_elems
 
@@ -135,15 +135,23 @@ class ComputeLossOTA(ComputeLoss):
         t_boxes = xywh2xyxy(targets[t_order, 2:6] * gain)  # (n, 4) px
         t_cost_row = t_image * nc + targets[t_order, 1].long()  # row of c_cost
 
+        def pairs(r0: int, r1: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """(cost, iou) of target rows [r0, r1) against their images' columns, each (r1 - r0, C)."""
+            iou = row_iou(t_boxes[r0:r1], c_boxes.index_select(0, t_image[r0:r1]))
+            cost = c_cost.index_select(0, t_cost_row[r0:r1])  # class cost of each pair
+            return cost.add_(iou.add(1e-8).log_(), alpha=-h.ota_iou_weight), iou
+
         matched = torch.zeros((bs, n_c), dtype=torch.long, device=dev)  # row of t_order
         fg = torch.zeros((bs, n_c), dtype=torch.bool, device=dev)
         for i0, i1, r0, r1 in self._image_groups(torch.bincount(t_image, minlength=bs), n_c):
-            img = t_image[r0:r1]
-            iou = row_iou(t_boxes[r0:r1], c_boxes.index_select(0, img))  # (n, C)
-            cost = c_cost.index_select(0, t_cost_row[r0:r1])  # class cost of each pair
-            cost.add_(iou.add(1e-8).log_(), alpha=-h.ota_iou_weight)
-            m, f = simota_match(cost, iou, img - i0, col_valid[i0:i1], h.ota_topk)
-            matched[i0:i1], fg[i0:i1] = m + r0, f
+            if (r1 - r0) * n_c <= self.max_pair_elems or i1 - i0 > 1:
+                m, f = simota_match(*pairs(r0, r1), t_image[r0:r1] - i0, col_valid[i0:i1], h.ota_topk)
+            else:  # one image too crowded for one matrix: its target rows in chunks
+                step = max(1, self.max_pair_elems // n_c)
+                chunks = (pairs(q, min(q + step, r1)) for q in range(r0, r1, step))
+                m, f = simota_match_rows(chunks, col_valid[i0], h.ota_topk)
+            # row 0 where nothing matched: a group of images without targets starts at r0 = n
+            matched[i0:i1], fg[i0:i1] = (m + r0).masked_fill_(~f, 0), f
         matched_target = t_order[matched]  # (B, C)
         return matched_target[cols.image, col_slot], fg[cols.image, col_slot]
 
