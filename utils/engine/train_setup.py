@@ -31,7 +31,7 @@ from utils.engine.hyp import load_hyp, validate_hyp
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
-from utils.io.paths import RunDirError, RunLock, make_run_dir
+from utils.io.paths import RunDirError, RunLock, make_run_dir, write_atomic
 from utils.io.run_log import ResultsLogger, epoch_metrics
 
 LOGGER = logging.getLogger(__name__)
@@ -270,9 +270,6 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of the {info.world} processes")
     names = ["item"] if opt.single_cls else data["names"]
     nc = len(names)
-    if info.main:
-        yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
-        yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)
 
     strategy = loss_class(hyp.get("loss"))  # the one place the strategy name is resolved
     model = build_model(opt, strategy.head, nc, names, device)
@@ -294,10 +291,6 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
             rect=True, workers=opt.workers, pad=0.5, prefix="val: ", nc=len(data["names"]))
         if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
             check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
-        if not opt.resume and not opt.noplots:
-            from utils.io.plots import plot_labels
-
-            plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
     ema = ModelEMA(model) if info.main else None
     model = wrap_ddp(model, info, device, opt.sync_bn)
     compute_loss = strategy(model, strategy.train_hyp(hyp, nl=unwrap(model).model[-1].nl, nc=nc, imgsz=imgsz,
@@ -308,14 +301,30 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
                            world=info.world, speed=speed, save_dir=save_dir)
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
               compute_loss=compute_loss, stepper=stepper, ema=ema, speed=speed,
-              train_loader=train_loader, val_loader=val_loader, info=info,
-              results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0) if info.main else None)
+              train_loader=train_loader, val_loader=val_loader, info=info, results=None)
     if ckpt:
         restore(run, ckpt)
+    if info.main:
+        start_run_files(run, train_set)
     LOGGER.info("%s: %d train images, %d classes, loss '%s', image size %d, batch %d, %d epochs; "
                 "logging to %s", Path(data["yaml_file"]).name, len(train_set), nc,
                 hyp.get("loss", "yolov5"), imgsz, opt.batch_size, opt.epochs, save_dir)
     return run
+
+
+def start_run_files(run: Run, train_set: Any) -> None:
+    """The run's files, written only now that every check has passed (a failed start, ``--exist-ok``
+    into a finished run included, changes nothing in the folder): hyp.yaml, opt.yaml, labels.jpg and
+    results.csv (kept up to the resumed epoch)."""
+    opt, save_dir = run.opt, run.save_dir
+    write_atomic(save_dir / "hyp.yaml", yaml.safe_dump(run.hyp, sort_keys=False))
+    write_atomic(save_dir / "opt.yaml", yaml.safe_dump(dict(vars(opt)), sort_keys=False))
+    if not opt.resume and not opt.noplots:
+        from utils.io.plots import plot_labels
+
+        labels = [lb for lb in train_set.labels if len(lb)] or [np.zeros((0, 5))]
+        plot_labels(np.concatenate(labels), unwrap(run.model).names, save_dir)
+    run.results = ResultsLogger(save_dir, run.compute_loss.names, run.start_epoch)
 
 
 def restore(run: Run, ckpt: dict[str, Any]) -> None:

@@ -135,7 +135,10 @@ def run(model: torch.nn.Module, dataloader, names: list[str], *, conf_thres: flo
     if save_txt_labels and save_dir is not None:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     batches = tqdm(dataloader, desc=HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=not progress)
+    height = width = 0
     for batch_i, (im, targets, paths, shapes) in enumerate(batches):
+        if not len(im):  # every image of the batch failed to decode (the dataset warned)
+            continue
         with timers[0]:
             im = im.to(device, non_blocking=True)
             im = (im.half() if half else im.float()) / 255
