@@ -36,6 +36,7 @@ from utils.io.run_log import ResultsLogger, epoch_metrics
 
 LOGGER = logging.getLogger(__name__)
 # YOLOv5's defaults, used where neither the command line nor the dataset YAML's train_defaults set a value
+DEFAULT_PROJECT = Path(__file__).resolve().parents[2] / "runs" / "train"  # train.py --project (None = this)
 FALLBACK = {"epochs": 100, "batch_size": 16, "imgsz": 640, "optimizer": "SGD"}
 
 
@@ -145,24 +146,55 @@ def resolve_defaults(opt: argparse.Namespace, data: dict[str, Any], hyp: dict[st
     return validate_hyp({**hyp, **overrides}, f"{source} train_defaults") if overrides else hyp
 
 
+def in_run_folder(last: Path) -> bool:
+    """Whether a checkpoint sits in a run folder: ``<run>/weights/last.pt`` next to ``<run>/opt.yaml``."""
+    return last.parent.name == "weights" and (last.parent.parent / "opt.yaml").is_file()
+
+
+def latest_run(project: Path) -> tuple[Path, list[Path]]:
+    """The last.pt of the newest run under ``project`` that has one (by its last write), and the run
+    folders started after that write that have none (killed before their first epoch ended)."""
+    lasts = sorted((p for p in project.glob("**/weights/last.pt") if in_run_folder(p)), key=lambda p: p.stat().st_mtime)
+    if not lasts:
+        raise FileNotFoundError(f"--resume: no run with a weights/last.pt under {project}")
+    since = lasts[-1].stat().st_mtime
+    newer = sorted(f.parent for f in project.glob("**/opt.yaml")
+                   if f.stat().st_mtime > since and not (f.parent / "weights" / "last.pt").exists())
+    return lasts[-1], newer
+
+
 def resume_checkpoint(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The options and checkpoint of the run to resume: ``--resume`` = True (latest last.pt under
-    --project) or a path to a last.pt. The resumed run keeps its own options and folder."""
+    """The options and checkpoint of the run to resume: ``--resume`` = True (the newest run with a
+    last.pt under --project) or a path to a last.pt. The resumed run keeps its own options and writes
+    only into its own run folder; a last.pt outside one (a backup copy) is refused, unless
+    --project / --name name a new folder for it."""
+    new_dir = opt.project is not None or opt.name is not None
+    newer: list[Path] = []
     if opt.resume is True or opt.resume == "":
-        found = sorted(Path(opt.project).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"--resume: no last.pt found under {opt.project}")
-        path = found[-1]
+        path, newer = latest_run(Path(opt.project or DEFAULT_PROJECT))
     else:
         path = Path(opt.resume)
     ckpt = read_checkpoint(path)
     if ckpt.get("optimizer") is None:
         raise CheckpointError(f"--resume: {path} has no optimizer state (the run finished); "
                               f"start a new run with --weights {path}")
+    own = in_run_folder(path)
+    if not own and not new_dir:
+        raise CheckpointError(f"--resume: {path} is not inside a run folder (<run>/weights/last.pt next to "
+                              "<run>/opt.yaml); resume it into a new folder with --project/--name")
     new = argparse.Namespace(**{**vars(opt), **ckpt["opt"]})
     new.resume, new.weights = str(path), str(path)
-    new.save_dir = str(path.parent.parent)
-    LOGGER.info("resuming training from %s (epoch %d done)", path, ckpt["epoch"])
+    if own:
+        new.save_dir = str(path.parent.parent)
+    else:
+        new.project, new.name = opt.project or str(DEFAULT_PROJECT), opt.name or "exp"
+        new.save_dir, new.exist_ok = None, False
+    if newer:
+        LOGGER.warning("WARNING: --resume: resuming %s (epoch %d done), the newest run with a last.pt; newer runs "
+                       "without one (stopped before their first epoch ended): %s", path.parent.parent,
+                       ckpt["epoch"], ", ".join(map(str, newer)))
+    LOGGER.info("resuming training from %s (epoch %d done)%s", path, ckpt["epoch"],
+                "" if own else f" into a new run folder under {new.project}")
     return new, ckpt
 
 
@@ -201,7 +233,7 @@ def make_save_dir(opt: argparse.Namespace, info: DistInfo) -> tuple[Path, bool, 
     """runs/train/exp* chosen by rank 0 and shared with the other ranks -> (folder, created by this
     run, rank 0's lock on it). A folder another live run holds is refused (RunDirError)."""
     created, lock = False, None
-    if opt.resume:
+    if opt.resume and opt.save_dir:
         save_dir = Path(opt.save_dir)
     else:
         if info.main:
@@ -246,6 +278,7 @@ def setup(opt: argparse.Namespace) -> Run:
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_checkpoint(opt)
+    opt.project, opt.name = opt.project or str(DEFAULT_PROJECT), opt.name or "exp"
     verify.set_max_pixels(getattr(opt, "max_pixels", verify.DEFAULT_MAX_IMAGE_PIXELS))
     save_dir, created, lock = make_save_dir(opt, info)
     try:
