@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.compare.pack import parse_jobs  # noqa: E402  (after the sys.path line above)
-from utils.io.cli import HelpFormatter, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import HelpFormatter, interrupt_on_signals, non_negative_int, positive_int  # noqa: E402
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
@@ -131,5 +131,6 @@ def main(opt: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_signals()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main(parse_opt()))

@@ -19,7 +19,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.optim import OPTIMIZERS  # noqa: E402
-from utils.io.cli import HelpFormatter, add_max_pixels_flag, fraction, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import (HelpFormatter, add_max_pixels_flag, fraction, interrupt_on_signals,  # noqa: E402
+                          non_negative_int, positive_int)
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +74,7 @@ def main(opt: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_signals()
     # under torchrun only rank 0 logs progress; the other ranks report warnings and errors
     main_rank = int(os.getenv("RANK", "-1")) in (-1, 0)
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s")
