@@ -210,7 +210,7 @@ def test_coco_images_sharing_a_base_name_get_unique_names(tmp_path, caplog):
     assert cv2.imread(str(out / "images/train/001_2.png"))[0, 0, 0] == 200
     assert (out / "labels/train/001.txt").read_text().startswith("0 0.125000")
     assert (out / "labels/train/001_2.txt").read_text().startswith("0 0.625000")
-    assert f"{images / 'b/001.png'} shares the name 001.png with {images / 'a/001.png'}; written as 001_2.png" \
+    assert f"{images / 'b/001.png'} shares the base name 001 with {images / 'a/001.png'}; written as 001_2.png" \
         in caplog.text
 
 
@@ -231,7 +231,7 @@ def test_voc_images_sharing_a_stem_get_unique_label_files(tmp_path, caplog):
     images = sorted(p.name for p in (tmp_path / "out/images/train").iterdir())
     assert stats.images == 2 and len(labels) == 2 and len(images) == 2
     assert {Path(i).stem for i in images} == {Path(lb).stem for lb in labels}  # each image its own label file
-    assert "shares the name" in caplog.text
+    assert stats.images_renamed == 1 and "shares the base name x with" in caplog.text
 
 
 # ---- 5. a failed --exist-ok start changes nothing in the folder ----------------------------------
