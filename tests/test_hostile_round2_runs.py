@@ -302,7 +302,7 @@ def test_no_positive_in_an_epoch_warns_once(tiny_data, tmp_path, caplog):
     hyp.write_text("anchor_t: 1.0e-9\n")
     with caplog.at_level(logging.INFO):
         assert train_cli.main(opts(tiny_data, tmp_path, "--hyp", str(hyp), "--noautoanchor", epochs=2)) == 0
-    lines = [ln for ln in caplog.text.splitlines() if "no positive" in ln]
+    lines = [m for m in caplog.messages if "no positive" in m]
     assert lines == ["WARNING: epoch 0: the 'yolov5' assignment made no positive for any of the "
                      f"{lines[0].split(' of the ')[1].split()[0]} targets: the run learns only background "
                      "(check hyp anchor_t and the anchors, or the labels); said once per run"]

@@ -63,6 +63,7 @@ class Run:
     saved_epoch: int = -1  # the epoch last.pt holds (-1: none written yet)
     info: DistInfo = field(default_factory=DistInfo)
     lock: RunLock | None = None  # rank 0's hold on save_dir, released by the trainer at the end
+    warned: set[str] = field(default_factory=set)  # warnings said once per run
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -218,6 +219,13 @@ def build_model(opt: argparse.Namespace, head: str, nc: int, names: list[str], d
     return model.to(device)
 
 
+def warn_unlabelled(dataset: Any, split: str, consequence: str) -> None:
+    """One loud line when a split holds not a single labelled object (a run that looks fine and learns nothing)."""
+    if not any(len(lb) for lb in dataset.labels):
+        LOGGER.warning("WARNING: %snot one labelled object in the %d %s images: %s (check the labels folder "
+                       "next to the images)", dataset.prefix, len(dataset.labels), split, consequence)
+
+
 def freeze_layers(model: nn.Module, freeze: list[int]) -> None:
     """--freeze 10 freezes layers 0-9 (the backbone); --freeze 0 1 2 freezes those layers."""
     layers = freeze if len(freeze) > 1 else list(range(freeze[0]))
@@ -319,9 +327,11 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         rank=info.rank, nc=len(data["names"]))
     val_loader = None
     if info.main:
-        val_loader, _ = create_dataloader(
+        val_loader, val_set = create_dataloader(
             data["val"], imgsz, opt.batch_size // info.world * 2, gs, opt.single_cls, hyp=hyp, cache=opt.cache,
             rect=True, workers=opt.workers, pad=0.5, prefix="val: ", nc=len(data["names"]))
+        warn_unlabelled(train_set, "training", "the run learns only background")
+        warn_unlabelled(val_set, "validation", "every mAP will be 0")
         if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
             check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
     ema = ModelEMA(model) if info.main else None

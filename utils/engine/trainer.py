@@ -71,12 +71,15 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
                 disable=opt.quiet or not run.info.main)
     run.stepper.start_epoch()
     t_epoch = time.perf_counter()
-    n_finite = 0
+    n_finite = n_assigned = n_targets = 0
     for i, (imgs, targets, paths, _) in pbar:
         if not len(imgs):  # every image of the batch failed to decode (the dataset warned)
             continue
         plot_train_batch(run, i + nb * epoch, imgs, targets, paths)
         res = run.stepper.step(imgs, targets, i + nb * epoch, epoch)
+        assigned = getattr(run.compute_loss, "last_assignment", None)
+        if assigned is not None:
+            n_assigned, n_targets = n_assigned + sum(map(len, assigned)), n_targets + assigned.num_targets
         if res.finite:  # the mean is over the steps that counted
             mloss = (mloss * n_finite + res.items) / (n_finite + 1)
             n_finite += 1
@@ -88,6 +91,11 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     run.speed.images += len(run.train_loader.dataset)
     if opt.quiet and run.info.main:
         LOGGER.info(desc)
+    if n_targets and not n_assigned and "no positive" not in run.warned:
+        run.warned.add("no positive")
+        LOGGER.warning("WARNING: epoch %d: the '%s' assignment made no positive for any of the %d targets: the run "
+                       "learns only background (check hyp anchor_t and the anchors, or the labels); said once per "
+                       "run", epoch, run.hyp.get("loss", "yolov5"), n_targets)
     if not n_finite:  # logged as nan, not as a loss of 0
         LOGGER.warning("WARNING: epoch %d: every step was skipped (non-finite losses)", epoch)
         mloss.fill_(float("nan"))
