@@ -86,7 +86,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
     """The newest project/name* folder made with the same training settings, else a new one (only
     named, not made, when ``create`` is False)."""
-    from utils.io.paths import increment_path
+    from utils.io.paths import increment_path, write_atomic
 
     key = {k: getattr(opt, k) for k in SAME_IF}
     if not opt.new:
@@ -96,7 +96,7 @@ def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
                 return d
     exp = increment_path(Path(opt.project) / opt.name, mkdir=create)
     if create:
-        (exp / "compare.json").write_text(json.dumps(key, indent=1))
+        write_atomic(exp / "compare.json", json.dumps(key, indent=1))
     return exp
 
 
