@@ -308,6 +308,15 @@ def test_no_positive_in_an_epoch_warns_once(tiny_data, tmp_path, caplog):
                      "(check hyp anchor_t and the anchors, or the labels); said once per run"]
 
 
+def test_augmentations_that_drop_every_object_warn_once(tiny_data, tmp_path, caplog):
+    hyp = tmp_path / "hyp.persp.yaml"
+    hyp.write_text("perspective: 1.0e+6\n")
+    with caplog.at_level(logging.INFO):
+        assert train_cli.main(opts(tiny_data, tmp_path, "--hyp", str(hyp), epochs=2)) == 0
+    lines = [m for m in caplog.messages if "augmentations left" in m]
+    assert len(lines) == 1 and lines[0].startswith("WARNING: epoch 0: the augmentations left not one of the ")
+
+
 def test_all_background_train_split_warns(tmp_path, caplog):
     data = write_tiny_dataset(tmp_path / "ds")
     for f in (tmp_path / "ds/labels/train").glob("*.txt"):

@@ -77,9 +77,9 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
             continue
         plot_train_batch(run, i + nb * epoch, imgs, targets, paths)
         res = run.stepper.step(imgs, targets, i + nb * epoch, epoch)
+        n_targets += targets.shape[0]
         assigned = getattr(run.compute_loss, "last_assignment", None)
-        if assigned is not None:
-            n_assigned, n_targets = n_assigned + sum(map(len, assigned)), n_targets + assigned.num_targets
+        n_assigned += sum(map(len, assigned)) if assigned is not None else 1  # a loss without one: unknown
         if res.finite:  # the mean is over the steps that counted
             mloss = (mloss * n_finite + res.items) / (n_finite + 1)
             n_finite += 1
@@ -91,15 +91,27 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     run.speed.images += len(run.train_loader.dataset)
     if opt.quiet and run.info.main:
         LOGGER.info(desc)
+    warn_learns_nothing(run, epoch, n_targets, n_assigned)
+    if not n_finite:  # logged as nan, not as a loss of 0
+        LOGGER.warning("WARNING: epoch %d: every step was skipped (non-finite losses)", epoch)
+        mloss.fill_(float("nan"))
+    return mloss
+
+
+def warn_learns_nothing(run: Run, epoch: int, n_targets: int, n_assigned: int) -> None:
+    """Once per run, loudly: an epoch whose batches held no object although the split has labels (the
+    augmentations cut them all away), or whose assignment made no positive for any of its targets."""
+    labelled = sum(len(lb) for lb in run.train_loader.dataset.labels)
+    if not n_targets and labelled and "no targets" not in run.warned:
+        run.warned.add("no targets")
+        LOGGER.warning("WARNING: epoch %d: the augmentations left not one of the %d labelled objects in the training "
+                       "batches: the run learns only background (check hyp perspective, scale, translate, "
+                       "shear, degrees); said once per run", epoch, labelled)
     if n_targets and not n_assigned and "no positive" not in run.warned:
         run.warned.add("no positive")
         LOGGER.warning("WARNING: epoch %d: the '%s' assignment made no positive for any of the %d targets: the run "
                        "learns only background (check hyp anchor_t and the anchors, or the labels); said once per "
                        "run", epoch, run.hyp.get("loss", "yolov5"), n_targets)
-    if not n_finite:  # logged as nan, not as a loss of 0
-        LOGGER.warning("WARNING: epoch %d: every step was skipped (non-finite losses)", epoch)
-        mloss.fill_(float("nan"))
-    return mloss
 
 
 class TrainingDiverged(FloatingPointError):
