@@ -41,7 +41,6 @@ def interrupt_in_epoch(monkeypatch, epoch):
         return real(run, e)
 
     monkeypatch.setattr(trainer, "train_epoch", interrupted)
-    return real
 
 
 def corrupt_png_pixels(path: Path) -> None:
@@ -84,6 +83,19 @@ def test_undecodable_png_is_skipped_once_per_file_and_counted(tmp_path, caplog):
     assert (tmp_path / "runs/exp/weights/last.pt").is_file() and (tmp_path / "runs/exp/summary.json").is_file()
 
 
+def test_undecodable_image_in_a_loader_worker_is_skipped(tmp_path):
+    from utils.data.loader import create_dataloader
+
+    write_tiny_dataset(tmp_path / "ds")
+    corrupt_png_pixels(tmp_path / "ds/images/val/000002.png")
+    loader, dataset = create_dataloader(str(tmp_path / "ds/images/val"), 64, 2, 32, rect=True, workers=2,
+                                        prefix="val: ")
+    for _ in range(2):  # the second pass does not try the file again
+        seen = [p for _, _, paths, _ in loader for p in paths]
+        assert len(seen) == 3 and not any(p.endswith("000002.png") for p in seen)
+    assert dataset.unreadable == 1
+
+
 def test_last_pt_is_written_before_validation_can_fail(tiny_data, tmp_path, monkeypatch, caplog):
     def broken_validation(*args, **kwargs):
         raise FileNotFoundError("validation broke")
@@ -104,9 +116,7 @@ def interrupted_run(tiny_data, tmp_path_factory):
     project = tmp_path_factory.mktemp("interrupted")
     mp = pytest.MonkeyPatch()
     try:
-        real = trainer.train_epoch
-        mp.setattr(trainer, "train_epoch", lambda run, e: (_ for _ in ()).throw(KeyboardInterrupt) if e == 1
-                   else real(run, e))
+        interrupt_in_epoch(mp, 1)
         with pytest.raises(KeyboardInterrupt):
             trainer.train(opts(tiny_data, project, epochs=3))
     finally:
