@@ -94,6 +94,10 @@ def test_undecodable_image_in_a_loader_worker_is_skipped(tmp_path):
         seen = [p for _, _, paths, _ in loader for p in paths]
         assert len(seen) == 3 and not any(p.endswith("000002.png") for p in seen)
     assert dataset.unreadable == 1
+    from utils.eval.validator import coco_ground_truth
+
+    gt = coco_ground_truth(dataset, ["a", "b", "c", "d", "e"])  # val.py --save-json: the skipped image is no miss
+    assert len(gt["images"]) == 3 and "000002.png" not in {im["file_name"] for im in gt["images"]}
 
 
 def test_last_pt_is_written_before_validation_can_fail(tiny_data, tmp_path, monkeypatch, caplog):

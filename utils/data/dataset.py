@@ -118,6 +118,10 @@ class LoadImagesAndLabels(Dataset):
         """How many images failed to decode at load time so far (each is skipped)."""
         return int(self._undecodable.sum())
 
+    def skipped(self, i: int) -> bool:
+        """Whether image ``i`` failed to decode and is left out."""
+        return bool(self._undecodable[i])
+
     def skip_undecodable(self, i: int) -> None:
         """Mark image ``i`` as undecodable; the first time, one warning naming it and the count."""
         if self._undecodable[i]:
