@@ -40,7 +40,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.compare.pack import parse_jobs  # noqa: E402  (after the sys.path line above)
-from utils.io.cli import HelpFormatter, image_size, non_negative_int, seed, positive_int  # noqa: E402
+from utils.io.cli import (HelpFormatter, image_size, interrupt_on_signals, non_negative_int,  # noqa: E402
+                          positive_int, seed)
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
@@ -119,7 +120,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
     """The newest project/name* folder made with the same training settings, else a new one (only
     named, not made, when ``create`` is False)."""
-    from utils.io.paths import increment_path
+    from utils.io.paths import increment_path, write_atomic
 
     key = {k: getattr(opt, k) for k in SAME_IF}
     if not opt.new:
@@ -129,7 +130,7 @@ def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
                 return d
     exp = increment_path(Path(opt.project) / opt.name, mkdir=create)
     if create:
-        (exp / "compare.json").write_text(json.dumps({"settings": key, "looks": []}, indent=1))
+        write_atomic(exp / "compare.json", json.dumps({"settings": key, "looks": []}, indent=1))
     return exp
 
 
@@ -181,5 +182,6 @@ def main(opt: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_signals()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main(parse_opt()))

@@ -3,7 +3,7 @@
     python train.py                                      # built-in shapes dataset, yolov5n, hyp.scratch.yaml
     python train.py --hyp hyp.ota.yaml                   # a bare hyp name is looked up in hyp/
     python train.py --data data/bccd.yaml --cfg models/yolov5n.yaml --hyp hyp/hyp.scratch.yaml --img 320
-    python train.py --resume                             # continue the latest run (or --resume path/to/last.pt)
+    python train.py --resume                             # continue the newest run with a last.pt (or --resume path/to/last.pt)
     torchrun --nproc_per_node 2 train.py --batch-size 32 # DDP: NCCL on GPUs, Gloo on CPU; --batch-size is the total
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.optim import OPTIMIZERS  # noqa: E402
-from utils.io.cli import (HelpFormatter, add_max_pixels_flag, fraction, image_size, non_negative_int,  # noqa: E402
-                          positive_int, seed)
+from utils.io.cli import (HelpFormatter, add_max_pixels_flag, fraction, image_size, interrupt_on_signals,  # noqa: E402
+                          non_negative_int, positive_int, seed)
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,8 +44,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default=None, help="optimizer (default: train_defaults, else SGD)")
     p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers")
-    p.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name (default: runs/train)")
-    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--project", default=None, help="save to project/name (default: runs/train); with --resume of "
+                   "a last.pt outside its run folder, a new folder for it")
+    p.add_argument("--name", default=None, help="save to project/name (default: exp)")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
     p.add_argument("--label-smoothing", type=fraction, default=0.0, help="label smoothing epsilon")
@@ -73,6 +74,7 @@ def main(opt: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_signals()
     # under torchrun only rank 0 logs progress; the other ranks report warnings and errors
     main_rank = int(os.getenv("RANK", "-1")) in (-1, 0)
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s")

@@ -14,6 +14,8 @@ Rules:
 - ``bbox`` is ``[x_left, y_top, w, h]`` pixels; an object without a usable bbox takes the box
   around its segmentation polygons. Boxes are clipped to the image (counted) and dropped with a
   warning when no area is left.
+- two images that share a base name in different folders (``a/001.png``, ``b/001.png``) never
+  overwrite each other: the later one is written as ``001_2.png`` (warned and counted).
 - every image in the JSON gets a label file (empty = background); an image file that is missing
   is skipped with a warning. A JSON that does not parse or has no ``images`` list stops the
   conversion with one line naming the file.
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.converters.common import (ConverterError, check_fractions, hash_split, image_size,
+from data.converters.common import (ConverterError, UniqueNames, check_fractions, hash_split, image_size,
                                     place_image, run_cli, write_dataset_yaml, write_labels, yolo_row)
 from utils.io.cli import HelpFormatter
 
@@ -38,9 +40,10 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclass
 class CocoStats:
-    """Counts: images written / missing / background, boxes written, crowd skipped, clipped, dropped."""
+    """Counts: images written / renamed / missing / background, boxes written, crowd skipped, clipped, dropped."""
 
     images: int = 0
+    images_renamed: int = 0
     images_missing: int = 0
     backgrounds: int = 0
     boxes_written: int = 0
@@ -145,7 +148,7 @@ def convert_coco(json_file: str | Path, images_dir: str | Path, out: str | Path,
     anns = defaultdict(list)
     for a in data.get("annotations", []):
         anns[a.get("image_id")].append(a)
-    stats = CocoStats()
+    stats, unique = CocoStats(), UniqueNames()
     for img in data["images"]:
         src = images_dir / str(img.get("file_name", ""))
         if not img.get("file_name") or not src.is_file():
@@ -156,8 +159,9 @@ def convert_coco(json_file: str | Path, images_dir: str | Path, out: str | Path,
         if not all(isinstance(v, (int, float)) and v > 0 for v in size):
             size = image_size(src)  # COCO requires width/height; hand-made JSONs often omit them
         rows = _image_rows(img, tuple(map(float, size)), anns[img.get("id")], id_map, json_file, stats)
-        name = Path(img["file_name"]).name
-        to = split or hash_split(name, val_fraction, test_fraction, seed)
+        to = split or hash_split(src.name, val_fraction, test_fraction, seed)
+        name = unique.claim(to, src, src.name)
+        stats.images_renamed += name != src.name
         place_image(src, out / "images" / to / name, link)
         write_labels(out, to, Path(name).stem, rows)
         stats.images += 1
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     def convert() -> str:
         st, names = convert_coco(a.json, a.images, a.out, a.split, not a.copy, a.val_fraction, a.test_fraction,
                                  a.seed)
-        return (f"{st.images} images ({st.per_split}, {st.backgrounds} background, {st.images_missing} missing), "
+        return (f"{st.images} images ({st.per_split}, {st.backgrounds} background, {st.images_missing} missing, "
+                f"{st.images_renamed} renamed), "
                 f"{st.boxes_written} boxes ({st.boxes_from_polygon} from polygons, {st.boxes_clipped} clipped), "
                 f"{st.crowd_skipped} crowd skipped, {st.boxes_dropped} dropped, {len(names)} classes "
                 f"-> {Path(a.out) / 'data.yaml'}")

@@ -60,6 +60,28 @@ def place_image(src: Path, dst: Path, link: bool = True) -> None:
     shutil.copy2(src, dst)
 
 
+class UniqueNames:
+    """The output names of one conversion. Labels are ``<stem>.txt``, so two images of one split that
+    share a base name (``a/001.png`` and ``b/001.png``, or ``x.jpg`` and ``x.png``) would share a label
+    file: the later one is written as ``<stem>_2<suffix>`` (``_3`` ...) with a warning naming both."""
+
+    def __init__(self) -> None:
+        self.taken: dict[tuple[str, str], Path] = {}  # (split, stem) -> the source that has it
+
+    def claim(self, split: str, src: Path, name: str) -> str:
+        """The free output name for ``src`` (to be written as ``name``) in ``split``."""
+        stem, suffix = Path(name).stem, Path(name).suffix
+        out, n = name, 1
+        while (split, Path(out).stem) in self.taken:
+            n += 1
+            out = f"{stem}_{n}{suffix}"
+        if out != name:
+            logging.getLogger(__name__).warning("%s shares the base name %s with %s; written as %s", src, stem,
+                                                self.taken[split, stem], out)
+        self.taken[split, Path(out).stem] = src
+        return out
+
+
 def image_size(im_file: Path) -> tuple[int, int]:
     """(w, h) pixels read from the image header, or ConverterError naming the file."""
     try:

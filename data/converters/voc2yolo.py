@@ -20,6 +20,8 @@ Rules:
   when ``<size>`` is absent); clipped boxes are counted.
 - boxes with xmax <= xmin or ymax <= ymin, or with no area left after clipping, are dropped
   with one warning line each.
+- images of one split that share a base name (``x.jpg`` and ``x.png``) never share a label file: the
+  later one is written as ``x_2.png`` (warned and counted).
 - ``<difficult>1`` objects are kept by default (they are real objects; YOLOv5's VOC script
   drops them); ``--skip-difficult`` drops them.
 - an XML that does not parse, or a source without images or XMLs, stops the conversion with
@@ -36,7 +38,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.converters.common import (ConverterError, check_fractions, hash_split, image_size,
+from data.converters.common import (ConverterError, UniqueNames, check_fractions, hash_split, image_size,
                                     place_image, run_cli, write_dataset_yaml, write_labels, yolo_row)
 from utils.data.verify import IMG_FORMATS
 from utils.io.cli import HelpFormatter
@@ -50,6 +52,7 @@ class VocStats:
     """Counts per conversion: images (backgrounds among them, XMLs without an image), boxes, per split."""
 
     images: int = 0
+    images_renamed: int = 0
     backgrounds: int = 0
     images_missing: int = 0
     boxes_read: int = 0
@@ -117,7 +120,7 @@ def _box_row(obj: tuple, names: list[str], keep_difficult: bool, w: int, h: int,
 
 
 def _convert_one(item: Item, out: Path, names: list[str], keep_difficult: bool, link: bool,
-                 stats: VocStats) -> None:
+                 stats: VocStats, unique: UniqueNames) -> None:
     wh, objs = None, []
     if item.xml is not None:
         _, wh, objs = _parse_xml(item.xml)
@@ -131,8 +134,10 @@ def _convert_one(item: Item, out: Path, names: list[str], keep_difficult: bool, 
             LOGGER.warning("%s: dropping object %r: %s", item.xml, obj[0], why)
         else:
             rows.append(row)
-    place_image(item.image, out / "images" / item.split / item.image.name, link)
-    write_labels(out, item.split, item.image.stem, rows)
+    name = unique.claim(item.split, item.image, item.image.name)
+    stats.images_renamed += name != item.image.name
+    place_image(item.image, out / "images" / item.split / name, link)
+    write_labels(out, item.split, Path(name).stem, rows)
     stats.boxes_written += len(rows)
     stats.backgrounds += not rows
     stats.images += 1
@@ -222,9 +227,10 @@ def convert_voc(source: str | Path, out: str | Path, names: list[str] | None = N
     names = list(names) if names else discover_names(items)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    unique = UniqueNames()
     try:
         for item in items:
-            _convert_one(item, tmp, names, keep_difficult, link, stats)
+            _convert_one(item, tmp, names, keep_difficult, link, stats, unique)
         if write_yaml:
             write_dataset_yaml(tmp, names, list(stats.per_split))
         os.rename(tmp, out)
@@ -251,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     def convert() -> str:
         st = convert_voc(a.source, a.out, a.names, a.splits, not a.skip_difficult, not a.copy,
                          val_fraction=a.val_fraction, test_fraction=a.test_fraction, seed=a.seed)
-        return (f"{st.images} images ({st.per_split}, {st.backgrounds} background, {st.images_missing} XMLs "
-                f"without image), {st.boxes_read} boxes read, {st.boxes_written} written ({st.boxes_clipped} "
+        return (f"{st.images} images ({st.per_split}, {st.backgrounds} background, {st.images_renamed} renamed, "
+                f"{st.images_missing} XMLs without image), {st.boxes_read} boxes read, {st.boxes_written} written ({st.boxes_clipped} "
                 f"clipped), {st.boxes_dropped} dropped -> {Path(a.out) / 'data.yaml'}")
 
     return run_cli(convert)

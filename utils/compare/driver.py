@@ -34,6 +34,7 @@ from utils.compare.runs import RunRecord, find_runs, note_end, note_start, read_
 from utils.compare.stats import ALPHA, Look, auto_rounds, seed_schedule, spending
 from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
+from utils.io.paths import write_atomic
 from utils.loss import loss_class
 
 LOGGER = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def record_look(exp: Path, jobs: list[Job]) -> None:
     looks, new = recorded_looks(exp, jobs)
     if new and (exp / "compare.json").exists():
         state["looks"] = [{k: list(v) for k, v in look.seeds.items()} for look in looks]
-        (exp / "compare.json").write_text(json.dumps(state, indent=1))
+        write_atomic(exp / "compare.json", json.dumps(state, indent=1))
 
 
 def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int, command: str,

@@ -28,6 +28,7 @@ LOGGER = logging.getLogger(__name__)
 # memory (the probe is the first strategy's run): leave this factor of room per run
 MEMORY_SAFETY = 1.5
 POLL_S = 0.5
+STOP_WAIT_S = 60.0  # for the runs to save and exit after a SIGTERM, before they are killed
 
 
 def parse_jobs(text: str) -> int | str:
@@ -188,8 +189,34 @@ class Packer:
                     ", ".join(f"{n} on GPU {g}" for g, n in self.capacity.items()),
                     split_workers(self.max_workers, self.cores, self.total))
 
+    def stop_all(self) -> None:
+        """SIGTERM to every run (train.py stops as on Ctrl-C: last.pt keeps the last finished epoch and the
+        same command resumes it), then wait; a run still alive after STOP_WAIT_S is killed."""
+        for r in self.running:
+            if r.proc.poll() is None:
+                r.proc.terminate()
+        deadline = time.time() + STOP_WAIT_S
+        for r in self.running:
+            try:
+                r.proc.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("[%s] did not stop within %.0f s; killing it", r.job.name, STOP_WAIT_S)
+                r.proc.kill()
+                r.proc.wait()
+            r.log.close()
+            LOGGER.info("[%s] stopped; the same command resumes it", r.job.name)
+        self.running = []
+
     def run(self, pending: list[PackJob], finished: Callable[[PackJob, int, Path], None]) -> None:
-        pending = list(pending)
+        """Start and reap the runs; an interrupt (Ctrl-C, SIGTERM) or error here stops the running ones
+        first, so no train.py outlives this process."""
+        try:
+            self._run(list(pending), finished)
+        except BaseException:
+            self.stop_all()
+            raise
+
+    def _run(self, pending: list[PackJob], finished: Callable[[PackJob, int, Path], None]) -> None:
         while pending or self.running:
             for g in self.gpus:
                 while pending and sum(r.gpu == g for r in self.running) < self.capacity[g]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from utils.io.paths import write_atomic
 from utils.io.run_log import read_results
 from utils.io.yaml_file import load_yaml
 
@@ -63,7 +64,7 @@ def note_start(folder: Path) -> float:
     now = time.time()
     times.setdefault("started", now)
     times["launched"] = now
-    (folder / TIMES).write_text(json.dumps(times))
+    write_atomic(folder / TIMES, json.dumps(times))
     return now
 
 
@@ -73,7 +74,7 @@ def note_end(folder: Path) -> None:
     now = time.time()
     times["finished"] = now
     times["train_s"] = times.get("train_s", 0.0) + now - times.get("launched", now)
-    (folder / TIMES).write_text(json.dumps(times))
+    write_atomic(folder / TIMES, json.dumps(times))
 
 
 def read_run(folder: Path) -> RunRecord | None:

@@ -9,6 +9,10 @@ One item is ``(img, labels, path, shapes)``:
 - ``shapes``: ``((h0, w0), ((h / h0, w / w0), (pad_w, pad_h)))`` for letterboxed items, so
   ``scale_boxes(img.shape[1:], boxes, *shapes)`` maps boxes back to the original image; ``None``
   for mosaic items (as YOLOv5).
+
+An image that passed the scan but fails to decode at load time (valid CRCs, corrupt pixel data) makes
+its item ``None``, which ``collate_fn`` leaves out: it is skipped with one warning naming it, once
+per run whichever worker meets it first, and counted (:attr:`LoadImagesAndLabels.unreadable`).
 """
 from __future__ import annotations
 
@@ -41,6 +45,14 @@ def _reduced_flag(r: float) -> tuple[int, int]:
         if r * k <= 1:
             return flag, k
     return cv2.IMREAD_COLOR, 1
+
+
+class UndecodableImage(OSError):
+    """An image file that passed the scan but cannot be decoded; ``index`` is its item."""
+
+    def __init__(self, index: int, im_file: str) -> None:
+        super().__init__(f"cannot decode {im_file}")
+        self.index = index
 
 
 class LoadImagesAndLabels(Dataset):
@@ -83,6 +95,7 @@ class LoadImagesAndLabels(Dataset):
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._indices = torch.arange(self.n).share_memory_()
         self._mosaic = torch.tensor([augment and not self.rect], dtype=torch.bool).share_memory_()
+        self._undecodable = torch.zeros(self.n, dtype=torch.bool).share_memory_()  # seen by every worker
         self.batch = np.floor(np.arange(self.n) / batch_size).astype(int)
         if self.rect:
             self._make_rect(batch_size, pad)
@@ -99,6 +112,23 @@ class LoadImagesAndLabels(Dataset):
     @mosaic.setter
     def mosaic(self, value: bool) -> None:
         self._mosaic[0] = bool(value)
+
+    @property
+    def unreadable(self) -> int:
+        """How many images failed to decode at load time so far (each is skipped)."""
+        return int(self._undecodable.sum())
+
+    def skipped(self, i: int) -> bool:
+        """Whether image ``i`` failed to decode and is left out."""
+        return bool(self._undecodable[i])
+
+    def skip_undecodable(self, i: int) -> None:
+        """Mark image ``i`` as undecodable; the first time, one warning naming it and the count."""
+        if self._undecodable[i]:
+            return
+        self._undecodable[i] = True
+        LOGGER.warning("%sWARNING: skipping %s: the image cannot be decoded (%d skipped in this split)",
+                       self.prefix, self.im_files[i], self.unreadable)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose augmentations ``__getitem__`` draws (shared memory: reaches persistent workers)."""
@@ -143,21 +173,30 @@ class LoadImagesAndLabels(Dataset):
         nbytes = 0
         for i in tqdm(range(self.n), desc=f"{self.prefix}Caching images ({mode})", disable=self.n < 64):
             if mode == "disk":
-                if not os.path.exists(self.npy_files[i]) and not self._write_npy(i):
-                    self.cache_mode = None
-                    return
+                if not os.path.exists(self.npy_files[i]):
+                    im = cv2.imread(self.im_files[i])
+                    if im is None:
+                        self.skip_undecodable(i)
+                        continue
+                    if not self._write_npy(i, im):
+                        self.cache_mode = None
+                        return
                 nbytes += os.path.getsize(self.npy_files[i])
             else:
-                self.ims[i] = self.load_image(i)[0]
+                try:
+                    self.ims[i] = self.load_image(i)[0]
+                except UndecodableImage:
+                    self.skip_undecodable(i)
+                    continue
                 nbytes += self.ims[i].nbytes
         LOGGER.info("%sCached %d images (%.2f GB %s)", self.prefix, self.n, nbytes / 1e9, mode)
 
-    def _write_npy(self, i: int) -> bool:
-        """Image i decoded into its .npy beside the image; False (and a warning) where that folder is
-        read-only, after which images are read from their files (as the label cache falls back)."""
+    def _write_npy(self, i: int, im: np.ndarray) -> bool:
+        """Image i (decoded: ``im``) into its .npy beside the image; False (and a warning) where that folder
+        is read-only, after which images are read from their files (as the label cache falls back)."""
         tmp = self.npy_files[i] + f".{os.getpid()}.tmp.npy"
         try:
-            np.save(tmp, cv2.imread(self.im_files[i]), allow_pickle=False)
+            np.save(tmp, im, allow_pickle=False)
             os.replace(tmp, self.npy_files[i])
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)
@@ -188,8 +227,8 @@ class LoadImagesAndLabels(Dataset):
             im = cv2.imread(self.im_files[i], flag)
             if im is not None and k > 1 and im.shape[:2] != (math.ceil(h0 / k), math.ceil(w0 / k)):
                 im, k = cv2.imread(self.im_files[i]), 1  # disagrees with the scanned size: decode fully
-        if im is None:
-            raise FileNotFoundError(f"Image Not Found {self.im_files[i]}")
+        if im is None or self._undecodable[i]:
+            raise UndecodableImage(i, self.im_files[i])
         if k == 1:
             h0, w0 = im.shape[:2]
         size = (math.ceil(w0 * r), math.ceil(h0 * r))
@@ -224,7 +263,15 @@ class LoadImagesAndLabels(Dataset):
                                              perspective=hp["perspective"])
         return img, labels, shapes
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any] | None:
+        """The item, or None when one of its images cannot be decoded (see the module docstring)."""
+        try:
+            return self._get_item(index)
+        except UndecodableImage as e:
+            self.skip_undecodable(e.index)
+            return None
+
+    def _get_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
         if self.augment:  # the augmentations draw from Python's and NumPy's global generators
             seed = self.item_seed(index)
             random.seed(seed)
@@ -259,7 +306,12 @@ class LoadImagesAndLabels(Dataset):
 
     @staticmethod
     def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
-        """-> (imgs uint8 (bs, 3, H, W), targets float32 (n, 6) [img_idx, cls, x, y, w, h], paths, shapes)."""
+        """-> (imgs uint8 (bs, 3, H, W), targets float32 (n, 6) [img_idx, cls, x, y, w, h], paths, shapes).
+
+        Skipped items (None) are left out; a batch of skipped items only has bs = 0."""
+        batch = [b for b in batch if b is not None]
+        if not batch:
+            return torch.zeros((0, 3, 0, 0), dtype=torch.uint8), torch.zeros((0, 6)), (), ()
         im, label, path, shapes = zip(*batch)
         for i, lb in enumerate(label):
             lb[:, 0] = i

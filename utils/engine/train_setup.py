@@ -32,11 +32,12 @@ from utils.engine.hyp import load_hyp, validate_hyp
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
-from utils.io.paths import RunDirError, RunLock, make_run_dir
+from utils.io.paths import RunDirError, RunLock, make_run_dir, write_atomic
 from utils.io.run_log import ResultsLogger, epoch_metrics
 
 LOGGER = logging.getLogger(__name__)
 # YOLOv5's defaults, used where neither the command line nor the dataset YAML's train_defaults set a value
+DEFAULT_PROJECT = Path(__file__).resolve().parents[2] / "runs" / "train"  # train.py --project (None = this)
 FALLBACK = {"epochs": 100, "batch_size": 16, "imgsz": 640, "optimizer": "SGD"}
 
 
@@ -63,6 +64,7 @@ class Run:
     saved_epoch: int = -1  # the epoch last.pt holds (-1: none written yet)
     info: DistInfo = field(default_factory=DistInfo)
     lock: RunLock | None = None  # rank 0's hold on save_dir, released by the trainer at the end
+    warned: set[str] = field(default_factory=set)  # warnings said once per run
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -149,24 +151,55 @@ def resolve_defaults(opt: argparse.Namespace, data: dict[str, Any], hyp: dict[st
     return validate_hyp({**hyp, **overrides}, f"{source} train_defaults") if overrides else hyp
 
 
+def in_run_folder(last: Path) -> bool:
+    """Whether a checkpoint sits in a run folder: ``<run>/weights/last.pt`` next to ``<run>/opt.yaml``."""
+    return last.parent.name == "weights" and (last.parent.parent / "opt.yaml").is_file()
+
+
+def latest_run(project: Path) -> tuple[Path, list[Path]]:
+    """The last.pt of the newest run under ``project`` that has one (by its last write), and the run
+    folders started after that write that have none (killed before their first epoch ended)."""
+    lasts = sorted((p for p in project.glob("**/weights/last.pt") if in_run_folder(p)), key=lambda p: p.stat().st_mtime)
+    if not lasts:
+        raise FileNotFoundError(f"--resume: no run with a weights/last.pt under {project}")
+    since = lasts[-1].stat().st_mtime
+    newer = sorted(f.parent for f in project.glob("**/opt.yaml")
+                   if f.stat().st_mtime > since and not (f.parent / "weights" / "last.pt").exists())
+    return lasts[-1], newer
+
+
 def resume_checkpoint(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The options and checkpoint of the run to resume: ``--resume`` = True (latest last.pt under
-    --project) or a path to a last.pt. The resumed run keeps its own options and folder."""
+    """The options and checkpoint of the run to resume: ``--resume`` = True (the newest run with a
+    last.pt under --project) or a path to a last.pt. The resumed run keeps its own options and writes
+    only into its own run folder; a last.pt outside one (a backup copy) is refused, unless
+    --project / --name name a new folder for it."""
+    new_dir = opt.project is not None or opt.name is not None
+    newer: list[Path] = []
     if opt.resume is True or opt.resume == "":
-        found = sorted(Path(opt.project).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"--resume: no last.pt found under {opt.project}")
-        path = found[-1]
+        path, newer = latest_run(Path(opt.project or DEFAULT_PROJECT))
     else:
         path = Path(opt.resume)
     ckpt = read_checkpoint(path)
     if ckpt.get("optimizer") is None:
         raise CheckpointError(f"--resume: {path} has no optimizer state (the run finished); "
                               f"start a new run with --weights {path}")
+    own = in_run_folder(path)
+    if not own and not new_dir:
+        raise CheckpointError(f"--resume: {path} is not inside a run folder (<run>/weights/last.pt next to "
+                              "<run>/opt.yaml); resume it into a new folder with --project/--name")
     new = argparse.Namespace(**{**vars(opt), **ckpt["opt"]})
     new.resume, new.weights = str(path), str(path)
-    new.save_dir = str(path.parent.parent)
-    LOGGER.info("resuming training from %s (epoch %d done)", path, ckpt["epoch"])
+    if own:
+        new.save_dir = str(path.parent.parent)
+    else:
+        new.project, new.name = opt.project or str(DEFAULT_PROJECT), opt.name or "exp"
+        new.save_dir, new.exist_ok = None, False
+    if newer:
+        LOGGER.warning("WARNING: --resume: resuming %s (epoch %d done), the newest run with a last.pt; newer runs "
+                       "without one (stopped before their first epoch ended): %s", path.parent.parent,
+                       ckpt["epoch"], ", ".join(map(str, newer)))
+    LOGGER.info("resuming training from %s (epoch %d done)%s", path, ckpt["epoch"],
+                "" if own else f" into a new run folder under {new.project}")
     return new, ckpt
 
 
@@ -190,6 +223,13 @@ def build_model(opt: argparse.Namespace, head: str, nc: int, names: list[str], d
     return model.to(device)
 
 
+def warn_unlabelled(dataset: Any, split: str, consequence: str) -> None:
+    """One loud line when a split holds not a single labelled object (a run that looks fine and learns nothing)."""
+    if not any(len(lb) for lb in dataset.labels):
+        LOGGER.warning("WARNING: %snot one labelled object in the %d %s images: %s (check the labels folder "
+                       "next to the images)", dataset.prefix, len(dataset.labels), split, consequence)
+
+
 def freeze_layers(model: nn.Module, freeze: list[int]) -> None:
     """--freeze 10 freezes layers 0-9 (the backbone); --freeze 0 1 2 freezes those layers."""
     layers = freeze if len(freeze) > 1 else list(range(freeze[0]))
@@ -210,7 +250,7 @@ def make_save_dir(opt: argparse.Namespace, info: DistInfo) -> tuple[Path, bool, 
     """runs/train/exp* chosen by rank 0 and shared with the other ranks -> (folder, created by this
     run, rank 0's lock on it). A folder another live run holds is refused (RunDirError)."""
     created, lock = False, None
-    if opt.resume:
+    if opt.resume and opt.save_dir:
         save_dir = Path(opt.save_dir)
     else:
         if info.main:
@@ -255,6 +295,7 @@ def setup(opt: argparse.Namespace) -> Run:
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_checkpoint(opt)
+    opt.project, opt.name = opt.project or str(DEFAULT_PROJECT), opt.name or "exp"
     verify.set_max_pixels(getattr(opt, "max_pixels", verify.DEFAULT_MAX_IMAGE_PIXELS))
     save_dir, created, lock = make_save_dir(opt, info)
     try:
@@ -283,9 +324,6 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         raise CheckpointError(f"--resume: {opt.resume} was trained on {len(ckpt.get('names') or ())} classes but "
                               f"{opt.data} now has {nc}; the class count changed, so the run cannot continue: start "
                               f"a new run with --weights {opt.resume} (its matching layers are transferred)")
-    if info.main:
-        yaml.safe_dump(hyp, open(save_dir / "hyp.yaml", "w"), sort_keys=False)
-        yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)
 
     strategy = loss_class(hyp.get("loss"))  # the one place the strategy name is resolved
     model = build_model(opt, strategy.head, nc, names, device)
@@ -302,15 +340,13 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         rank=info.rank, nc=len(data["names"]))
     val_loader = None
     if info.main:
-        val_loader, _ = create_dataloader(
+        val_loader, val_set = create_dataloader(
             data["val"], imgsz, opt.batch_size // info.world * 2, gs, opt.single_cls, hyp=hyp, cache=opt.cache,
             rect=True, workers=opt.workers, pad=0.5, prefix="val: ", nc=len(data["names"]))
+        warn_unlabelled(train_set, "training", "the run learns only background")
+        warn_unlabelled(val_set, "validation", "every mAP will be 0")
         if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
             check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
-        if not opt.resume and not opt.noplots:
-            from utils.io.plots import plot_labels
-
-            plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
     ema = ModelEMA(model) if info.main else None
     model = wrap_ddp(model, info, device, opt.sync_bn)
     compute_loss = strategy(model, strategy.train_hyp(hyp, nl=unwrap(model).model[-1].nl, nc=nc, imgsz=imgsz,
@@ -321,14 +357,30 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
                            world=info.world, speed=speed, save_dir=save_dir)
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
               compute_loss=compute_loss, stepper=stepper, ema=ema, speed=speed,
-              train_loader=train_loader, val_loader=val_loader, info=info,
-              results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0) if info.main else None)
+              train_loader=train_loader, val_loader=val_loader, info=info, results=None)
     if ckpt:
         restore(run, ckpt)
+    if info.main:
+        start_run_files(run, train_set)
     LOGGER.info("%s: %d train images, %d classes, loss '%s', image size %d, batch %d, %d epochs; "
                 "logging to %s", Path(data["yaml_file"]).name, len(train_set), nc,
                 hyp.get("loss", "yolov5"), imgsz, opt.batch_size, opt.epochs, save_dir)
     return run
+
+
+def start_run_files(run: Run, train_set: Any) -> None:
+    """The run's files, written only now that every check has passed (a failed start, ``--exist-ok``
+    into a finished run included, changes nothing in the folder): hyp.yaml, opt.yaml, labels.jpg and
+    results.csv (kept up to the resumed epoch)."""
+    opt, save_dir = run.opt, run.save_dir
+    write_atomic(save_dir / "hyp.yaml", yaml.safe_dump(run.hyp, sort_keys=False))
+    write_atomic(save_dir / "opt.yaml", yaml.safe_dump(dict(vars(opt)), sort_keys=False))
+    if not opt.resume and not opt.noplots:
+        from utils.io.plots import plot_labels
+
+        labels = [lb for lb in train_set.labels if len(lb)] or [np.zeros((0, 5))]
+        plot_labels(np.concatenate(labels), unwrap(run.model).names, save_dir)
+    run.results = ResultsLogger(save_dir, run.compute_loss.names, run.start_epoch)
 
 
 def restore(run: Run, ckpt: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from utils.io.checkpoint import (NonFiniteCheckpoint, load_checkpoint, make_chec
 from utils.engine.distributed import broadcast, cleanup, replicas_identical
 from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
+from utils.io.paths import RunDirError, write_atomic
 from utils.io.run_log import plot_results
 from utils.engine.train_setup import Run, rng_state, setup
 
@@ -70,10 +71,15 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
                 disable=opt.quiet or not run.info.main)
     run.stepper.start_epoch()
     t_epoch = time.perf_counter()
-    n_finite = 0
+    n_finite = n_assigned = n_targets = 0
     for i, (imgs, targets, paths, _) in pbar:
+        if not len(imgs):  # every image of the batch failed to decode (the dataset warned)
+            continue
         plot_train_batch(run, i + nb * epoch, imgs, targets, paths)
         res = run.stepper.step(imgs, targets, i + nb * epoch, epoch)
+        n_targets += targets.shape[0]
+        assigned = getattr(run.compute_loss, "last_assignment", None)
+        n_assigned += sum(map(len, assigned)) if assigned is not None else 1  # a loss without one: unknown
         if res.finite:  # the mean is over the steps that counted
             mloss = (mloss * n_finite + res.items) / (n_finite + 1)
             n_finite += 1
@@ -85,10 +91,27 @@ def train_epoch(run: Run, epoch: int) -> torch.Tensor:
     run.speed.images += len(run.train_loader.dataset)
     if opt.quiet and run.info.main:
         LOGGER.info(desc)
+    warn_learns_nothing(run, epoch, n_targets, n_assigned)
     if not n_finite:  # logged as nan, not as a loss of 0
         LOGGER.warning("WARNING: epoch %d: every step was skipped (non-finite losses)", epoch)
         mloss.fill_(float("nan"))
     return mloss
+
+
+def warn_learns_nothing(run: Run, epoch: int, n_targets: int, n_assigned: int) -> None:
+    """Once per run, loudly: an epoch whose batches held no object although the split has labels (the
+    augmentations cut them all away), or whose assignment made no positive for any of its targets."""
+    labelled = sum(len(lb) for lb in run.train_loader.dataset.labels)
+    if not n_targets and labelled and "no targets" not in run.warned:
+        run.warned.add("no targets")
+        LOGGER.warning("WARNING: epoch %d: the augmentations left not one of the %d labelled objects in the training "
+                       "batches: the run learns only background (check hyp perspective, scale, translate, "
+                       "shear, degrees); said once per run", epoch, labelled)
+    if n_targets and not n_assigned and "no positive" not in run.warned:
+        run.warned.add("no positive")
+        LOGGER.warning("WARNING: epoch %d: the '%s' assignment made no positive for any of the %d targets: the run "
+                       "learns only background (check hyp anchor_t and the anchors, or the labels); said once per "
+                       "run", epoch, run.hyp.get("loss", "yolov5"), n_targets)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -121,28 +144,47 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
         return broadcast(None, run.info)  # rank 0's early-stopping decision
     run.ema.update_attr(run.model)
     final = epoch + 1 == opt.epochs
-    n_losses = len(run.compute_loss.names)
-    if not opt.noval or final:
-        res = validator.run(run.ema.ema, run.val_loader, run.ema.ema.names, single_cls=opt.single_cls,
-                            compute_loss=run.compute_loss, save_dir=run.save_dir, plots=False,
-                            progress=not opt.quiet)
-        metrics = [res["p"], res["r"], res["map50"], res["map"]]
-        val_loss = res["loss"].tolist() if res["loss"] is not None else [0.0] * n_losses
-    else:
-        metrics, val_loss = [0.0] * 4, [0.0] * n_losses
+    saved = not opt.nosave or final
+    if saved:  # before validation, so that a validation that fails loses no training
+        save_epoch(run, epoch, is_best=False)
+    metrics, val_loss = validate_epoch(run, final)
     fi = float(fitness(np.array(metrics)))
-    if fi > run.best_fitness or run.best_epoch < 0:
+    improved = fi > run.best_fitness or run.best_epoch < 0
+    if improved:
         run.best_fitness, run.best_epoch = max(fi, run.best_fitness), epoch
-    run.results.log(epoch, mloss.tolist() + metrics + val_loss + lrs)
+    log_results(run, epoch, mloss.tolist() + metrics + val_loss + lrs)
     stop = epoch - run.best_epoch >= opt.patience
-    if not opt.nosave or final or stop:
-        save_epoch(run, epoch, is_best=run.best_epoch == epoch)
+    if (saved and improved) or (stop and not saved):  # last.pt again, with the new best
+        save_epoch(run, epoch, is_best=improved)
     broadcast(stop, run.info)
     if stop:
         LOGGER.info("Stopping training early as no improvement observed in last %d epochs. Best results observed "
                     "at epoch %d, best model saved as best.pt.", opt.patience, run.best_epoch)
         return True
     return False
+
+
+def validate_epoch(run: Run, final: bool) -> tuple[list[float], list[float]]:
+    """([P, R, mAP50, mAP50-95], val losses) of the EMA model; zeros when --noval skips this epoch."""
+    n_losses = len(run.compute_loss.names)
+    if run.opt.noval and not final:
+        return [0.0] * 4, [0.0] * n_losses
+    res = validator.run(run.ema.ema, run.val_loader, run.ema.ema.names, single_cls=run.opt.single_cls,
+                        compute_loss=run.compute_loss, save_dir=run.save_dir, plots=False,
+                        progress=not run.opt.quiet)
+    val_loss = res["loss"].tolist() if res["loss"] is not None else [0.0] * n_losses
+    return [res["p"], res["r"], res["map50"], res["map"]], val_loss
+
+
+def log_results(run: Run, epoch: int, values: list[float]) -> None:
+    """The epoch's row of results.csv; a failed write (disk full) stops the run naming last.pt."""
+    try:
+        run.results.log(epoch, values)
+    except RunDirError as e:
+        last = run.save_dir / "weights" / "last.pt"
+        kept = (f"{last} holds epoch {run.saved_epoch}: free some space and continue with python train.py "
+                f"--resume {last}" if run.saved_epoch >= 0 else "no checkpoint was written")
+        raise RunDirError(f"{e}; {kept}") from None
 
 
 def save_epoch(run: Run, epoch: int, is_best: bool) -> None:
@@ -196,7 +238,7 @@ def write_summary(run: Run, res: dict[str, Any], weights: Path) -> None:
     summary = {"loss": run.hyp.get("loss", "yolov5"), "weights": str(weights), "epochs": run.opt.epochs,
                "seed": run.opt.seed, "p": res["p"], "r": res["r"], "map50": res["map50"], "map": res["map"],
                "per_class": per_class, **run.speed.summary(run.device)}
-    (run.save_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_atomic(run.save_dir / "summary.json", json.dumps(summary, indent=1))
 
 
 def train(opt: argparse.Namespace) -> dict[str, Any]:

@@ -65,9 +65,12 @@ def coco_records(pred: torch.Tensor, image_id: int) -> list[dict]:
 
 
 def coco_ground_truth(dataset, names: list[str]) -> dict:
-    """COCO ground-truth dict for a dataset's labels in original-image pixels (image id = index)."""
+    """COCO ground-truth dict for a dataset's labels in original-image pixels (image id = index); images
+    that failed to decode (skipped by the loader) are left out."""
     images, annotations = [], []
     for i, (f, (w, h), lab) in enumerate(zip(dataset.im_files, dataset.shapes, dataset.labels)):
+        if dataset.skipped(i):
+            continue
         images.append({"id": i, "file_name": Path(f).name, "width": int(w), "height": int(h)})
         for c, x, y, bw, bh in np.asarray(lab).tolist():
             box = [(x - bw / 2) * w, (y - bh / 2) * h, bw * w, bh * h]
@@ -135,7 +138,12 @@ def run(model: torch.nn.Module, dataloader, names: list[str], *, conf_thres: flo
     if save_txt_labels and save_dir is not None:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     batches = tqdm(dataloader, desc=HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=not progress)
+    height = width = 0
+    # COCO image id = dataset index, looked up by path: a skipped (undecodable) image shifts no other
+    image_ids = {f: i for i, f in enumerate(dataloader.dataset.im_files)} if save_json else {}
     for batch_i, (im, targets, paths, shapes) in enumerate(batches):
+        if not len(im):  # every image of the batch failed to decode (the dataset warned)
+            continue
         with timers[0]:
             im = im.to(device, non_blocking=True)
             im = (im.half() if half else im.float()) / 255
@@ -163,7 +171,7 @@ def run(model: torch.nn.Module, dataloader, names: list[str], *, conf_thres: flo
             if save_txt_labels and save_dir is not None:
                 save_txt(predn, shapes[si][0], save_dir / "labels" / f"{Path(paths[si]).stem}.txt", save_conf)
             if save_json:
-                jdict += coco_records(predn, image_id=batch_i * dataloader.batch_size + si)
+                jdict += coco_records(predn, image_id=image_ids[paths[si]])
         metrics.update(batch_preds, batch_labels)
         if plots and save_dir is not None and batch_i < 3:
             _plot_val_batch(im, targets, dets, paths, names, save_dir, batch_i)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import reprlib
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,19 @@ def run_cli(fn: Callable[[], Any], logger: str) -> int:
         logging.getLogger(logger).error("error: %s", e)
         return 1
     return 0
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM stops a CLI as Ctrl-C does (KeyboardInterrupt: its clean-up runs); the first SIGINT or
+    SIGTERM only, so that a second one (a group kill after a Ctrl-C) cannot break that clean-up."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, interrupt)
 
 
 def positive_int(text: str) -> int:

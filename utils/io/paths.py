@@ -43,6 +43,27 @@ def make_run_dir(path: str | Path, exist_ok: bool = False) -> tuple[Path, bool]:
     return folder, created
 
 
+def write_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step (temp file beside it, then ``os.replace``): a reader, a
+    kill or a full disk sees the old file or the new one, never a half-written one. A failed write is
+    a RunDirError naming the file; the old file is kept."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunDirError(f"cannot write {path} ({e.strerror or e})") from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only folder fails the clean-up the same way; nothing was written then
+            pass
+
+
 def remove_empty_dirs(*folders: Path) -> None:
     """Remove each folder (in the order given) if it exists and is empty; anything else is kept."""
     for folder in folders:

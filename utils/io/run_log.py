@@ -2,13 +2,17 @@
 TensorBoard scalars when the optional ``tensorboard`` package is installed.
 
 On resume the CSV keeps only the rows of epochs before the resumed one, so a run killed and
-resumed ends with exactly one row per epoch.
+resumed ends with exactly one row per epoch; a new run (``--exist-ok`` into a used folder) starts it
+afresh. Every write replaces the whole file atomically (``write_atomic``), so the header is always
+there and a full disk keeps every earlier row.
 """
 from __future__ import annotations
 
 import csv
 import logging
 from pathlib import Path
+
+from utils.io.paths import write_atomic
 
 LOGGER = logging.getLogger(__name__)
 METRIC_KEYS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95")
@@ -39,7 +43,9 @@ class ResultsLogger:
     def __init__(self, save_dir: Path, loss_names: tuple[str, ...], resume_epoch: int = 0, tensorboard: bool = True):
         self.file = Path(save_dir) / "results.csv"
         self.keys = result_keys(loss_names)
-        self._truncate(resume_epoch)
+        self.header = ",".join(["%20s" % "epoch"] + ["%20s" % k for k in self.keys]) + "\n"
+        self.rows = self._rows_before(resume_epoch)
+        write_atomic(self.file, self.header + "".join(self.rows))
         self.tb = None
         if tensorboard:
             try:
@@ -50,26 +56,23 @@ class ResultsLogger:
             except ImportError:
                 pass
 
-    def _truncate(self, first_epoch: int) -> None:
-        """Drop rows of epochs >= first_epoch (left by a run that was killed after writing them)."""
-        if not self.file.exists():
-            return
-        with open(self.file, newline="") as f:
-            rows = list(csv.reader(f))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < first_epoch] if rows else []
-        tmp = self.file.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            f.writelines(",".join(r) + "\n" for r in kept)
-        tmp.replace(self.file)
+    def _rows_before(self, first_epoch: int) -> list[str]:
+        """The lines of epochs < first_epoch in an existing results.csv of the same columns (a resumed
+        run; rows of a run killed after writing them are dropped)."""
+        if not first_epoch or not self.file.exists():
+            return []
+        lines = self.file.read_text().splitlines(keepends=True)
+        if not lines or [c.strip() for c in lines[0].split(",")] != ["epoch", *self.keys]:
+            LOGGER.warning("WARNING: %s has other columns than this run logs; starting it afresh", self.file)
+            return []
+        return [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) < first_epoch]
 
     def log(self, epoch: int, values: list[float]) -> None:
         if len(values) != len(self.keys):
             raise ValueError(f"results row has {len(values)} values for {len(self.keys)} columns")
-        new = not self.file.exists()
-        with open(self.file, "a") as f:
-            if new:
-                f.write(",".join(["%20s" % "epoch"] + ["%20s" % k for k in self.keys]) + "\n")
-            f.write(",".join(["%20i" % epoch] + ["%20.5g" % v for v in values]) + "\n")
+        row = ",".join(["%20i" % epoch] + ["%20.5g" % v for v in values]) + "\n"
+        write_atomic(self.file, self.header + "".join(self.rows) + row)
+        self.rows.append(row)
         if self.tb is not None:
             for k, v in zip(self.keys, values):
                 self.tb.add_scalar(k, v, epoch)
