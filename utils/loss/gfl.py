@@ -30,20 +30,18 @@ import torch.nn.functional as F
 
 from utils.assign.atss import atss_assign
 from utils.assign.result import AssignResult
-from utils.boxes import bbox_iou, xywh2xyxy
-from utils.loss.base import LossStrategy, StrategyHyp, head_of
-from utils.loss.functional import distribution_focal_loss
+from utils.boxes import bbox_iou
+from utils.loss.dfl import DFLHyp, DFLLossStrategy
 
 DFL_TARGET_EPS = 0.1  # DFL targets stay below reg_max by this much (bbox2distance's eps)
 
 
 @dataclasses.dataclass(frozen=True)
-class GFLHyp(StrategyHyp):
+class GFLHyp(DFLHyp):
     qfl: float = 1.0  # Quality Focal Loss gain
     qfl_beta: float = 2.0  # QFL focusing exponent
     giou: float = 2.0  # GIoU box loss gain
     dfl: float = 0.25  # Distribution Focal Loss gain
-    reg_max: int = 16  # must equal the dfl head's reg_max (bins 0..reg_max per side)
     atss_topk: int = 9  # ATSS candidates per level per object
     atss_scale: float = 8.0  # side of ATSS's virtual prior box, in strides
 
@@ -95,24 +93,15 @@ def qfl_positive_correction(logits: torch.Tensor, scores: torch.Tensor, beta: fl
     return (pos - F.softplus(logits) * prob.pow(beta)).sum()
 
 
-class ComputeLossGFL(LossStrategy):
+class ComputeLossGFL(DFLLossStrategy):
     """GFL loss on the ``dfl`` head; ``names = ('qfl', 'box', 'dfl')``.
 
     preds: per level ``(bs, 1, ny, nx, 4 * (reg_max + 1) + nc)`` raw logits (see
     :class:`models.dfl_head.DFLDetect`).
     """
 
-    head = "dfl"
     names = ("qfl", "box", "dfl")
     Hyp = GFLHyp
-
-    def __init__(self, model, hyp):
-        super().__init__(model, hyp)
-        det = head_of(model)
-        if self.hyp.reg_max != det.reg_max:
-            raise ValueError(f"hyp reg_max {self.hyp.reg_max} differs from the dfl head's reg_max {det.reg_max}")
-        self.reg_max: int = det.reg_max
-        self.n_dist: int = 4 * (det.reg_max + 1)
 
     @torch.no_grad()
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
@@ -130,8 +119,7 @@ class ComputeLossGFL(LossStrategy):
         """
         h = self.hyp
         dist, cls_logits = p[:, :self.n_dist], p[:, self.n_dist:]
-        pred_xyxy = self.box_coder.decode(dist)  # (n, 4) grid units, cell corner origin
-        target_xyxy = xywh2xyxy(box_grid.float())  # (n, 4) grid units, cell corner origin
+        pred_xyxy, target_xyxy = self.boxes(dist, box_grid)  # (n, 4) each, grid units, cell corner origin
         with torch.no_grad():
             score = bbox_iou(pred_xyxy, target_xyxy, xywh=False).squeeze(1).clamp(0)
             weight = cls_logits.sigmoid().max(1).values  # (n,)
@@ -139,9 +127,7 @@ class ComputeLossGFL(LossStrategy):
         qfl = qfl_positive_correction(x, score, h.qfl_beta)
         giou = bbox_iou(pred_xyxy, target_xyxy, xywh=False, GIoU=True).squeeze(1)
         box = ((1.0 - giou) * weight).sum()
-        target_ltrb = self.box_coder.encode(target_xyxy, eps=DFL_TARGET_EPS)
-        dfl = distribution_focal_loss(dist.reshape(-1, self.reg_max + 1), target_ltrb.reshape(-1))
-        dfl = (dfl.view(-1, 4).mean(1) * weight).sum()
+        dfl = (self.dfl_per_row(dist, target_xyxy, DFL_TARGET_EPS) * weight).sum()
         return qfl, box, dfl, weight.sum()
 
     def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
