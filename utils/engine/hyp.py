@@ -44,10 +44,10 @@ LOGGER = logging.getLogger(__name__)
 # other key still must be finite.
 _POSITIVE, _NON_NEGATIVE, _FRACTION, _BELOW_ONE = "(0, inf)", "[0, inf)", "[0, 1]", "[0, 1)"
 HYP_RANGES: dict[str, str] = {
-    **dict.fromkeys(("nbs", "anchor_t", "anchors", "reg_max", "atss_topk", "atss_scale"), _POSITIVE),
+    **dict.fromkeys(("nbs", "anchor_t", "anchors", "reg_max", "atss_topk", "atss_scale", "tal_topk"), _POSITIVE),
     **dict.fromkeys(("lr0", "lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "close_mosaic",
                      "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma", "qfl", "qfl_beta", "giou", "dfl",
-                     "ssd_neg_pos_ratio", "ssd_min_neg", "degrees", "shear", "perspective"), _NON_NEGATIVE),
+                     "ssd_neg_pos_ratio", "ssd_min_neg", "tal_alpha", "tal_beta", "degrees", "shear", "perspective"), _NON_NEGATIVE),
     **dict.fromkeys(("hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "mixup",
                      "copy_paste", "iou_t", "label_smoothing", "ssd_iou_thr", "ssd_neg_iou_thr"), _FRACTION),
     **dict.fromkeys(("momentum", "warmup_momentum", "scale"), _BELOW_ONE),

@@ -17,6 +17,7 @@ from utils.loss.ssd import ComputeLossSSD
 from utils.loss.freeanchor import ComputeLossFreeAnchor
 from utils.loss.gfl import ComputeLossGFL
 from utils.loss.dw import ComputeLossDW
+from utils.loss.tal import ComputeLossTAL
 
 LOSSES: dict[str, type[LossStrategy]] = {
     "yolov5": ComputeLoss,
@@ -25,6 +26,7 @@ LOSSES: dict[str, type[LossStrategy]] = {
     "freeanchor": ComputeLossFreeAnchor,
     "gfl": ComputeLossGFL,
     "dw": ComputeLossDW,
+    "tal": ComputeLossTAL,
 }
 
 DEFAULT_LOSS = "yolov5"

@@ -28,7 +28,6 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from utils.assign.atss import atss_assign
 from utils.assign.result import AssignResult
 from utils.boxes import bbox_iou
 from utils.loss.dfl import DFLHyp, DFLLossStrategy
@@ -42,8 +41,7 @@ class GFLHyp(DFLHyp):
     qfl_beta: float = 2.0  # QFL focusing exponent
     giou: float = 2.0  # GIoU box loss gain
     dfl: float = 0.25  # Distribution Focal Loss gain
-    atss_topk: int = 9  # ATSS candidates per level per object
-    atss_scale: float = 8.0  # side of ATSS's virtual prior box, in strides
+    assigner: str = "atss"  # GFL's own rule
 
 
 class _BackgroundQFLAndRows(torch.autograd.Function):
@@ -102,13 +100,6 @@ class ComputeLossGFL(DFLLossStrategy):
 
     names = ("qfl", "box", "dfl")
     Hyp = GFLHyp
-
-    @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
-        """ATSS positives of every level (see :mod:`utils.assign.atss`)."""
-        shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        return AssignResult(atss_assign(targets.float(), shapes, self.stride.tolist(), tuple(imgs.shape[-2:]),
-                                        self.hyp.atss_topk, self.hyp.atss_scale), targets.shape[0])
 
     def _positive_losses(self, p: torch.Tensor, cls: torch.Tensor,
                          box_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
