@@ -112,11 +112,9 @@ def _check_value(key: str, value: Any, source: str) -> None:
         raise HypError(f"{source}: hyp key '{key}' must be in {interval}, got {value!r}")
 
 
-def _owner_of(key: str) -> str | None:
-    for name, cls in LOSSES.items():
-        if key in cls.Hyp.keys():
-            return name
-    return None
+def _owners_of(key: str) -> list[str]:
+    """Every strategy whose hyp keys include ``key`` (a key may be shared, e.g. the dfl-head keys)."""
+    return [name for name, cls in LOSSES.items() if key in cls.Hyp.keys()]
 
 
 def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
@@ -133,10 +131,11 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
     known = set(TRAINER_DEFAULTS) | set(AUG_DEFAULTS) | strategy.Hyp.keys()
     for key, value in hyp.items():
         if key not in known:
-            owner = _owner_of(key)
-            if owner:
-                raise HypError(f"{source}: key '{key}' belongs to loss '{owner}', but this file trains "
-                               f"loss '{hyp.get('loss', 'yolov5')}'; remove it or set loss: {owner}")
+            owners = _owners_of(key)
+            if owners:
+                names = ", ".join(f"'{o}'" for o in owners)
+                raise HypError(f"{source}: key '{key}' belongs to loss {names}, but this file trains "
+                               f"loss '{hyp.get('loss', 'yolov5')}'; remove it or set loss: {' | '.join(owners)}")
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise HypError(f"{source}: unknown hyp key '{key}'{hint}")
