@@ -1,7 +1,7 @@
 """Compare loss strategies: train each with the same data, model, schedule and seeds, then tabulate.
 
     python compare.py --data data/bccd.yaml --cfg models/yolov5n.yaml --img 320 --epochs 60 \\
-                      --losses yolov5,ota,freeanchor,gfl,ssd,dw --seeds 0,1,2,3,4
+                      --losses yolov5,ota,freeanchor,gfl,ssd,dw,tal --seeds 0,1,2,3,4
 
 Writes runs/compare/exp*/: runs.csv (one row per finished run: mAP, per-class AP, collapsed classes,
 start and end times), results.csv / results.md (per strategy: mean ± std over seeds, the 95 % interval
@@ -62,8 +62,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img", "--imgsz", type=positive_int, default=None, help="image size (default: train.py's)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: train.py's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train.py's)")
-    p.add_argument("--losses", type=name_list, default="yolov5,ota,freeanchor,gfl,ssd,dw",
-                   help="comma-separated strategies; the first is the baseline of the verdicts")
+    p.add_argument("--losses", type=name_list, default=None,
+                   help="comma-separated strategies; the first is the baseline of the verdicts "
+                        "(default: every strategy of utils.loss.LOSSES, yolov5 first)")
     p.add_argument("--seeds", type=int_list, default="0,1,2",
                    help="comma-separated seeds (the seed alone moves mAP50-95 by a few points: see README)")
     p.add_argument("--jobs", type=parse_jobs, default="auto",
@@ -80,7 +81,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", nargs="*", metavar="DIR", default=None,
                    help="train nothing; without DIR rewrite this comparison's tables from its finished runs, "
                         "with DIRs build them in a new project/name folder from the finished runs under them")
-    return p.parse_args(argv)
+    opt = p.parse_args(argv)
+    if opt.losses is None:  # looked up only when needed: importing the strategies imports torch
+        from utils.loss import LOSSES
+        opt.losses = list(LOSSES)
+    return opt
 
 
 def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:

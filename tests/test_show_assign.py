@@ -6,6 +6,7 @@ import torch
 from utils.eval import assign_view as av
 from utils.assign.yolo_candidates import yolo_candidates
 from utils.compare.driver import hyp_for
+from utils.loss import LOSSES
 
 
 def fixed_input():
@@ -33,7 +34,7 @@ def test_yolov5_panel_equals_the_candidate_rule():
 ROW_FIELDS = ("image", "anchor", "gj", "gi", "target", "cls", "box_grid", "anchor_wh", "weight")
 
 
-@pytest.mark.parametrize("name", ["yolov5", "ota", "freeanchor", "gfl", "ssd", "dw"])
+@pytest.mark.parametrize("name", list(LOSSES))
 def test_drawn_positives_are_what_the_loss_trained_on(name):
     """show_assign draws the assignment of the loss call itself; that loss value is losses() of exactly
     those rows, and a fresh assign() on the same outputs gives the same rows."""

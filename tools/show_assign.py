@@ -32,7 +32,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default="", help="checkpoint for the predictions (default: a fresh --cfg model)")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML for fresh models")
     p.add_argument("--img", "--imgsz", type=int, default=320, help="image size")
-    p.add_argument("--losses", default="yolov5,ota,freeanchor,gfl,ssd,dw", help="comma-separated strategies")
+    p.add_argument("--losses", default="", help="comma-separated strategies (default: every one in utils.loss.LOSSES)")
     p.add_argument("--index", type=int, default=0, help="image index in the split (picture mode)")
     p.add_argument("--stats", action="store_true", help="statistics over the split instead of a picture")
     p.add_argument("--max-images", type=int, default=100, help="images used in --stats mode")
@@ -51,6 +51,7 @@ def main(opt: argparse.Namespace) -> Path:
     from utils.io.checkpoint import load_checkpoint
     from utils.compare.driver import hyp_for
     from utils.data.verify import set_max_pixels
+    from utils.loss import LOSSES
     from utils.dataloaders import check_dataset, create_dataloader
 
     torch.manual_seed(opt.seed)
@@ -58,7 +59,7 @@ def main(opt: argparse.Namespace) -> Path:
     data = check_dataset(opt.data)
     base = load_checkpoint(opt.weights)[0] if opt.weights else None
     cfg = base.yaml if base is not None else opt.cfg
-    names = [x.strip() for x in opt.losses.split(",") if x.strip()]
+    names = [x.strip() for x in opt.losses.split(",") if x.strip()] or list(LOSSES)
     strategies = [av.strategy_for(n, hyp_for(n), base, data["nc"], cfg, opt.img) for n in names]
     loader, ds = create_dataloader(data[opt.split], opt.img, 1, 32, rect=False, workers=0, nc=data["nc"])
     out = Path(opt.out)

@@ -44,9 +44,8 @@ def hyp_trains(spec: str | Path, loss: str) -> Path:
 
 
 def hyp_for(loss: str) -> Path:
-    """The hyp file of a strategy: hyp/hyp.<loss>.yaml, or hyp.scratch.yaml for ``yolov5``."""
-    loss_class(loss)  # unknown name -> ValueError listing the choices
-    return hyp_trains("hyp.scratch.yaml" if loss == "yolov5" else f"hyp.{loss}.yaml", loss)
+    """The hyp file of a strategy: its class's ``hyp_file`` in hyp/ (unknown name -> ValueError listing the choices)."""
+    return hyp_trains(loss_class(loss).hyp_file, loss)
 
 
 @dataclass

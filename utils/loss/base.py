@@ -71,13 +71,14 @@ class LossStrategy(abc.ABC):
     """Base class of the strategies in ``utils.loss.LOSSES``.
 
     Subclasses set ``head`` (the head kind the model must be built with), ``names`` (the loss
-    components reported in ``items``) and ``Hyp`` (their :class:`StrategyHyp` dataclass), and
-    implement :meth:`assign` and :meth:`losses`.
+    components reported in ``items``), ``Hyp`` (their :class:`StrategyHyp` dataclass) and ``hyp_file``
+    (their bundled file in ``hyp/``), and implement :meth:`assign` and :meth:`losses`.
     """
 
     head: ClassVar[str] = "anchor"
     names: ClassVar[tuple[str, ...]] = ()
     Hyp: ClassVar[type[StrategyHyp]] = StrategyHyp
+    hyp_file: ClassVar[str] = ""  # its bundled hyp file in hyp/ (compare.py and show_assign train with it)
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any]):
         det = head_of(model)

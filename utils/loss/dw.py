@@ -117,6 +117,7 @@ class ComputeLossDW(AnchorLossStrategy):
 
     names = ("loc", "cls_pos", "cls_neg")
     Hyp = DWHyp
+    hyp_file = "hyp.dw.yaml"
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)

@@ -150,6 +150,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
 
     names = ("pos", "neg")
     Hyp = FreeAnchorHyp
+    hyp_file = "hyp.freeanchor.yaml"
     max_pair_elems = 1 << 22  # objects x priors per chunk of the pairwise IoU tensors
 
     def anchor_boxes(self, preds: list[torch.Tensor]) -> AnchorPriors:

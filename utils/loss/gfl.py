@@ -100,6 +100,7 @@ class ComputeLossGFL(DFLLossStrategy):
 
     names = ("qfl", "box", "dfl")
     Hyp = GFLHyp
+    hyp_file = "hyp.gfl.yaml"
 
     def _positive_losses(self, p: torch.Tensor, cls: torch.Tensor,
                          box_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -86,6 +86,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
 
     names = ("box", "obj", "cls")
     Hyp = SSDHyp
+    hyp_file = "hyp.ssd.yaml"
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)

@@ -51,6 +51,7 @@ class ComputeLossTAL(DFLLossStrategy):
 
     names = ("box", "cls", "dfl")
     Hyp = TALHyp
+    hyp_file = "hyp.tal.yaml"
 
     def _targets(self, pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor,
                  weight: torch.Tensor | None) -> torch.Tensor:

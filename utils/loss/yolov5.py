@@ -64,6 +64,7 @@ class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
     """
 
     names = ("box", "obj", "cls")
+    hyp_file = "hyp.scratch.yaml"
     Hyp = YOLOv5Hyp
 
     def __init__(self, model, hyp):
