@@ -63,7 +63,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: train.py's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train.py's)")
     p.add_argument("--losses", type=name_list, default=None,
-                   help="comma-separated strategies; the first is the baseline of the verdicts "
+                   help="comma-separated strategies, loss or loss+assigner (gfl+tal, tal+atss); the first is "
+                        "the baseline of the verdicts "
                         "(default: every strategy of utils.loss.LOSSES, yolov5 first)")
     p.add_argument("--seeds", type=int_list, default="0,1,2",
                    help="comma-separated seeds (the seed alone moves mAP50-95 by a few points: see README)")

@@ -157,3 +157,47 @@ def test_trains_end_to_end(tiny_data, tmp_path, file, assigner):
     assert ckpt["hyp"]["assigner"] == (assigner or "tal")
     rows = np.loadtxt(run / "results.csv", delimiter=",", skiprows=1, ndmin=2)
     assert np.isfinite(rows).all() and 0.0 <= res["map"] <= res["map50"] <= 1.0
+
+
+# ------------------------------------------------------------------ loss + assigner as one strategy name
+
+def test_strategy_names_with_an_assigner():
+    from utils.loss import split_strategy, strategy_label
+
+    assert split_strategy("gfl+tal") == ("gfl", "tal") and split_strategy("tal") == ("tal", None)
+    assert strategy_label("gfl", "tal") == "gfl+tal" and strategy_label("gfl", "atss") == "gfl"
+    assert strategy_label("tal", "tal") == "tal" and strategy_label("yolov5") == "yolov5"
+    with pytest.raises(ValueError, match="no 'assigner' key"):
+        split_strategy("yolov5+tal")
+    with pytest.raises(ValueError, match="'assigner': unknown rule 'atts'"):
+        split_strategy("gfl+atts")
+
+
+def test_compare_trains_loss_plus_assigner_and_labels_its_rows(tmp_path):
+    import json
+
+    from utils.compare.driver import hyp_for, plan
+    from utils.compare.runs import read_run
+
+    hyp_file = hyp_for("gfl+tal", tmp_path)
+    assert hyp_file.parent == tmp_path and load_hyp(hyp_file)["assigner"] == "tal"
+    assert load_hyp(hyp_file)["loss"] == "gfl" and hyp_for("gfl") == HYP_DIR / "hyp.gfl.yaml"
+    (cmd,) = plan(tmp_path, ["gfl+tal"], [0], ["--epochs", "1"], 0)
+    assert f"--hyp {hyp_file}" in cmd and "gfl+tal-s0" in cmd
+    # a finished run reads back as the row 'gfl+tal' (from its hyp.yaml), the default rule as 'gfl'
+    for assigner, label in (("tal", "gfl+tal"), ("atss", "gfl")):
+        run = tmp_path / assigner
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"loss": "gfl", "seed": 0, "epochs": 1, "map50": 0.5, "map": 0.3,
+                                                      "per_class": {}}))
+        (run / "hyp.yaml").write_text(yaml.safe_dump({"loss": "gfl", "assigner": assigner}))
+        assert read_run(run).loss == label
+
+
+def test_show_assign_panel_title_names_the_assigner():
+    from utils.compare.driver import hyp_for
+    from utils.eval import assign_view as av
+
+    s = av.strategy_for("gfl+tal", hyp_for("gfl"), None, NC, "models/yolov5n.yaml", 160)
+    assert s.loss.hyp.assigner == "tal" and s.title == "gfl+tal (assigner tal)"
+    assert av.strategy_for("tal", hyp_for("tal"), None, NC, "models/yolov5n.yaml", 160).title == "tal (assigner tal)"

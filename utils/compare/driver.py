@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 
 from utils.compare.pack import Packer, eta_seconds, progress_line
 from utils.compare.report import write_report
 from utils.compare.runs import RunRecord, find_runs, note_end, note_start, read_run
 from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
-from utils.loss import loss_class
+from utils.loss import loss_class, split_strategy
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,9 +44,19 @@ def hyp_trains(spec: str | Path, loss: str) -> Path:
     return path
 
 
-def hyp_for(loss: str) -> Path:
-    """The hyp file of a strategy: its class's ``hyp_file`` in hyp/ (unknown name -> ValueError listing the choices)."""
-    return hyp_trains(loss_class(loss).hyp_file, loss)
+def hyp_for(name: str, folder: Path | None = None) -> Path:
+    """The hyp file of a strategy: its class's ``hyp_file`` in hyp/ (unknown name -> ValueError listing
+    the choices); for ``loss+assigner`` that file with the assigner set, written into ``folder``."""
+    loss, assigner = split_strategy(name)
+    path = hyp_trains(loss_class(loss).hyp_file, loss)
+    if assigner is None:
+        return path
+    if folder is None:
+        raise ValueError(f"strategy '{name}' needs a folder for its hyp file")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"hyp.{name}.yaml"
+    out.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "assigner": assigner}, sort_keys=False))
+    return out
 
 
 @dataclass
@@ -53,6 +64,7 @@ class Job:
     loss: str
     seed: int
     run_dir: Path
+    hyp: Path  # its hyp file (see hyp_for)
     status: str = "pending"  # pending | done | failed
     record: RunRecord | None = None
     error: str = ""
@@ -70,9 +82,8 @@ class Job:
 def make_jobs(exp: Path, losses: list[str], seeds: list[int]) -> list[Job]:
     """Seed-major: every strategy's first seed runs before any second one, so a comparison cut short
     still compares all strategies."""
-    for loss in losses:
-        hyp_for(loss)  # fail before any training when a strategy or its hyp file is missing
-    return [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}") for seed in seeds for loss in losses]
+    hyps = {loss: hyp_for(loss, exp) for loss in losses}  # fail before any training when one is missing
+    return [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}", hyps[loss]) for seed in seeds for loss in losses]
 
 
 def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
@@ -87,7 +98,7 @@ def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
         if resumable:
             return [sys.executable, str(ROOT / "train.py"), "--resume", str(last), "--quiet"]
     return [sys.executable, str(ROOT / "train.py"), *train_args, "--workers", str(workers),
-            "--hyp", str(hyp_for(job.loss)), "--seed", str(job.seed), "--project", str(job.run_dir.parent),
+            "--hyp", str(job.hyp), "--seed", str(job.seed), "--project", str(job.run_dir.parent),
             "--name", job.run_dir.name, "--exist-ok", "--quiet"]
 
 

@@ -19,7 +19,7 @@ from models.geometry import CELL_CENTRE
 from models.yolo import Model
 from utils.assign.result import AssignResult, LevelCandidates
 from utils.engine.hyp import load_hyp
-from utils.loss import loss_class
+from utils.loss import loss_class, split_strategy
 
 LOGGER = logging.getLogger(__name__)
 LEVEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")
@@ -34,13 +34,21 @@ class Strategy:
     model: nn.Module
     loss: object
 
+    @property
+    def title(self) -> str:
+        """The name with the matching rule where the loss lets the hyp choose one: ``gfl (assigner atss)``."""
+        assigner = getattr(self.loss.hyp, "assigner", None)
+        return self.name if assigner is None else f"{self.name} (assigner {assigner})"
+
 
 def strategy_for(name: str, hyp_file: str | Path, base: Model | None, nc: int, cfg: str | dict,
                  imgsz: int) -> Strategy:
     """The model to predict with (``base`` when its head fits the strategy, else a fresh model of
-    ``cfg`` with the strategy's head) and the strategy's loss built as train.py builds it."""
-    hyp = load_hyp(hyp_file)
-    strategy = loss_class(name)
+    ``cfg`` with the strategy's head) and the strategy's loss built as train.py builds it; ``name`` may
+    be ``loss+assigner`` (the assigner replaces the hyp file's)."""
+    loss, assigner = split_strategy(name)
+    hyp = load_hyp(hyp_file if assigner is None else {**load_hyp(hyp_file), "assigner": assigner})
+    strategy = loss_class(loss)
     head = strategy.head
     if base is not None and base.head_kind == head:
         model = base
