@@ -130,6 +130,8 @@ def test_default_assigner_of_each_loss(loss):
     ({"loss": "gfl", "assigner": 3}, ["'assigner'", "unknown rule 3"]),
     ({"loss": "yolov5", "assigner": "atss"}, ["'assigner'", "'gfl'", "'tal'"]),
     ({"loss": "ssd", "tal_topk": 10}, ["'tal_topk'", "'gfl'", "'tal'"]),
+    ({"loss": "tal", "tal_topk": 0}, ["'tal_topk'", "(0, inf)"]),  # ranges beside the Hyp (DFLHyp.RANGES)
+    ({"loss": "tal", "box": -1.0}, ["'box'", "[0, inf)"]),
 ])
 def test_bad_assigner_is_one_line_naming_the_key(hyp, words):
     with pytest.raises(HypError) as e:

@@ -27,13 +27,33 @@ from torch import nn
 from utils.assign.result import AssignResult
 
 
+# Allowed values of a hyp key as interval notation: zero is refused where the code divides by the value,
+# a negative where it has no meaning, 1 where a momentum would never forget.
+POSITIVE, NON_NEGATIVE, FRACTION, BELOW_ONE = "(0, inf)", "[0, inf)", "[0, 1]", "[0, 1)"
+
+
 @dataclasses.dataclass(frozen=True)
 class StrategyHyp:
-    """Base of the per-strategy hyper-parameter dataclasses; fields are hyp-YAML keys."""
+    """Base of the per-strategy hyper-parameter dataclasses; fields are hyp-YAML keys.
+
+    ``RANGES`` (key -> interval) sits beside the fields it bounds and is merged down the class
+    hierarchy (:meth:`ranges`); ``utils.engine.hyp`` checks it once for the whole file. Rules that
+    an interval cannot say go in ``__post_init__``.
+    """
+
+    RANGES: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def keys(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def ranges(cls) -> dict[str, str]:
+        """Every key's interval, a subclass's entries over its bases'."""
+        out: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("RANGES", {}))
+        return out
 
     @classmethod
     def from_hyp(cls, hyp: dict[str, Any]) -> "StrategyHyp":

@@ -26,13 +26,16 @@ from utils.assign.atss import atss_assign
 from utils.assign.result import AssignResult, LevelCandidates
 from utils.assign.tal import tal_assign
 from utils.boxes import xywh2xyxy
-from utils.loss.base import LossStrategy, StrategyHyp, head_of
+from utils.loss.base import NON_NEGATIVE, POSITIVE, LossStrategy, StrategyHyp, head_of
 from utils.loss.functional import distribution_focal_loss
 
 
 @dataclasses.dataclass(frozen=True)
 class DFLHyp(StrategyHyp):
     """Keys every dfl-head strategy has: the head's size and both matching rules' parameters."""
+
+    RANGES: ClassVar[dict[str, str]] = {**dict.fromkeys(("reg_max", "atss_topk", "atss_scale", "tal_topk"), POSITIVE),
+                                        **dict.fromkeys(("tal_alpha", "tal_beta"), NON_NEGATIVE)}
 
     reg_max: int = 16  # must equal the dfl head's reg_max (bins 0..reg_max per side)
     assigner: str = "atss"  # matching rule: atss | tal (see ASSIGNER_HEADS)

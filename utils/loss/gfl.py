@@ -24,12 +24,14 @@ targets do not depend on the level.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from utils.assign.result import AssignResult
 from utils.boxes import bbox_iou
+from utils.loss.base import NON_NEGATIVE
 from utils.loss.dfl import DFLHyp, DFLLossStrategy
 
 DFL_TARGET_EPS = 0.1  # DFL targets stay below reg_max by this much (bbox2distance's eps)
@@ -37,6 +39,8 @@ DFL_TARGET_EPS = 0.1  # DFL targets stay below reg_max by this much (bbox2distan
 
 @dataclasses.dataclass(frozen=True)
 class GFLHyp(DFLHyp):
+    RANGES: ClassVar[dict[str, str]] = dict.fromkeys(("qfl", "qfl_beta", "giou", "dfl"), NON_NEGATIVE)
+
     qfl: float = 1.0  # Quality Focal Loss gain
     qfl_beta: float = 2.0  # QFL focusing exponent
     giou: float = 2.0  # GIoU box loss gain

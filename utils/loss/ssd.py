@@ -54,6 +54,7 @@ obj keeps 1.0 (chosen when the ratio was 3: 4 N anchors / N is close to YOLOv5's
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -61,13 +62,17 @@ from utils.assign.max_iou import max_iou_assign
 from utils.assign.result import AssignResult, LevelCandidates
 from models.geometry import AnchorPriors, cell_frame
 from utils.boxes import bbox_iou, xywh2xyxy
-from utils.loss.base import AnchorLossStrategy, StrategyHyp
+from utils.loss.base import FRACTION, NON_NEGATIVE, AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, hard_negative_mask, smooth_bce_targets
 from utils.loss.yolov5 import YOLOv5GainScaling
 
 
 @dataclasses.dataclass(frozen=True)
 class SSDHyp(StrategyHyp):
+    RANGES: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("box", "obj", "cls", "cls_pw", "obj_pw", "ssd_neg_pos_ratio", "ssd_min_neg"), NON_NEGATIVE),
+        **dict.fromkeys(("label_smoothing", "ssd_iou_thr", "ssd_neg_iou_thr"), FRACTION)}
+
     box: float = 0.15
     obj: float = 1.0
     cls: float = 1.5

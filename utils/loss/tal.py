@@ -24,12 +24,14 @@ distance bias 0) instead of YOLOv8's (class bias log(5 / nc / (640 / stride)^2),
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from utils.assign.result import AssignResult
 from utils.boxes import bbox_iou
+from utils.loss.base import NON_NEGATIVE
 from utils.loss.dfl import DFLHyp, DFLLossStrategy
 
 DFL_TARGET_EPS = 0.01  # DFL targets stay below reg_max by this much (YOLOv8's bbox2dist)
@@ -37,6 +39,8 @@ DFL_TARGET_EPS = 0.01  # DFL targets stay below reg_max by this much (YOLOv8's b
 
 @dataclasses.dataclass(frozen=True)
 class TALHyp(DFLHyp):
+    RANGES: ClassVar[dict[str, str]] = dict.fromkeys(("box", "cls", "dfl"), NON_NEGATIVE)
+
     box: float = 7.5  # CIoU box loss gain (YOLOv8 7.5)
     cls: float = 0.5  # class BCE gain (YOLOv8 0.5)
     dfl: float = 1.5  # Distribution Focal Loss gain (YOLOv8 1.5)

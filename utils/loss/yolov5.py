@@ -11,19 +11,22 @@ train.py does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from utils.assign.result import AssignResult
 from utils.assign.yolo_candidates import yolo_candidates
 from utils.boxes import bbox_iou
-from utils.loss.base import AnchorLossStrategy, StrategyHyp
+from utils.loss.base import FRACTION, NON_NEGATIVE, POSITIVE, AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, smooth_bce_targets
 
 
 @dataclasses.dataclass(frozen=True)
 class YOLOv5Hyp(StrategyHyp):
+    RANGES: ClassVar[dict[str, str]] = {"anchor_t": POSITIVE, "label_smoothing": FRACTION,
+                                        **dict.fromkeys(("box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma"), NON_NEGATIVE)}
+
     box: float = 0.05
     obj: float = 1.0
     cls: float = 0.5
