@@ -91,3 +91,14 @@ def test_cli_names_a_missing_checkpoint(tmp_path, caplog):
     missing = tmp_path / "gone.pt"
     assert show_assign.cli(["--weights", str(missing), "--out", str(tmp_path / "out")]) == 1
     assert "gone.pt" in caplog.text and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_rows_say_what_they_are(name):
+    """Panels and --stats label rows that are not positives (dw's weighted candidates, freeanchor's bag
+    members), and the assignment carries the same kind as its strategy declares."""
+    imgs, targets = fixed_input()
+    s = av.strategy_for(name, hyp_for(name), None, 3, "models/yolov5n.yaml", 160)
+    assert av.positives(s, imgs, targets).row_kind == LOSSES[name].row_kind
+    want = {"dw": "weighted candidates", "freeanchor": "bag members"}.get(name, "positives")
+    assert s.rows == want and (s.label == s.title) == (want == "positives")

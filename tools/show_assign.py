@@ -5,12 +5,14 @@
     python tools/show_assign.py --weights runs/train/exp/weights/best.pt --data data/bccd.yaml --img 320
     python tools/show_assign.py --data data/bccd.yaml --img 320 --stats --max-images 50
 
-Picture mode: one PNG with a panel per strategy — ground-truth boxes, a dot on each positive cell
-(colour = level P3/P4/P5, dot size = weight for soft strategies such as dw and freeanchor).
-Stats mode: positives per object per strategy by object size (COCO small < 32², medium < 96²,
-large, in pixels of the letterboxed image), as a Markdown table and a bar chart.
+Picture mode: one PNG with a panel per strategy — ground-truth boxes, a dot on each assigned cell
+(colour = level P3/P4/P5, dot size = weight for soft strategies: dw, freeanchor, tal's soft targets).
+Stats mode: assigned rows per object per strategy by object size (COCO small < 32², medium < 96²,
+large, in pixels of the letterboxed image), as a Markdown table and a bar chart; rows that are not
+positives are labelled with what they are (freeanchor's bag members, dw's weighted candidates).
+A strategy is a loss or loss+assigner (gfl+tal); panel titles name the assigner where there is a choice.
 Predictions come from --weights (the strategies whose head differs get a fresh model) or a fresh
---cfg model; the dynamic strategies (ota, freeanchor, dw) depend on them.
+--cfg model; the dynamic strategies (ota, freeanchor, dw, tal) depend on them.
 """
 from __future__ import annotations
 
@@ -67,14 +69,14 @@ def main(opt: argparse.Namespace) -> Path:
     out = Path(opt.out)
     out.mkdir(parents=True, exist_ok=True)
     if opt.stats:
-        stats = {s.title: {b: [] for b, _, _ in av.SIZE_BINS} for s in strategies}
+        stats = {s.label: {b: [] for b, _, _ in av.SIZE_BINS} for s in strategies}
         for i, (im, targets, _, _) in enumerate(tqdm(loader, total=min(len(ds), opt.max_images), desc="assigning")):
             if i >= opt.max_images:
                 break
             imgs = im.float() / 255
             for s in strategies:
                 for b, counts in av.positives_per_object(av.positives(s, imgs, targets), targets, imgs.shape[-2:]).items():
-                    stats[s.title][b] += counts
+                    stats[s.label][b] += counts
         table = av.stats_table(stats)
         (out / "positives_per_object.md").write_text(table + "\n")
         print(table)
@@ -84,7 +86,8 @@ def main(opt: argparse.Namespace) -> Path:
     h, w = imgs.shape[-2:]
     boxes = xywh2xyxy(targets[:, 2:6] * torch.tensor([w, h, w, h])).numpy()
     panels = {s.title: av.cell_centres(av.positives(s, imgs, targets), s.model.stride.tolist()) for s in strategies}
-    file = av.draw_panels(im[0].permute(1, 2, 0).numpy(), boxes, panels, out / f"assign_{Path(paths[0]).stem}.png")
+    file = av.draw_panels(im[0].permute(1, 2, 0).numpy(), boxes, panels, out / f"assign_{Path(paths[0]).stem}.png",
+                          {s.title: s.rows for s in strategies})
     print(f"saved {file}")
     return file
 

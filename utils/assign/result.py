@@ -1,9 +1,9 @@
 """The one assignment result every strategy's ``assign()`` returns and its ``losses()`` consumes.
 
 An assignment is a set of rows per head level; a row pairs one prediction (image, anchor, cell) with
-one target, and may carry a soft weight. What a row means depends on the rule: a positive
-(``yolov5``, ``ota``, ``ssd``, ``gfl``), a bag member (``freeanchor``) or a weighted candidate
-(``dw``). ``tools/show_assign.py`` draws exactly these rows. Rule-specific by-products that the
+one target, and may carry a soft weight. What a row means depends on the rule, and the result says it
+(``AssignResult.row_kind``): a positive (``yolov5``, ``ota``, ``ssd``, ``gfl``, ``tal``: ``tal``'s soft
+target in ``weight``), a bag member (``freeanchor``) or a weighted candidate (``dw``). ``tools/show_assign.py`` draws exactly these rows. Rule-specific by-products that the
 losses need and that are computed without gradient (FreeAnchor's matched class probabilities, DW's
 negative IoU factors) travel in ``extras``.
 """
@@ -58,6 +58,10 @@ class LevelCandidates:
         return LevelCandidates(z, z, z, z, z, z, torch.zeros((0, 4), device=device), torch.zeros((0, 2), device=device))
 
 
+POSITIVE_ROW, BAG_MEMBER_ROW, WEIGHTED_CANDIDATE_ROW = "positive", "bag member", "weighted candidate"
+ROW_KINDS = (POSITIVE_ROW, BAG_MEMBER_ROW, WEIGHTED_CANDIDATE_ROW)
+
+
 @dataclass
 class AssignResult:
     """One batch's assignment: rows per level plus the rule's no-grad by-products.
@@ -69,6 +73,11 @@ class AssignResult:
     levels: list[LevelCandidates]
     num_targets: int  # objects in the batch (candidates or not), for normalisers
     extras: dict[str, Any] = field(default_factory=dict)
+    row_kind: str = POSITIVE_ROW  # what every row is: one of ROW_KINDS
+
+    def __post_init__(self) -> None:
+        if self.row_kind not in ROW_KINDS:
+            raise ValueError(f"row_kind {self.row_kind!r}; choose from {', '.join(ROW_KINDS)}")
 
     def __iter__(self) -> Iterator[LevelCandidates]:
         return iter(self.levels)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from utils.assign.result import AssignResult
+from utils.assign.result import POSITIVE_ROW, AssignResult
 
 
 # Allowed values of a hyp key as interval notation: zero is refused where the code divides by the value,
@@ -99,6 +99,7 @@ class LossStrategy(abc.ABC):
     names: ClassVar[tuple[str, ...]] = ()
     Hyp: ClassVar[type[StrategyHyp]] = StrategyHyp
     hyp_file: ClassVar[str] = ""  # its bundled hyp file in hyp/ (compare.py and show_assign train with it)
+    row_kind: ClassVar[str] = POSITIVE_ROW  # what its assignment rows are (utils.assign.result.ROW_KINDS)
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any]):
         det = head_of(model)

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.assign.centre_prior import centre_candidates, gaussian_centre_prior
-from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.result import WEIGHTED_CANDIDATE_ROW, AssignResult, LevelCandidates
 from utils.boxes import bbox_iou
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import (FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs,
@@ -117,6 +117,7 @@ class ComputeLossDW(AnchorLossStrategy):
 
     names = ("loc", "cls_pos", "cls_neg")
     Hyp = DWHyp
+    row_kind = WEIGHTED_CANDIDATE_ROW
     hyp_file = "hyp.dw.yaml"
 
     def __init__(self, model, hyp):
@@ -183,7 +184,7 @@ class ComputeLossDW(AnchorLossStrategy):
                                         targets.shape[0])
         for m, w in zip(cands, w_pos.split([len(m) for m in cands])):
             m.weight = w
-        return AssignResult(cands, targets.shape[0], {"w_neg_iou": w_neg_iou})
+        return AssignResult(cands, targets.shape[0], {"w_neg_iou": w_neg_iou}, self.row_kind)
 
     def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """The three DW terms given the weighted candidates."""

@@ -82,7 +82,7 @@ import torch
 from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors, cell_frame
 from utils.assign.free_anchor import (Bags, anchor_bags, decode_xyxy, matched_class_prob, paired_iou,  # noqa: F401
                                       prior_iou, reachable_pairs)
-from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.result import BAG_MEMBER_ROW, AssignResult, LevelCandidates
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss
 
@@ -150,6 +150,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
 
     names = ("pos", "neg")
     Hyp = FreeAnchorHyp
+    row_kind = BAG_MEMBER_ROW
     hyp_file = "hyp.freeanchor.yaml"
     max_pair_elems = 1 << 22  # objects x priors per chunk of the pairwise IoU tensors
 
@@ -249,7 +250,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
             out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
                                        target=ti, cls=bags.cls[ti], box_grid=box,
                                        anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
-        return AssignResult(out, nt, {"bags": bags, "matched": matched})
+        return AssignResult(out, nt, {"bags": bags, "matched": matched}, self.row_kind)
 
     def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """Recall (bag) and precision terms given the bags and B; float32, outside autocast."""
