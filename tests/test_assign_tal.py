@@ -51,8 +51,8 @@ def test_worked_example_ties_go_to_the_lower_cell():
     assert rows(lv) == [(0, 1, 0), (0, 4, 0)]
     assert lv.cls.tolist() == [1, 1] and lv.anchor.tolist() == [0, 0] and lv.anchor_wh.tolist() == [[0.0, 0.0]] * 2
     assert lv.weight.tolist() == pytest.approx([0.8 / (0.8 + TAL_EPS)] * 2, abs=1e-7)
-    # box_grid: the object's xywh in grid units, xy from the cell's top-left corner (cell 4: gi 0, gj 1)
-    assert lv.box_grid[1].tolist() == [1.0, 0.0, 2.0, 2.0]
+    # box_xywh_cell: the object's xywh in grid units, xy from the cell's top-left corner (cell 4: gi 0, gj 1)
+    assert lv.box_xywh_cell[1].tolist() == [1.0, 0.0, 2.0, 2.0]
 
 
 def test_fewer_candidates_than_topk_and_the_soft_targets():
@@ -135,7 +135,7 @@ def test_empty_ground_truth_and_an_empty_image():
     scores, boxes = predictions(bs=2, n=20, box=(0.0, 0.0, 16.0, 16.0))
     out = run(torch.zeros((0, 6)), scores, boxes, shapes=((4, 4), (2, 2)), strides=(8.0, 16.0))
     assert len(out) == 2 and all(len(lv) == 0 for lv in out)
-    assert out[0].box_grid.shape == (0, 4) and out[0].anchor_wh.shape == (0, 2)
+    assert out[0].box_xywh_cell.shape == (0, 4) and out[0].anchor_wh.shape == (0, 2)
     # image 0 has no object, image 1 has one: only image 1's rows
     lv0, lv1 = run(px_targets([(1, 0, 0, 0, 16, 16)]), scores, boxes, shapes=((4, 4), (2, 2)), strides=(8.0, 16.0))
     assert set(lv0.image.tolist()) == {1} and len(lv0) == 4
@@ -149,4 +149,4 @@ def test_cells_of_all_levels_compete_in_one_top_k():
     boxes[0, 16] = torch.tensor([0.0, 0.0, 32.0, 32.0])
     lv0, lv1 = run(px_targets([(0, 0, 0, 0, 32, 32)]), scores, boxes, shapes=((4, 4), (2, 2)), strides=(8.0, 16.0))
     assert len(lv0) == 0 and (lv1.gj.tolist(), lv1.gi.tolist()) == ([0], [0])
-    assert lv1.box_grid.tolist() == [[1.0, 1.0, 2.0, 2.0]] and lv1.weight.tolist() == pytest.approx([1.0])
+    assert lv1.box_xywh_cell.tolist() == [[1.0, 1.0, 2.0, 2.0]] and lv1.weight.tolist() == pytest.approx([1.0])

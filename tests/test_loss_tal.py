@@ -55,7 +55,7 @@ def dense_v8_loss(loss_fn, preds, assignment, hyp):
         row = p[m.image, 0, m.gj, m.gi].float()  # (n, no)
         ltrb = row[:, :n_dist].view(-1, 4, reg_max + 1).softmax(-1) @ torch.arange(reg_max + 1.0)
         pred_xyxy = torch.cat((0.5 - ltrb[:, :2], 0.5 + ltrb[:, 2:]), 1)
-        tgt_xyxy = xywh2xyxy(m.box_grid)
+        tgt_xyxy = xywh2xyxy(m.box_xywh_cell)
         ciou = bbox_iou(pred_xyxy, tgt_xyxy, xywh=False, CIoU=True).squeeze(1)
         box_terms.append(((1 - ciou) * m.weight).sum())
         dist = torch.cat((0.5 - tgt_xyxy[:, :2], tgt_xyxy[:, 2:] - 0.5), 1).clamp(0, reg_max - 0.01)

@@ -31,7 +31,7 @@ def test_yolov5_panel_equals_the_candidate_rule():
         assert np.array_equal(tgt, m.target.numpy()) and w is None
 
 
-ROW_FIELDS = ("image", "anchor", "gj", "gi", "target", "cls", "box_grid", "anchor_wh", "weight")
+ROW_FIELDS = ("image", "anchor", "gj", "gi", "target", "cls", "box_xywh_cell", "anchor_wh", "weight")
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -80,7 +80,7 @@ def test_positives_per_object_counts_distinct_cells_by_size():
     m = rows(0, [(0, 1, 1), (0, 1, 1), (1, 1, 1)])
     m2 = rows(1, [(0, 2, 2)])
     cat = LevelCandidates(*(torch.cat((getattr(m, f), getattr(m2, f))) for f in ("image", "anchor", "gj", "gi",
-                                                                                 "target", "cls", "box_grid", "anchor_wh")))
+                                                                                 "target", "cls", "box_xywh_cell", "anchor_wh")))
     out = av.positives_per_object([cat], targets, (100, 100))
     assert out == {"small": [2], "medium": [], "large": [1]}
 

@@ -105,7 +105,7 @@ def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strid
 
     Returns:
         one :class:`LevelCandidates` per level, one row per positive cell, ordered by image, then
-        cell (raster order); ``anchor`` is 0; ``box_grid`` is the object's xywh in grid units with
+        cell (raster order); ``anchor`` is 0; ``box_xywh_cell`` is the object's xywh in grid units with
         xy relative to the cell's top-left corner (so the cell centre is (0.5, 0.5)); ``anchor_wh``
         is the virtual box (anchor_scale, anchor_scale) in grid units.
     """

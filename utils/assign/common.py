@@ -114,7 +114,7 @@ def rows_by_level(obj: torch.Tensor, cell: torch.Tensor, targets: torch.Tensor, 
         gj, gi = local // nx, local % nx
         out.append(LevelCandidates(
             image=targets[tl, 0].long(), anchor=torch.zeros_like(tl), gj=gj, gi=gi, target=tl,
-            cls=targets[tl, 1].long(), box_grid=cell_frame(boxes_xywh_px[tl] / s, gi, gj),
+            cls=targets[tl, 1].long(), box_xywh_cell=cell_frame(boxes_xywh_px[tl] / s, gi, gj),
             anchor_wh=torch.full((tl.shape[0], 2), float(anchor_wh), device=obj.device),
             weight=None if weight is None else weight[on]))
         offset += ny * nx

@@ -21,10 +21,11 @@ class LevelCandidates:
 
     image (long): batch index; anchor (long): anchor index at this level (0 on the anchor-free
     head); gj, gi (long): cell row and column; target (long): row of the target in the loader's
-    ``targets``; cls (long): its class; box_grid (float (n, 4)): the target's xywh in grid units,
-    xy relative to the cell's top-left corner (:func:`models.geometry.cell_frame`); anchor_wh
-    (float (n, 2)): the anchor's w, h in grid units; weight (float (n,) or None): a soft weight
-    where the rule has one (``dw``, ``freeanchor``), else None.
+    ``targets``; cls (long): its class; box_xywh_cell (float (n, 4)): the target's xywh in the
+    cell frame: grid units of the level, xy relative to the cell's top-left corner
+    (:func:`models.geometry.cell_frame`; ``box_grid`` before, still readable); anchor_wh (float (n, 2)):
+    the anchor's w, h in grid units; weight (float (n,) or None): a soft weight where the rule has one
+    (``dw``, ``freeanchor``; ``tal``'s soft targets), else None.
     """
 
     image: torch.Tensor
@@ -33,12 +34,17 @@ class LevelCandidates:
     gi: torch.Tensor
     target: torch.Tensor
     cls: torch.Tensor
-    box_grid: torch.Tensor
+    box_xywh_cell: torch.Tensor
     anchor_wh: torch.Tensor
     weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.image.shape[0]
+
+    @property
+    def box_grid(self) -> torch.Tensor:
+        """The former name of :attr:`box_xywh_cell`, kept for code written against it."""
+        return self.box_xywh_cell
 
     def flat_rows(self, pred: torch.Tensor) -> torch.Tensor:
         """Row of each candidate in ``pred.reshape(-1, no)`` for this level's ``(bs, na, ny, nx, no)``

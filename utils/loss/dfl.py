@@ -9,7 +9,7 @@ What such a strategy shares, written once: the check that its ``reg_max`` hyp ke
 the layout of a head row (``4 * (reg_max + 1)`` distance logits, then ``nc`` class logits), gathering
 the rows an assignment names, decoding a row's distances into a box and encoding a target box into the
 four side distances the Distribution Focal Loss pulls towards. Boxes are compared in grid units of
-their level with the cell corner as origin (``box_grid`` of :class:`utils.assign.result.LevelCandidates`),
+their level with the cell corner as origin (``box_xywh_cell`` of :class:`utils.assign.result.LevelCandidates`),
 so positives of all levels are processed in one pass.
 """
 from __future__ import annotations
@@ -136,13 +136,13 @@ class DFLLossStrategy(LossStrategy):
         rows = [p.reshape(-1, p.shape[-1])[m.flat_rows(p)] for p, m in zip(preds, assignment)]
         return torch.cat(rows) if rows else preds[0].new_zeros((0, preds[0].shape[-1]))
 
-    def boxes(self, dist: torch.Tensor, box_grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def boxes(self, dist: torch.Tensor, box_xywh_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(predicted, target) xyxy ``(n, 4)`` in grid units, cell corner origin.
 
-        dist (n, n_dist): distance logits of the rows; box_grid (n, 4): their objects' xywh in grid
+        dist (n, n_dist): distance logits of the rows; box_xywh_cell (n, 4): their objects' xywh in grid
         units relative to the cell corner (:func:`models.geometry.cell_frame`).
         """
-        return self.box_coder.decode(dist), xywh2xyxy(box_grid.float())
+        return self.box_coder.decode(dist), xywh2xyxy(box_xywh_cell.float())
 
     def dfl_per_row(self, dist: torch.Tensor, target_xyxy: torch.Tensor, eps: float) -> torch.Tensor:
         """Distribution Focal Loss of each row ``(n,)``, the mean over its four sides.

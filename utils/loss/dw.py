@@ -147,15 +147,15 @@ class ComputeLossDW(AnchorLossStrategy):
             offsets.append(offsets[-1] + pi.shape[:4].numel())
         anchor_ids = torch.cat([m.flat_rows(pi) + o for pi, m, o in zip(preds, cands, offsets)])
         logits = torch.cat([r.T.float() for r in rows], 1)  # (6, k): each of the six contiguous
-        box_grid = torch.cat([m.box_grid for m in cands]).T.contiguous()  # (4, k)
+        box_xywh_cell = torch.cat([m.box_xywh_cell for m in cands]).T.contiguous()  # (4, k)
         anchor_wh = torch.cat([m.anchor_wh for m in cands]).T  # (2, k)
         pxy = self.box_coder.decode_xy(logits[:2])
         pwh = self.box_coder.decode_wh(logits[2:4], anchor_wh)
         pbox = torch.cat((pxy, pwh)).T  # (k, 4) xywh, xy relative to the cell; column-major for bbox_iou
-        giou = bbox_iou(pbox, box_grid.T, GIoU=True).squeeze(-1)
+        giou = bbox_iou(pbox, box_xywh_cell.T, GIoU=True).squeeze(-1)
         with torch.no_grad():
-            iou = bbox_iou(pbox, box_grid.T).squeeze(-1)
-        prior = gaussian_centre_prior(box_grid[:2].T - 0.5, self.hyp.dw_sigma)
+            iou = bbox_iou(pbox, box_xywh_cell.T).squeeze(-1)
+        prior = gaussian_centre_prior(box_xywh_cell[:2].T - 0.5, self.hyp.dw_sigma)
         return _PairTerms(cls_logit=logits[5], obj_logit=logits[4], giou=giou, iou=iou, prior=prior,
                           target=torch.cat([m.target for m in cands]), cls=torch.cat([m.cls for m in cands]),
                           anchor=anchor_ids)

@@ -223,7 +223,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """Every bag member of every object, per level (``fa_bag_size`` rows per object in all).
 
-        Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_grid``
+        Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_xywh_cell``
         is in the cell frame. ``weight`` is the row's mean-max weight ``(1 / (1 - p)) / sum over the bag``
         (a bag's weights sum to 1): how much the member counts in its object's likelihood,
         near-uniform early in training, concentrated on the learned match later. ``extras`` holds the
@@ -248,7 +248,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
             box = cell_frame(bags.box_xywh_px[ti] / pri.stride_px[ji, None], pri.gi[ji], pri.gj[ji])
             a = pri.anchor[ji]
             out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
-                                       target=ti, cls=bags.cls[ti], box_grid=box,
+                                       target=ti, cls=bags.cls[ti], box_xywh_cell=box,
                                        anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
         return AssignResult(out, nt, {"bags": bags, "matched": matched}, self.row_kind)
 

@@ -107,15 +107,15 @@ class ComputeLossGFL(DFLLossStrategy):
     hyp_file = "hyp.gfl.yaml"
 
     def _positive_losses(self, p: torch.Tensor, cls: torch.Tensor,
-                         box_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                         box_xywh_cell: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """QFL correction, weighted GIoU and DFL sums and the weight sum of the positives.
 
-        p (n, no) float logits at the positive cells; cls (n,) their classes; box_grid (n, 4) their
+        p (n, no) float logits at the positive cells; cls (n,) their classes; box_xywh_cell (n, 4) their
         objects' xywh in grid units relative to the cell corner (levels may be mixed).
         """
         h = self.hyp
         dist, cls_logits = p[:, :self.n_dist], p[:, self.n_dist:]
-        pred_xyxy, target_xyxy = self.boxes(dist, box_grid)  # (n, 4) each, grid units, cell corner origin
+        pred_xyxy, target_xyxy = self.boxes(dist, box_xywh_cell)  # (n, 4) each, grid units, cell corner origin
         with torch.no_grad():
             score = bbox_iou(pred_xyxy, target_xyxy, xywh=False).squeeze(1).clamp(0)
             weight = cls_logits.sigmoid().max(1).values  # (n,)
@@ -144,8 +144,8 @@ class ComputeLossGFL(DFLLossStrategy):
                 rows.append(p)  # (n, no)
                 pos.append(m)
         if rows:  # the positive terms do not depend on the level (grid units): one pass for all
-            cls, box_grid = torch.cat([m.cls for m in pos]), torch.cat([m.box_grid for m in pos])
-            q, lbox, ldfl, wsum = self._positive_losses(torch.cat(rows).float(), cls, box_grid)
+            cls, box_xywh_cell = torch.cat([m.cls for m in pos]), torch.cat([m.box_xywh_cell for m in pos])
+            q, lbox, ldfl, wsum = self._positive_losses(torch.cat(rows).float(), cls, box_xywh_cell)
             lqfl = lqfl + q
             image = torch.cat([m.image for m in pos])
             pos_per_image += torch.bincount(image, minlength=bs).to(pos_per_image.dtype)

@@ -77,7 +77,7 @@ class ComputeLossTAL(DFLLossStrategy):
         pos = self.concat_levels(matches)
         if len(pos):
             dist = rows[:, :self.n_dist]
-            pred_xyxy, target_xyxy = self.boxes(dist, pos.box_grid)  # (n, 4) each, grid units
+            pred_xyxy, target_xyxy = self.boxes(dist, pos.box_xywh_cell)  # (n, 4) each, grid units
             target = self._targets(pred_xyxy, target_xyxy, pos.weight)  # (n,)
             lcls = lcls - (rows[:, self.n_dist:].gather(1, pos.cls[:, None]).squeeze(1) * target).sum()
             ciou = bbox_iou(pred_xyxy, target_xyxy, xywh=False, CIoU=True).squeeze(1)

@@ -102,7 +102,7 @@ class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
             if len(m):
                 pbox, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((4, 1, self.nc), 1)
                 pbox = self.box_coder.decode(pbox, m.anchor_wh)  # (n, 4) xywh, cell frame
-                iou = bbox_iou(pbox, m.box_grid, CIoU=True).squeeze(-1)  # (n,)
+                iou = bbox_iou(pbox, m.box_xywh_cell, CIoU=True).squeeze(-1)  # (n,)
                 lbox = lbox + (1.0 - iou).mean()
                 tobj[m.image, m.anchor, m.gj, m.gi] = iou.detach().clamp(0).type(tobj.dtype)
                 if self.nc > 1:
