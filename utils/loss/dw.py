@@ -13,7 +13,7 @@ priors -> assign (no grad) -> losses:
    1.11, mean 0, fixed), 0 outside the box. Anchors whose decode cannot reach the object
    (``wh <= 4 * anchor``) simply earn a low ``p_loc`` and so a low weight.
 2. Weights of every (candidate, object) pair, no gradient
-   (:func:`utils.loss.functional.dw_pos_weights_pairs`, :func:`~utils.loss.functional.dw_neg_iou_weights_pairs`):
+   (:func:`utils.assign.dw_weights.dw_pos_weights_pairs`, :func:`~utils.assign.dw_weights.dw_neg_iou_weights_pairs`):
    ``p_loc = exp(-5 * (1 - GIoU))`` of the decoded box, ``p_cls = s`` of the object's class,
    ``p = p_cls * p_loc``; ``w_pos = exp(5p) p prior / sum over the object's pairs of exp(3p) p prior``.
    The negative IoU factor ``(1 - IoU^2) / 0.75``, min-max normalised over the object's pairs, 1 below
@@ -74,8 +74,8 @@ from utils.assign.centre_prior import centre_candidates, gaussian_centre_prior
 from utils.assign.result import WEIGHTED_CANDIDATE_ROW, AssignResult, LevelCandidates
 from utils.boxes import bbox_iou
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
-from utils.loss.functional import (FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs,
-                                   focal_negative_sum, pick_row_class)
+from utils.assign.dw_weights import dw_neg_iou_weights_pairs, dw_pos_weights_pairs
+from utils.loss.functional import FOCAL_NEG_FLOOR, focal_negative_sum, pick_row_class
 
 
 @dataclasses.dataclass(frozen=True)
