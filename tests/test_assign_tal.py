@@ -15,7 +15,7 @@ All cases: one level of stride 8 on a 32x32 image (4x4 cells, cell index gj * 4 
 import pytest
 import torch
 
-from utils.assign.tal import TAL_EPS, tal_assign
+from utils.assign.tal import TAL_EPS, dense_predictor, tal_assign
 
 FAR = (100.0, 100.0, 101.0, 101.0)  # a predicted box with CIoU < 0 (u = 0) against every object here
 
@@ -33,7 +33,8 @@ def predictions(bs=1, n=16, nc=3, box=FAR, score=1.0):
 
 
 def run(targets, scores, boxes, topk=10, shapes=((4, 4),), strides=(8.0,), img=32):
-    return tal_assign(targets, list(shapes), list(strides), (img, img), scores, boxes, topk, 0.5, 6.0)
+    return tal_assign(targets, list(shapes), list(strides), (img, img), dense_predictor(scores, boxes), scores.shape[0],
+                      topk, 0.5, 6.0)
 
 
 def rows(level):

@@ -11,7 +11,7 @@ import yaml
 import train as train_cli
 from models.yolo import Model
 from utils.assign.atss import atss_assign
-from utils.assign.tal import tal_assign
+from utils.assign.tal import dense_predictor, tal_assign
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.engine import trainer
 from utils.engine.hyp import HYP_DIR, HypError, load_hyp
@@ -96,6 +96,19 @@ def test_without_objects_only_the_background_bce_remains(dfl_model):
     torch.testing.assert_close(loss, background * 2)
 
 
+def dense_predictions(loss_fn, preds):
+    """Every cell's class probabilities (bs, N, nc) and decoded box (bs, N, 4) xyxy pixels."""
+    scores, boxes = [], []
+    for p, s in zip(preds, loss_fn.stride.tolist()):
+        bs, _, ny, nx, no = p.shape
+        flat = p.detach().reshape(bs, ny * nx, no)
+        gy, gx = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
+        centre = torch.stack((gx, gy), -1).view(-1, 2) + 0.5
+        boxes.append(loss_fn.box_coder.decode(flat[..., :loss_fn.n_dist], centre) * s)
+        scores.append(flat[..., loss_fn.n_dist:].sigmoid())
+    return torch.cat(scores, 1), torch.cat(boxes, 1)
+
+
 def rows_of(levels):
     return [(m.image.tolist(), m.gj.tolist(), m.gi.tolist(), m.target.tolist()) for m in levels]
 
@@ -111,9 +124,9 @@ def test_assigner_key_picks_the_rule_under_either_loss(dfl_model, loss, assigner
     strides = dfl_model.stride.tolist()
     if assigner == "atss":
         want = atss_assign(TARGETS, shapes, strides, (96, 128))
-    else:
-        scores, boxes = loss_fn.dense_predictions(preds)
-        want = tal_assign(TARGETS, shapes, strides, (96, 128), scores, boxes)
+    else:  # every cell's scores and boxes decoded densely here, against the strategy's per-pair reads
+        scores, boxes = dense_predictions(loss_fn, preds)
+        want = tal_assign(TARGETS, shapes, strides, (96, 128), dense_predictor(scores, boxes), len(imgs))
     assert rows_of(loss_fn.last_assignment) == rows_of(want)
 
 

@@ -28,67 +28,88 @@ target is the background's and their box weight is 0). TOOD itself uses alpha 1.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-from models.geometry import cell_centres
-from utils.assign.common import highest_first, rows_by_level
+from utils.assign.centre_prior import cells_inside_boxes
+from utils.assign.common import highest_first, resolve_cell_conflicts, rows_by_level
 from utils.assign.result import LevelCandidates
 from utils.boxes import bbox_iou, xywh2xyxy
 
-TAL_EPS = 1e-9  # YOLOv8's eps: the inside margin in pixels and the soft-target denominator's guard
+TAL_EPS = 1e-9  # YOLOv8's eps: the soft-target denominator's guard (and its inside margin in pixels)
+
+# (image (p,), cell (p,), class (p,)) -> (predicted score of that class (p,), decoded box (p, 4) xyxy px):
+# the predictions are read only at the (object, candidate cell) pairs, not at every cell and class
+PairPredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def dense_predictor(scores: torch.Tensor, pred_xyxy_px: torch.Tensor) -> PairPredictor:
+    """The :data:`PairPredictor` of dense tensors: scores (Tensor[bs, N, nc]) probabilities and
+    pred_xyxy_px (Tensor[bs, N, 4]) boxes of every cell, levels concatenated."""
+    return lambda image, cell, cls: (scores[image, cell, cls].float(), pred_xyxy_px[image, cell].float())
 
 
 @torch.no_grad()
-def alignment(targets: torch.Tensor, boxes_xyxy_px: torch.Tensor, points_px: torch.Tensor,
-              scores: torch.Tensor, pred_xyxy_px: torch.Tensor, alpha: float, beta: float,
-              eps: float = TAL_EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def alignment(targets: torch.Tensor, boxes_xyxy_px: torch.Tensor, grid_shapes: list[tuple[int, int]],
+              strides: list[float], predict: PairPredictor, alpha: float,
+              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Steps 1-2 for every (object, cell) pair of the batch.
 
     Args:
         targets (Tensor[nt, 6]): ``[image, class, x, y, w, h]``; boxes_xyxy_px (Tensor[nt, 4]) their boxes.
-        points_px (Tensor[N, 2]): every cell's centre, pixels; scores (Tensor[bs, N, nc]): class
-            scores (sigmoid); pred_xyxy_px (Tensor[bs, N, 4]): decoded boxes, pixels.
+        grid_shapes, strides: the levels; predict: the scores and boxes at pairs.
 
     Returns:
-        inside (Tensor[nt, N] bool); align t and overlap u (Tensor[nt, N] float32, 0 outside).
+        pairs (object (k,), cell (k,)): every candidate, cells numbered level by level; align t and
+        overlap u (Tensor[nt, N] float32, 0 at non-candidates).
     """
-    nt, n = boxes_xyxy_px.shape[0], points_px.shape[0]
-    ltrb = torch.cat((points_px[None] - boxes_xyxy_px[:, None, :2], boxes_xyxy_px[:, None, 2:] - points_px[None]), -1)
-    inside = ltrb.amin(-1) > eps  # (nt, N)
-    obj, cell = inside.nonzero(as_tuple=True)
-    image, cls = targets[obj, 0].long(), targets[obj, 1].long()
-    u_pair = bbox_iou(boxes_xyxy_px[obj], pred_xyxy_px[image, cell].float(), xywh=False, CIoU=True)
-    u_pair = u_pair.squeeze(-1).clamp_(0)
-    s_pair = scores[image, cell, cls].float()
-    u = torch.zeros((nt, n), device=points_px.device)
+    nt, n = boxes_xyxy_px.shape[0], sum(ny * nx for ny, nx in grid_shapes)
+    # strictly inside: for cell centres on a power-of-2 stride grid "> 0" and YOLOv8's "> 1e-9 px" agree
+    # (float32 differences of two coordinates above 1 px are 0 or far above 1e-9); ranges per level
+    # instead of a (nt, N, 4) distance tensor
+    obj, cell, start = [], [], 0
+    for (ny, nx), s in zip(grid_shapes, strides):
+        o, gj, gi = cells_inside_boxes(boxes_xyxy_px / s, (ny, nx))
+        obj.append(o)
+        cell.append(start + gj * nx + gi)
+        start += ny * nx
+    obj, cell = torch.cat(obj), torch.cat(cell)
+    s_pair, pred_pair = predict(targets[obj, 0].long(), cell, targets[obj, 1].long())
+    u_pair = bbox_iou(boxes_xyxy_px[obj], pred_pair, xywh=False, CIoU=True).squeeze(-1).clamp_(0)
+    u = torch.zeros((nt, n), device=boxes_xyxy_px.device)
     align = torch.zeros_like(u)
     u[obj, cell] = u_pair
     align[obj, cell] = s_pair.pow(alpha) * u_pair.pow(beta)
-    return inside, align, u
+    return (obj, cell), align, u
 
 
 @torch.no_grad()
-def select_positives(image: torch.Tensor, inside: torch.Tensor, align: torch.Tensor, u: torch.Tensor,
-                     topk: int, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 3-4: (object row (p,), cell (p,)) of every positive, one per (image, cell).
+def select_positives(image: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor], align: torch.Tensor,
+                     u: torch.Tensor, topk: int, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 3-4: (object row (p,), cell (p,)) of every positive, one per (image, cell), by image then cell.
 
-    image (Tensor[nt] long): each object's image; inside, align, u (Tensor[nt, N]) as :func:`alignment`.
+    image (Tensor[nt] long): each object's image; pairs: (object, cell) of every candidate (centre
+    inside); align, u (Tensor[nt, N]) as :func:`alignment`.
     """
-    nt, n = align.shape
+    n = align.shape[1]
     top = highest_first(align, min(topk, n))  # (nt, k)
-    claim = torch.zeros_like(inside).scatter_(1, top, True) & (align > 0)  # (nt, N)
-    claims = torch.zeros((bs, n), device=align.device).index_add_(0, image, claim.float())  # per (image, cell)
-    # step 4: the largest u over every object of the image containing the cell (-1 where outside)
-    u_in = torch.where(inside, u, torch.full_like(u, -1.0))
-    best = torch.full((bs, n), -1.0, device=u.device).scatter_reduce(0, image[:, None].expand(-1, n), u_in, "amax")
-    rows = torch.arange(nt, device=u.device)[:, None].expand(-1, n)
-    is_best = inside & (u_in == best[image])
-    first = torch.full((bs, n), nt, device=u.device, dtype=torch.long).scatter_reduce(
-        0, image[:, None].expand(-1, n), torch.where(is_best, rows, torch.full_like(rows, nt)), "amin")
-    winner = rows == first[image]
-    pos = torch.where(claims[image] > 1, winner & (align > 0), claim)
-    obj, cell = pos.nonzero(as_tuple=True)
-    order = (image[obj] * n + cell).argsort()  # by image, then cell
+    claim = torch.zeros(align.shape, dtype=torch.bool, device=align.device).scatter_(1, top, True) & (align > 0)
+    obj, cell = claim.nonzero(as_tuple=True)
+    key = image[obj] * n + cell
+    contested = torch.bincount(key, minlength=bs * n)[key] > 1
+    # a contested cell goes to the largest u over every object of its image containing it (claimant or
+    # not), as YOLOv8's argmax over the whole overlap column: the cell-conflict rule over all candidates
+    c_obj, c_cell = pairs
+    c_key = image[c_obj] * n + c_cell
+    competing = torch.isin(c_key, key[contested]).nonzero().squeeze(1)
+    c_obj, c_cell = c_obj[competing], c_cell[competing]
+    won = resolve_cell_conflicts(c_obj, c_cell, image[c_obj], u[c_obj, c_cell], n)
+    c_obj, c_cell = c_obj[won], c_cell[won]
+    won_aligned = align[c_obj, c_cell] > 0
+    obj = torch.cat((obj[~contested], c_obj[won_aligned]))
+    cell = torch.cat((cell[~contested], c_cell[won_aligned]))
+    order = (image[obj] * n + cell).argsort()
     return obj[order], cell[order]
 
 
@@ -102,7 +123,7 @@ def soft_targets(obj: torch.Tensor, t: torch.Tensor, u: torch.Tensor, nt: int, e
 
 @torch.no_grad()
 def tal_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float] | torch.Tensor,
-               img_hw: tuple[int, int], scores: torch.Tensor, pred_xyxy_px: torch.Tensor, topk: int = 10,
+               img_hw: tuple[int, int], predict: PairPredictor, bs: int, topk: int = 10,
                alpha: float = 0.5, beta: float = 6.0) -> list[LevelCandidates]:
     """Task-aligned positives of every level (see the module docstring for the rule).
 
@@ -110,8 +131,10 @@ def tal_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], stride
         targets (Tensor[nt, 6]): ``[image, class, x, y, w, h]``, xywh normalised 0..1 of the image.
         grid_shapes: ``(ny, nx)`` of each level; strides: pixels per cell of each level.
         img_hw: (height, width) of the (letterboxed) input image in pixels.
-        scores (Tensor[bs, N, nc]): predicted class scores (sigmoid) of every cell, levels concatenated.
-        pred_xyxy_px (Tensor[bs, N, 4]): every cell's decoded box, pixels.
+        predict: the predicted class score (sigmoid) and decoded box (pixels) at given (image, cell,
+            class) pairs, cells numbered level by level in raster order (:func:`dense_predictor` for
+            dense tensors).
+        bs: images in the batch.
         topk, alpha, beta: positives per object and the exponents of ``t = s^alpha * u^beta``.
 
     Returns:
@@ -125,8 +148,7 @@ def tal_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], stride
     h, w = img_hw
     boxes_xywh = targets[:, 2:6].float() * torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
     boxes_xyxy = xywh2xyxy(boxes_xywh)  # (nt, 4) pixels
-    points = torch.cat([cell_centres(ny, nx, s, device) for (ny, nx), s in zip(grid_shapes, strides)])  # (N, 2)
-    inside, align, u = alignment(targets, boxes_xyxy, points, scores, pred_xyxy_px, alpha, beta)
-    obj, cell = select_positives(targets[:, 0].long(), inside, align, u, topk, scores.shape[0])
+    pairs, align, u = alignment(targets, boxes_xyxy, grid_shapes, strides, predict, alpha, beta)
+    obj, cell = select_positives(targets[:, 0].long(), pairs, align, u, topk, bs)
     weight = soft_targets(obj, align[obj, cell], u[obj, cell], targets.shape[0])
     return rows_by_level(obj, cell, targets, boxes_xywh, grid_shapes, strides, 0.0, weight)

@@ -21,13 +21,60 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from models.geometry import cell_grid, CELL_CENTRE
+from models.geometry import CELL_CENTRE
 from utils.assign.atss import atss_assign
 from utils.assign.result import AssignResult, LevelCandidates
-from utils.assign.tal import tal_assign
+from utils.assign.tal import PairPredictor, tal_assign
 from utils.boxes import xywh2xyxy
 from utils.loss.base import NON_NEGATIVE, POSITIVE, LossStrategy, StrategyHyp, head_of
 from utils.loss.functional import distribution_focal_loss
+
+
+class BackgroundFocalAndRows(torch.autograd.Function):
+    """One level's ``(sum of softplus(x) * sigmoid(x) ** beta over pred[..., start:], pred rows)``.
+
+    The first output is QFL with target 0 summed over every cell and class (equal to summing
+    :func:`utils.loss.functional.quality_focal_loss` with no positives; ``beta = 0`` gives plain BCE
+    with target 0, the background of ``tal``'s class loss); the second is
+    ``pred.view(-1, no)[rows]``, the positive cells. Both in one function because this runs over
+    every cell and class: the analytic gradient d/dx = p^beta * (p + beta * softplus(x) * (1 - p))
+    is formed in the forward pass from the same sigmoid, softplus is taken from it as
+    ``relu(x) - log1p(-min(p, 1 - p))`` (exact for both signs of x, cheaper than ``F.softplus`` on
+    the strided class slice), and the backward pass writes both gradients into one zero tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, rows: torch.Tensor, start: int, beta: float):
+        x = pred[..., start:].float()
+        prob = x.sigmoid()
+        one_minus = 1.0 - prob
+        log_max = torch.minimum(prob, one_minus).neg_().log1p_()  # log(max(p, 1 - p))
+        softplus = x.clamp(min=0).sub_(log_max)
+        del log_max
+        ctx.grad = None
+        if beta == 0.0:  # BCE with target 0: d/dx softplus(x) = p, no p^beta pass
+            loss = softplus.sum()
+            if ctx.needs_input_grad[0]:
+                ctx.grad = prob
+        else:
+            prob_beta = prob * prob if beta == 2.0 else prob.pow(beta)
+            loss = torch.dot(softplus.view(-1), prob_beta.view(-1))
+            if ctx.needs_input_grad[0]:
+                ctx.grad = torch.addcmul(prob, softplus, one_minus, value=beta).mul_(prob_beta)
+        ctx.save_for_backward(rows)
+        ctx.start, ctx.shape, ctx.dtype = start, pred.shape, pred.dtype
+        return loss, pred.reshape(-1, pred.shape[-1])[rows]
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, grad_rows: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        g, ctx.grad = ctx.grad, None
+        out = torch.zeros(ctx.shape, dtype=ctx.dtype, device=g.device)
+        out[..., ctx.start:] = g.mul_(grad_loss)
+        if grad_rows is not None and rows.numel():
+            out.view(-1, ctx.shape[-1]).index_add_(0, rows, grad_rows.to(ctx.dtype))
+        return out, None, None, None
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,22 +150,30 @@ class DFLLossStrategy(LossStrategy):
                     img_hw: tuple[int, int]) -> list[LevelCandidates]:
         """Task-aligned assignment (:mod:`utils.assign.tal`) on the current scores and boxes."""
         h = self.hyp
-        scores, boxes_px = self.dense_predictions(preds)
-        return tal_assign(targets, shapes, self.stride.tolist(), img_hw, scores, boxes_px,
+        return tal_assign(targets, shapes, self.stride.tolist(), img_hw, self.pair_predictor(preds), preds[0].shape[0],
                           h.tal_topk, h.tal_alpha, h.tal_beta)
 
-    @torch.no_grad()
-    def dense_predictions(self, preds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every cell's class scores ``(bs, N, nc)`` (sigmoid) and decoded box ``(bs, N, 4)`` xyxy pixels,
-        float32, levels concatenated, cells in raster order."""
-        scores, boxes = [], []
-        for p, s in zip(preds, self.stride.tolist()):
-            bs, _, ny, nx, no = p.shape
-            flat = p.detach().reshape(bs, ny * nx, no).float()
-            centres = cell_grid(ny, nx, p.device).view(ny * nx, 2) + CELL_CENTRE  # grid units
-            boxes.append(self.box_coder.decode(flat[..., :self.n_dist], centres) * s)
-            scores.append(flat[..., self.n_dist:].sigmoid())
-        return torch.cat(scores, 1), torch.cat(boxes, 1)
+    def pair_predictor(self, preds: list[torch.Tensor]) -> PairPredictor:
+        """(image, cell, class) -> (class score (sigmoid), decoded box xyxy pixels), float32, read from the
+        head outputs at those pairs only; cells are numbered level by level in raster order."""
+
+        @torch.no_grad()
+        def predict(image: torch.Tensor, cell: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            score = torch.empty(cell.shape[0], device=cell.device)
+            box = torch.empty((cell.shape[0], 4), device=cell.device)
+            start = 0
+            for p, s in zip(preds, self.stride.tolist()):
+                bs, _, ny, nx, no = p.shape
+                on = ((cell >= start) & (cell < start + ny * nx)).nonzero().squeeze(1)
+                local = cell[on] - start
+                rows = p.detach().reshape(bs, ny * nx, no)[image[on], local].float()  # (k, no)
+                centre = torch.stack((local % nx, local // nx), 1).float() + CELL_CENTRE  # grid units
+                box[on] = self.box_coder.decode(rows[:, :self.n_dist], centre) * s
+                score[on] = rows[:, self.n_dist:].gather(1, cls[on, None]).squeeze(1).sigmoid()
+                start += ny * nx
+            return score, box
+
+        return predict
 
     @staticmethod
     def concat_levels(assignment: AssignResult | list[LevelCandidates]) -> LevelCandidates:
@@ -130,11 +185,21 @@ class DFLLossStrategy(LossStrategy):
         return LevelCandidates(*(None if any(getattr(m, n) is None for m in levels)
                                  else torch.cat([getattr(m, n) for m in levels]) for n in names))
 
-    @staticmethod
-    def gather_rows(preds: list[torch.Tensor], assignment: AssignResult) -> torch.Tensor:
-        """The head rows ``(n, no)`` of every assigned cell, levels concatenated in level order."""
-        rows = [p.reshape(-1, p.shape[-1])[m.flat_rows(p)] for p, m in zip(preds, assignment)]
-        return torch.cat(rows) if rows else preds[0].new_zeros((0, preds[0].shape[-1]))
+    def background_and_rows(self, preds: list[torch.Tensor], assignment: AssignResult,
+                            beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class loss with target 0 over every cell and class, and the assigned rows, in one pass.
+
+        Returns (sum of ``softplus(x) * sigmoid(x) ** beta`` over all class logits: QFL's background,
+        BCE's with ``beta = 0``; the head rows ``(n, no)`` of every assigned cell, levels concatenated
+        in level order), see :class:`BackgroundFocalAndRows`.
+        """
+        total = torch.zeros((), device=preds[0].device)
+        rows = []
+        for p, m in zip(preds, assignment):
+            background, r = BackgroundFocalAndRows.apply(p, m.flat_rows(p), self.n_dist, beta)
+            total = total + background
+            rows.append(r)
+        return total, torch.cat(rows)
 
     def boxes(self, dist: torch.Tensor, box_xywh_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(predicted, target) xyxy ``(n, 4)`` in grid units, cell corner origin.

@@ -5,7 +5,9 @@ priors -> assign -> losses:
 * priors: one point per grid cell, centre ``(g + 0.5) * stride``, and the box coder (DFL expectation,
   distances from the centre): the head's own (models/geometry.py);
 * assign: ATSS (:func:`utils.assign.atss.atss_assign`: top-9 nearest cells per level, IoU of a
-  virtual ``8 * stride`` box, threshold mean + std, centre inside the object);
+  virtual ``8 * stride`` box, threshold mean + std, centre inside the object); ``assigner: tal`` swaps
+  in the task-aligned rule (:mod:`utils.assign.tal`), whose soft targets this loss does not read (QFL's
+  target stays the IoU);
 * losses, as GFocal's ``gfl_head.py`` / mmdetection's ``GFLHead``:
     - ``qfl``: Quality Focal Loss over every cell and class; the soft target at a positive is the
       IoU of its decoded (detached) box with its object, 0 elsewhere; summed and divided by the
@@ -46,46 +48,6 @@ class GFLHyp(DFLHyp):
     giou: float = 2.0  # GIoU box loss gain
     dfl: float = 0.25  # Distribution Focal Loss gain
     assigner: str = "atss"  # GFL's own rule
-
-
-class _BackgroundQFLAndRows(torch.autograd.Function):
-    """One level's ``(sum of softplus(x) * sigmoid(x) ** beta over pred[..., start:], pred rows)``.
-
-    The first output is QFL with target 0 summed over every cell and class (equal to summing
-    :func:`utils.loss.functional.quality_focal_loss` with no positives); the second is
-    ``pred.view(-1, no)[rows]``, the positive cells. Both in one function because this runs over
-    every cell and class: the analytic gradient d/dx = p^beta * (p + beta * softplus(x) * (1 - p))
-    is formed in the forward pass from the same sigmoid, softplus is taken from it as
-    ``relu(x) - log1p(-min(p, 1 - p))`` (exact for both signs of x, cheaper than ``F.softplus`` on
-    the strided class slice), and the backward pass writes both gradients into one zero tensor.
-    """
-
-    @staticmethod
-    def forward(ctx, pred: torch.Tensor, rows: torch.Tensor, start: int, beta: float):
-        x = pred[..., start:].float()
-        prob = x.sigmoid()
-        one_minus = 1.0 - prob
-        log_max = torch.minimum(prob, one_minus).neg_().log1p_()  # log(max(p, 1 - p))
-        softplus = x.clamp(min=0).sub_(log_max)
-        del log_max
-        prob_beta = prob * prob if beta == 2.0 else prob.pow(beta)
-        loss = torch.dot(softplus.view(-1), prob_beta.view(-1))
-        ctx.grad = None
-        if ctx.needs_input_grad[0]:
-            ctx.grad = torch.addcmul(prob, softplus, one_minus, value=beta).mul_(prob_beta)
-        ctx.save_for_backward(rows)
-        ctx.start, ctx.shape, ctx.dtype = start, pred.shape, pred.dtype
-        return loss, pred.reshape(-1, pred.shape[-1])[rows]
-
-    @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, grad_rows: torch.Tensor):
-        (rows,) = ctx.saved_tensors
-        g, ctx.grad = ctx.grad, None
-        out = torch.zeros(ctx.shape, dtype=ctx.dtype, device=g.device)
-        out[..., ctx.start:] = g.mul_(grad_loss)
-        if grad_rows is not None and rows.numel():
-            out.view(-1, ctx.shape[-1]).index_add_(0, rows, grad_rows.to(ctx.dtype))
-        return out, None, None, None
 
 
 def qfl_positive_correction(logits: torch.Tensor, scores: torch.Tensor, beta: float) -> torch.Tensor:
@@ -131,24 +93,14 @@ class ComputeLossGFL(DFLLossStrategy):
         h = self.hyp
         dev = preds[0].device
         bs = preds[0].shape[0]
-        lqfl = torch.zeros((), device=dev)
         lbox = ldfl = wsum = torch.zeros((), device=dev)
         pos_per_image = torch.zeros(bs, device=dev)
-        rows, pos = [], []
-        for pi, m in zip(preds, matches):
-            _, na, ny, nx, _ = pi.shape
-            flat = ((m.image * na + m.anchor) * ny + m.gj) * nx + m.gi
-            background, p = _BackgroundQFLAndRows.apply(pi, flat, self.n_dist, h.qfl_beta)
-            lqfl = lqfl + background
-            if len(m):
-                rows.append(p)  # (n, no)
-                pos.append(m)
-        if rows:  # the positive terms do not depend on the level (grid units): one pass for all
-            cls, box_xywh_cell = torch.cat([m.cls for m in pos]), torch.cat([m.box_xywh_cell for m in pos])
-            q, lbox, ldfl, wsum = self._positive_losses(torch.cat(rows).float(), cls, box_xywh_cell)
+        lqfl, rows = self.background_and_rows(preds, matches, h.qfl_beta)  # rows (n, no)
+        pos = self.concat_levels(matches)
+        if len(pos):  # the positive terms do not depend on the level (grid units): one pass for all
+            q, lbox, ldfl, wsum = self._positive_losses(rows.float(), pos.cls, pos.box_xywh_cell)
             lqfl = lqfl + q
-            image = torch.cat([m.image for m in pos])
-            pos_per_image += torch.bincount(image, minlength=bs).to(pos_per_image.dtype)
+            pos_per_image += torch.bincount(pos.image, minlength=bs).to(pos_per_image.dtype)
         lqfl = lqfl / pos_per_image.clamp(min=1).sum() * h.qfl
         wsum = wsum.clamp(min=1)
         lbox = lbox / wsum * h.giou

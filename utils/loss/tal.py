@@ -27,7 +27,6 @@ import dataclasses
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from utils.assign.result import AssignResult
 from utils.boxes import bbox_iou
@@ -69,11 +68,11 @@ class ComputeLossTAL(DFLLossStrategy):
         """BCE, CIoU and DFL given the positives of each level -> (loss * bs, items)."""
         h = self.hyp
         bs = preds[0].shape[0]
-        # BCE(x, y) = softplus(x) - x * y: the background term over every cell and class, then the
-        # positives' -x * y, so no dense (cells x classes) target tensor is built
-        lcls = sum(F.softplus(p[..., self.n_dist:].float()).sum() for p in preds)
+        # BCE(x, y) = softplus(x) - x * y: the background term over every cell and class (fused, with the
+        # rows' gathering), then the positives' -x * y, so no dense (cells x classes) target is built
+        lcls, rows = self.background_and_rows(preds, matches, 0.0)
+        rows = rows.float()  # (n, no)
         lbox = ldfl = torch.zeros((), device=preds[0].device)
-        rows = self.gather_rows(preds, matches).float()  # (n, no)
         pos = self.concat_levels(matches)
         if len(pos):
             dist = rows[:, :self.n_dist]
