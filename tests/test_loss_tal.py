@@ -197,8 +197,9 @@ def test_compare_trains_loss_plus_assigner_and_labels_its_rows(tmp_path):
     hyp_file = hyp_for("gfl+tal", tmp_path)
     assert hyp_file.parent == tmp_path and load_hyp(hyp_file)["assigner"] == "tal"
     assert load_hyp(hyp_file)["loss"] == "gfl" and hyp_for("gfl") == HYP_DIR / "hyp.gfl.yaml"
-    (cmd,) = plan(tmp_path, ["gfl+tal"], [0], ["--epochs", "1"], 0)
+    cmd, default = plan(tmp_path, ["gfl+tal", "gfl+atss"], [0], ["--epochs", "1"], 0)
     assert f"--hyp {hyp_file}" in cmd and "gfl+tal-s0" in cmd
+    assert f"--hyp {HYP_DIR / 'hyp.gfl.yaml'}" in default and "gfl-s0" in default  # gfl's own rule is gfl
     # a finished run reads back as the row 'gfl+tal' (from its hyp.yaml), the default rule as 'gfl'
     for assigner, label in (("tal", "gfl+tal"), ("atss", "gfl")):
         run = tmp_path / assigner

@@ -29,7 +29,7 @@ from utils.compare.report import write_report
 from utils.compare.runs import RunRecord, find_runs, note_end, note_start, read_run
 from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
-from utils.loss import loss_class, split_strategy
+from utils.loss import canonical_strategies, loss_class, split_strategy
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +104,7 @@ def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
 
 def plan(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int) -> list[str]:
     """One shell line per (strategy, seed): what ``compare`` would run there with ``--jobs 1``."""
+    losses = canonical_strategies(losses)
     return [shlex.join(job_command(j, train_args, workers)) for j in make_jobs(exp, losses, seeds)]
 
 
@@ -154,6 +155,7 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
     """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``.
 
     ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending)."""
+    losses = canonical_strategies(losses)  # gfl+atss is gfl: one row, one run folder
     todo = make_jobs(exp, losses, seeds)
     for j in todo:
         j.read()
@@ -173,6 +175,7 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
 def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str) -> list[RunRecord]:
     """Tables and plots in ``exp`` from the finished runs under ``dirs`` (see ``find_runs`` for the
     errors). Strategies in ``losses`` order first (the first one found is the baseline), others after."""
+    losses = canonical_strategies(losses)
     records = find_runs(dirs)
     found = {r.loss for r in records}
     order = [x for x in losses if x in found] + sorted(found - set(losses))

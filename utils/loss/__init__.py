@@ -60,9 +60,14 @@ def strategy_label(loss: str, assigner: str | None = None) -> str:
     return loss if assigner is None or assigner == default else f"{loss}+{assigner}"
 
 
+def canonical_strategies(names: list[str]) -> list[str]:
+    """Strategy names as their runs read back (``gfl+atss`` -> ``gfl``), order kept; bad names -> ValueError."""
+    return [strategy_label(*split_strategy(n)) for n in names]
+
+
 def build_loss(model: nn.Module, hyp: dict[str, Any]) -> LossStrategy:
     """The strategy named by ``hyp['loss']``, built from the model's head and the hyp values as given."""
     return loss_class(hyp.get("loss"))(model, hyp)
 
 
-__all__ = ["LOSSES", "build_loss", "loss_class", "split_strategy", "strategy_label", "LossStrategy", "ComputeLoss"]
+__all__ = ["LOSSES", "build_loss", "loss_class", "split_strategy", "strategy_label", "canonical_strategies", "LossStrategy", "ComputeLoss"]
