@@ -92,10 +92,10 @@ def cell_centres(matches: list[LevelCandidates], strides: list[float], image: in
 
 
 def draw_panels(img: np.ndarray, boxes_xyxy: np.ndarray, panels: dict[str, list], file: Path,
-                rows: dict[str, str] | None = None) -> Path:
+                row_kinds: dict[str, str] | None = None) -> Path:
     """One panel per strategy: the image, its ground truth boxes, and dots on its assigned cells
-    (colour = level, size = weight where the strategy has one); ``rows`` names what a panel's rows
-    are (default positives)."""
+    (colour = level, size = weight where the strategy has one); ``row_kinds`` names what a panel's
+    rows are, plural (default positives)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +116,7 @@ def draw_panels(img: np.ndarray, boxes_xyxy: np.ndarray, panels: dict[str, list]
                 ax.scatter(xy[:, 0], xy[:, 1], s=size, c=LEVEL_COLOURS[lv % len(LEVEL_COLOURS)],
                            alpha=0.7, edgecolors="black", linewidths=0.3, label=f"P{lv + 3}")
                 total += len(xy)
-        ax.set_title(f"{name}: {total} {(rows or {}).get(name, 'positives')} for {len(boxes_xyxy)} objects")
+        ax.set_title(f"{name}: {total} {(row_kinds or {}).get(name, 'positives')} for {len(boxes_xyxy)} objects")
         ax.axis("off")
         ax.legend(loc="lower right", fontsize=7)
     for ax in axes.ravel()[n:]:
