@@ -1,5 +1,6 @@
 """Task-aligned assigner (utils/assign/tal.py): hand-built cases with the exact expected positives and
-soft targets: ties, overlapping objects, an object with no candidate cell, empty images.
+soft targets (ties, overlapping objects, an object with no candidate cell, empty images), and equality
+with a dense one-image-at-a-time transcription of YOLOv8's assigner on random predictions.
 
 Pinned reference behaviour (ultralytics ``TaskAlignedAssigner`` as ``v8DetectionLoss`` builds it: topk
 10, alpha 0.5, beta 6.0, eps 1e-9): candidates are cells whose centre lies strictly inside the object;
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from utils.assign.tal import TAL_EPS, dense_predictor, tal_assign
+from utils.boxes import bbox_iou
 
 FAR = (100.0, 100.0, 101.0, 101.0)  # a predicted box with CIoU < 0 (u = 0) against every object here
 
@@ -151,3 +153,67 @@ def test_cells_of_all_levels_compete_in_one_top_k():
     lv0, lv1 = run(px_targets([(0, 0, 0, 0, 32, 32)]), scores, boxes, shapes=((4, 4), (2, 2)), strides=(8.0, 16.0))
     assert len(lv0) == 0 and (lv1.gj.tolist(), lv1.gi.tolist()) == ([0], [0])
     assert lv1.box_xywh_cell.tolist() == [[1.0, 1.0, 2.0, 2.0]] and lv1.weight.tolist() == pytest.approx([1.0])
+
+
+def reference_yolov8(targets, scores, boxes, points, topk=10, alpha=0.5, beta=6.0, img=64, eps=1e-9):
+    """YOLOv8's TaskAlignedAssigner steps, one image at a time on dense (objects x cells) tensors, written
+    from its documented behaviour: {(image, cell): (object row, soft target)} of the targets > 0."""
+    out = {}
+    for b in range(scores.shape[0]):
+        rows = (targets[:, 0] == b).nonzero().squeeze(1)
+        if not len(rows):
+            continue
+        xywh = targets[rows, 2:6] * img
+        gt = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)  # (n, 4)
+        ltrb = torch.cat((points[None] - gt[:, None, :2], gt[:, None, 2:] - points[None]), -1)
+        inside = (ltrb.amin(-1) > eps).float()  # (n, N)
+        overlaps = bbox_iou(gt[:, None], boxes[b][None], xywh=False, CIoU=True).squeeze(-1).clamp(0) * inside
+        cls_scores = scores[b][:, targets[rows, 1].long()].T * inside  # (n, N)
+        align = cls_scores.pow(alpha) * overlaps.pow(beta)
+        mask_pos = torch.zeros_like(align).scatter_(1, align.topk(topk, dim=1).indices, 1.0) * inside
+        contested = mask_pos.sum(0) > 1
+        best = torch.nn.functional.one_hot(overlaps.argmax(0), len(rows)).T.float()  # (n, N)
+        mask_pos = torch.where(contested[None], best, mask_pos)
+        align = align * mask_pos
+        norm = align * (overlaps * mask_pos).amax(1, keepdim=True) / (align.amax(1, keepdim=True) + eps)
+        for j in (mask_pos.sum(0) > 0).nonzero().squeeze(1).tolist():
+            i = int(mask_pos[:, j].argmax())
+            if norm[i, j] > 0:
+                out[(b, j)] = (int(rows[i]), float(norm[i, j]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_equals_a_dense_transcription_of_yolov8_on_random_predictions(seed):
+    # 2 images of 64x64, levels of stride 8 and 16 (8x8 + 4x4 cells), 3 + 2 large overlapping objects
+    # (every object keeps >= 10 candidates with t > 0, where dropping t = 0 pairs changes nothing);
+    # every cell predicts a jittered copy of a random object of its image
+    from models.geometry import cell_centres
+
+    g = torch.Generator().manual_seed(seed)
+    objs = [(0, 3), (1, 2)]
+    rows = []
+    for b, n in objs:
+        for _ in range(n):
+            wh = torch.rand(2, generator=g) * 20 + 36
+            xy = torch.rand(2, generator=g) * (64 - wh) + wh / 2
+            rows.append([b, int(torch.randint(3, (1,), generator=g)), *(xy / 64).tolist(), *(wh / 64).tolist()])
+    targets = torch.tensor(rows)
+    points = torch.cat((cell_centres(8, 8, 8.0, "cpu"), cell_centres(4, 4, 16.0, "cpu")))
+    boxes = torch.zeros(2, 80, 4)
+    for b, _ in objs:
+        mine = (targets[:, 0] == b).nonzero().squeeze(1)
+        pick = mine[torch.randint(len(mine), (80,), generator=g)]
+        xywh = targets[pick, 2:6] * 64 * (1 + 0.3 * (torch.rand(80, 4, generator=g) - 0.5))
+        boxes[b] = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
+    scores = torch.rand(2, 80, 3, generator=g)
+    want = reference_yolov8(targets, scores, boxes, points)
+    got = {}
+    for lv, (nx, offset) in zip(run(targets, scores, boxes, shapes=((8, 8), (4, 4)), strides=(8.0, 16.0), img=64),
+                                ((8, 0), (4, 64))):
+        for b, gj, gi, t, w in zip(lv.image.tolist(), lv.gj.tolist(), lv.gi.tolist(), lv.target.tolist(),
+                                   lv.weight.tolist()):
+            got[(b, offset + gj * nx + gi)] = (t, w)
+    assert len(want) >= 20 and got.keys() == want.keys()
+    for k in want:
+        assert got[k][0] == want[k][0] and got[k][1] == pytest.approx(want[k][1], rel=1e-5), k
