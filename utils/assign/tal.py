@@ -22,9 +22,13 @@ object xyxy (0, 0, 16, 16) px: the cells (0, 0), (1, 0), (0, 1), (1, 1) have the
 0.8 each, the lowest indices among the three equal) are positive and get 0.8 * 1 / 0.8 = 1.0.
 
 YOLOv8 (ultralytics ``utils/tal.py`` ``TaskAlignedAssigner``, used with topk 10, alpha 0.5, beta 6.0
-in ``v8DetectionLoss``): equal assignments, except that YOLOv8 leaves the order of equal ``t`` to
-``torch.topk`` and keeps ``t = 0`` pairs as positives with target 0 (no loss difference: their BCE
-target is the background's and their box weight is 0). TOOD itself uses alpha 1.0, beta 6.0, top 13.
+in ``v8DetectionLoss``): equal assignments (tests/test_assign_tal.py checks a dense transcription),
+except that YOLOv8 leaves the order of equal ``t`` to ``torch.topk`` and keeps ``t = 0`` pairs as
+positives with target 0. Such a pair changes no loss by itself (background BCE target, box weight 0),
+but when an object has fewer than ``topk`` aligned cells YOLOv8's picks among its zeros follow
+``torch.topk``'s unspecified order, and a picked cell that another object claims becomes contested
+(step 4); leaving ``t = 0`` pairs out keeps the result defined. TOOD itself uses alpha 1.0, beta 6.0,
+top 13.
 """
 from __future__ import annotations
 
