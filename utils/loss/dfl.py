@@ -111,7 +111,7 @@ def check_assigner(name: Any, head: str) -> None:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ValueError(f"hyp key 'assigner': unknown rule {name!r}{hint}; choose from {', '.join(usable)}")
     if ASSIGNER_HEADS[name] != head:
-        raise ValueError(f"hyp key 'assigner': rule '{name}' assigns {ASSIGNER_HEADS[name]}-head anchors, "
+        raise ValueError(f"hyp key 'assigner': rule '{name}' matches for the {ASSIGNER_HEADS[name]} head, "
                          f"this loss trains the {head} head; choose from {', '.join(usable)}")
 
 
