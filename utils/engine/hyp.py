@@ -131,7 +131,8 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
         if key not in known:
             owners = _owners_of(key)
             if owners:
-                names = ", ".join(f"'{o}'" for o in owners)
+                also = ", ".join(f"'{o}'" for o in owners[1:])
+                names = f"'{owners[0]}'" + (f" (also {also})" if also else "")
                 raise HypError(f"{source}: key '{key}' belongs to loss {names}, but this file trains "
                                f"loss '{hyp.get('loss', 'yolov5')}'; remove it or set loss: {' | '.join(owners)}")
             close = difflib.get_close_matches(key, sorted(known), n=3)
