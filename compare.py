@@ -1,7 +1,7 @@
 """Compare loss strategies: train each with the same data, model, schedule and seeds, then tabulate.
 
     python compare.py --data data/bccd.yaml --cfg models/yolov5n.yaml --img 320 --epochs 60 \\
-                      --losses yolov5,ota,freeanchor,gfl,ssd,dw --seeds 0,1,2,3,4
+                      --losses yolov5,ota,freeanchor,gfl,ssd,dw,tal --seeds 0,1,2,3,4
 
 Writes runs/compare/exp*/: runs.csv (one row per finished run: mAP, per-class AP, collapsed classes,
 start and end times), results.csv / results.md (per strategy: mean ± std over seeds, the 95 % interval
@@ -86,8 +86,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img", "--imgsz", type=image_size, default=None, help="image size (default: train.py's)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: train.py's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: train.py's)")
-    p.add_argument("--losses", type=name_list, default="yolov5,ota,freeanchor,gfl,ssd,dw",
-                   help="comma-separated strategies; the first is the baseline of the verdicts")
+    p.add_argument("--losses", type=name_list, default=None,
+                   help="comma-separated strategies, loss or loss+assigner (gfl+tal, tal+atss); the first is "
+                        "the baseline of the verdicts "
+                        "(default: every strategy of utils.loss.LOSSES, yolov5 first)")
     p.add_argument("--seeds", type=seeds_arg, default="0,1,2",
                    help="comma-separated seeds (the seed alone moves mAP50-95 by a few points: see README), or "
                         "auto: 3 each, then more in rounds only where the verdict is unresolved")
@@ -114,6 +116,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seeds auto decides which runs to train; --report tabulates finished runs: give one of them")
     if opt.seeds_mode == "auto" and opt.max_seeds < 3:
         p.error(f"--max-seeds: --seeds auto starts at 3 seeds per strategy, so the cap must be at least 3, got {opt.max_seeds}")
+    if opt.losses is None:  # looked up only when needed: importing the strategies imports torch
+        from utils.loss import LOSSES
+        opt.losses = list(LOSSES)
     return opt
 
 

@@ -1,6 +1,6 @@
 """Training-step cost of every loss strategy relative to the first one named (``yolov5``), on identical inputs.
 
-    python benchmarks/step_speed.py [--losses yolov5,ota,freeanchor,gfl,ssd,dw] [--cfg models/yolov5n.yaml]
+    python benchmarks/step_speed.py [--losses yolov5,ota,freeanchor,gfl,ssd,dw,tal] [--cfg models/yolov5n.yaml]
         [--img 320] [--batch 16] [--objects 15] [--nc 3] [--repeats 7] [--device cpu|cuda] [--amp] [--cpu-time]
 
 One model per head kind (same seed) and one synthetic batch (``--objects`` boxes per image, BCCD-like

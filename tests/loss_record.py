@@ -9,7 +9,8 @@ kernels were removed). A change that alters a strategy's behaviour on purpose re
 entries with the second command and says so in its commit message. So far: ``freeanchor``, when its
 bags began to give equal prior IoUs to the lower prior index (``utils.assign.free_anchor.highest_first``);
 ``ssd``, when its default ratio of negatives per positive went from 3 to 30 (``ssd_ratio3`` keeps SSD's
-3 and equals the entries ``ssd`` had before).
+3 and equals the entries ``ssd`` had before). ``tal``, ``gfl_assigner_tal`` and ``tal_assigner_atss`` were
+added with ``--only tal`` (which also measures entries the file lacks), leaving every other entry as it was.
 
 Cases (yolov5n geometry, strides 8/16/32): head outputs are seeded normal logits (objectness and
 class logits shifted down, as a freshly initialised head), not a forward pass, so the record does
@@ -48,18 +49,15 @@ CASES: dict[str, dict] = {
     "empty": {"nc": 3, "bs": 2, "hw": (128, 128), "seed": 3, "targets": []},
 }
 
-# strategy entries: name in the record -> hyp given to build_loss (defaults otherwise)
-VARIANTS: dict[str, dict] = {
-    "yolov5": {"loss": "yolov5"},
+# strategy entries: name in the record -> hyp given to build_loss (defaults otherwise). Every
+# registered strategy has its plain entry by itself; a new one only needs recording (--only NAME).
+VARIANTS: dict[str, dict] = {name: {"loss": name} for name in LOSSES} | {
     "yolov5_focal_smooth": {"loss": "yolov5", "fl_gamma": 1.5, "label_smoothing": 0.1},
-    "ota": {"loss": "ota"},
-    "freeanchor": {"loss": "freeanchor"},
-    "gfl": {"loss": "gfl"},
-    "ssd": {"loss": "ssd"},
     "ssd_ratio3": {"loss": "ssd", "ssd_neg_pos_ratio": 3.0},
     "ssd_band": {"loss": "ssd", "ssd_neg_iou_thr": 0.3},
-    "dw": {"loss": "dw"},
     "dw_best_object": {"loss": "dw", "dw_best_object": True},
+    "gfl_assigner_tal": {"loss": "gfl", "assigner": "tal"},
+    "tal_assigner_atss": {"loss": "tal", "assigner": "atss"},
 }
 
 _models: dict[tuple[int, str], Model] = {}
@@ -109,7 +107,9 @@ def record(only: list[str] | None = None) -> dict:
     out = {}
     for cname, case in CASES.items():
         out[cname] = {}
-        for vname, hyp in VARIANTS.items():
+        kept = [v for v in old.get(cname, {}) if v in VARIANTS]  # the file's order first: diffs only add
+        for vname in kept + [v for v in VARIANTS if v not in kept]:
+            hyp = VARIANTS[vname]
             if only and hyp["loss"] not in only and vname in old.get(cname, {}):
                 out[cname][vname] = old[cname][vname]
             else:

@@ -32,9 +32,9 @@ def test_worked_example_four_centre_cells():
     (lv,) = atss_assign(px_targets([(0, 2, 8, 8, 56, 56)]), [(8, 8)], [8.0], (64, 64))
     assert cells(lv) == [(0, 3, 3, 0), (0, 3, 4, 0), (0, 4, 3, 0), (0, 4, 4, 0)]
     assert lv.cls.tolist() == [2] * 4 and lv.anchor.tolist() == [0] * 4
-    # box_grid: xywh in grid units, xy relative to the cell's top-left corner
+    # box_xywh_cell: xywh in grid units, xy relative to the cell's top-left corner
     i = [k for k in range(4) if (lv.gj[k].item(), lv.gi[k].item()) == (3, 4)][0]
-    assert lv.box_grid[i].tolist() == [0.0, 1.0, 6.0, 6.0]
+    assert lv.box_xywh_cell[i].tolist() == [0.0, 1.0, 6.0, 6.0]
     assert lv.anchor_wh.tolist() == [[8.0, 8.0]] * 4
 
 
@@ -56,7 +56,7 @@ def test_object_without_a_cell_centre_inside_gets_nothing():
 def test_empty_ground_truth_gives_empty_levels():
     out = atss_assign(torch.zeros((0, 6)), [(8, 8), (4, 4)], [8.0, 16.0], (64, 64))
     assert len(out) == 2 and all(len(lv) == 0 for lv in out)
-    assert out[0].box_grid.shape == (0, 4) and out[0].anchor_wh.shape == (0, 2)
+    assert out[0].box_xywh_cell.shape == (0, 4) and out[0].anchor_wh.shape == (0, 2)
 
 
 def test_small_grid_uses_all_cells_and_one_candidate_level():

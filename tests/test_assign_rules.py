@@ -25,12 +25,12 @@ def test_yolo_candidates_worked_example():
     (m,) = yolo_candidates(t, ONE_ANCHOR, [(4, 4)])
     assert cells(m) == [(1, 2), (0, 2), (1, 3)]
     assert m.target.tolist() == [0, 0, 0] and m.cls.tolist() == [2, 2, 2] and m.anchor.tolist() == [0, 0, 0]
-    assert torch.allclose(m.box_grid, torch.tensor([[0.3, 0.8, 1, 1], [1.3, 0.8, 1, 1], [0.3, -0.2, 1, 1]]), atol=1e-6)
+    assert torch.allclose(m.box_xywh_cell, torch.tensor([[0.3, 0.8, 1, 1], [1.3, 0.8, 1, 1], [0.3, -0.2, 1, 1]]), atol=1e-6)
 
 
 def test_yolo_candidates_empty_and_no_candidate():
     (m,) = yolo_candidates(torch.zeros(0, 6), ONE_ANCHOR, [(4, 4)])
-    assert len(m) == 0 and m.box_grid.shape == (0, 4)
+    assert len(m) == 0 and m.box_xywh_cell.shape == (0, 4)
     big = torch.tensor([[0, 0, 0.5, 0.5, 2.0, 2.0]])  # 8x8 cells against a 1x1 anchor: ratio 8 > anchor_t 4
     (m,) = yolo_candidates(big, ONE_ANCHOR, [(4, 4)])
     assert len(m) == 0
@@ -64,7 +64,7 @@ def test_centre_candidates_worked_example_empty_and_tiny():
     (m,) = centre_candidates(t, anchors, [(4, 4)])
     assert cells(m) == [(1, 1)] * 3 and m.anchor.tolist() == [0, 1, 2]
     assert m.image.tolist() == [1, 1, 1] and m.target.tolist() == [0, 0, 0] and m.cls.tolist() == [2, 2, 2]
-    assert torch.allclose(m.box_grid, torch.tensor([[0.5, 0.5, 1.8, 0.6]]).expand(3, 4))
+    assert torch.allclose(m.box_xywh_cell, torch.tensor([[0.5, 0.5, 1.8, 0.6]]).expand(3, 4))
     assert torch.equal(m.anchor_wh, anchors[0])
     (m,) = centre_candidates(torch.zeros(0, 6), anchors, [(4, 4)])
     assert len(m) == 0

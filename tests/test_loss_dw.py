@@ -123,7 +123,7 @@ def test_candidates_exact_cells_anchors_and_prior_on_a_hand_built_grid():
     assert sorted(zip(lv.gi.tolist(), lv.gj.tolist(), lv.anchor.tolist())) == [(1, 1, 0), (1, 1, 1), (1, 2, 0), (1, 2, 1)]
     assert lv.cls.tolist() == [1] * 4 and lv.target.tolist() == [0] * 4 and lv.image.tolist() == [0] * 4
     own = (lv.gj == 1) & (lv.anchor == 1)
-    assert torch.allclose(lv.box_grid[own], torch.tensor([[0.5, 0.9, 1.8, 1.6]]))
+    assert torch.allclose(lv.box_xywh_cell[own], torch.tensor([[0.5, 0.9, 1.8, 1.6]]))
     assert torch.allclose(lv.anchor_wh[own], torch.tensor([[2.0, 3.0]]))
     prior = loss_fn.pair_terms(loss_fn.candidate_rows(preds, [lv]), [lv], preds).prior
     expected = torch.where(lv.gj == 1, math.exp(-0.4 ** 2 / (2 * SIGMA ** 2)), math.exp(-0.6 ** 2 / (2 * SIGMA ** 2)))
@@ -307,8 +307,8 @@ def test_rectangular_input_candidates_match_brute_force():
         x1, y1, x2, y2 = 0.175 * nx, 0.2 * ny, 0.425 * nx, 0.8 * ny
         cells = {(j, i) for j in range(ny) for i in range(nx) if x1 < i + 0.5 < x2 and y1 < j + 0.5 < y2}
         assert set(zip(lv.gj.tolist(), lv.gi.tolist())) == cells and len(lv) == 3 * len(cells)
-        assert torch.allclose(lv.box_grid[:, 0] + lv.gi, torch.full((len(lv),), 0.3 * nx))
-        assert torch.allclose(lv.box_grid[:, 1] + lv.gj, torch.full((len(lv),), 0.5 * ny))
+        assert torch.allclose(lv.box_xywh_cell[:, 0] + lv.gi, torch.full((len(lv),), 0.3 * nx))
+        assert torch.allclose(lv.box_xywh_cell[:, 1] + lv.gj, torch.full((len(lv),), 0.5 * ny))
     loss, _ = loss_fn(preds, targets, torch.zeros(1, 3, h, w))
     assert torch.isfinite(loss)
 

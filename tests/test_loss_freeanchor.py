@@ -241,7 +241,7 @@ def test_bag_is_the_highest_iou_anchors_and_far_anchors_get_no_positive_gradient
     cells = list(zip(lv.gi.tolist(), lv.gj.tolist()))
     assert cells[0] == (4, 3)
     assert set(cells[1:]) < {(3, 3), (5, 3), (4, 2), (4, 4)}
-    assert lv.box_grid[0].tolist() == pytest.approx([36 / 8 - lv.gi[0].item(), 28 / 8 - 3, 2.0, 2.0])
+    assert lv.box_xywh_cell[0].tolist() == pytest.approx([36 / 8 - lv.gi[0].item(), 28 / 8 - 3, 2.0, 2.0])
     weights = [m.weight for m in loss_fn.assign(preds, t, imgs)]
     assert weights[0].sum().item() == pytest.approx(1.0)
     # positive term only: a prior far from the object gets no gradient at all

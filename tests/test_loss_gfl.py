@@ -166,7 +166,7 @@ def plain_gfl(loss_fn, preds, matches, nc, reg_max=16):
         rows = p[m.image, 0, m.gj, m.gi]
         ltrb = rows[:, :nd].reshape(-1, 4, reg_max + 1).softmax(-1) @ torch.arange(reg_max + 1.0)
         pred_xyxy = torch.cat((0.5 - ltrb[:, :2], 0.5 + ltrb[:, 2:]), 1)
-        tgt = xywh2xyxy(m.box_grid)
+        tgt = xywh2xyxy(m.box_xywh_cell)
         flat = (m.image * ny + m.gj) * nx + m.gi
         lab[flat] = m.cls
         sc[flat] = bbox_iou(pred_xyxy.detach(), tgt, xywh=False).squeeze(1)

@@ -70,12 +70,12 @@ def test_two_candidates_one_target_takes_the_cheaper():
     assert isinstance(m, LevelCandidates)
     assert rows_of([m]) == [(0, 0, 0, 0, 1, 0)]  # k = int(1.5) = 1: cell 1 only
     assert m.cls.tolist() == [1]
-    assert torch.allclose(m.box_grid, torch.tensor([[0.25, 0.5, 1.0, 1.0]]))
+    assert torch.allclose(m.box_xywh_cell, torch.tensor([[0.25, 0.5, 1.0, 1.0]]))
     # a much better class score on the worse box wins: cost = class BCE + 3 * -log(IoU)
     preds[0][0, 0, 0, 0, 4:7] = torch.tensor([6.0, -6.0, 6.0])  # obj, class 0, class 1
     (m,) = loss.assign(preds, t, imgs)
     assert rows_of([m]) == [(0, 0, 0, 0, 0, 0)]
-    assert torch.allclose(m.box_grid, torch.tensor([[1.25, 0.5, 1.0, 1.0]]))
+    assert torch.allclose(m.box_xywh_cell, torch.tensor([[1.25, 0.5, 1.0, 1.0]]))
 
 
 @pytest.mark.parametrize("ious,expected_cells", [
@@ -106,7 +106,7 @@ def test_candidate_claimed_by_two_targets_goes_to_the_cheaper():
     (m,) = loss.assign(preds, t, imgs)
     assert rows_of([m]) == [(0, 0, 1, 0, 1, 1)]  # anchor 1 goes to B, which never proposed it
     assert m.cls.tolist() == [1]
-    assert torch.allclose(m.box_grid, torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
+    assert torch.allclose(m.box_xywh_cell, torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
     assert torch.allclose(m.anchor_wh, torch.tensor([[4.0, 4.0]]))
 
 
@@ -310,7 +310,7 @@ def test_chunked_matching_gives_identical_results():
     tiny = LOSSES["ota"](model, {"loss": "ota"}, max_pair_elems=1)  # one image per chunk
     a, b = whole.assign(preds, targets, imgs), tiny.assign(preds, targets, imgs)
     for x, y in zip(a, b):
-        for f in ("image", "anchor", "gj", "gi", "target", "cls", "box_grid", "anchor_wh"):
+        for f in ("image", "anchor", "gj", "gi", "target", "cls", "box_xywh_cell", "anchor_wh"):
             assert torch.equal(getattr(x, f), getattr(y, f)), f
     assert torch.equal(whole(preds, targets, imgs)[0], tiny(preds, targets, imgs)[0])
 
@@ -366,7 +366,7 @@ def test_low_precision_and_saturated_logits_stay_finite():
     loss.backward()
     assert grads_ok(leaves)
     half = [p.half() for p in preds]
-    assert all(torch.isfinite(m.box_grid).all() for m in loss_fn.assign(half, targets, imgs))
+    assert all(torch.isfinite(m.box_xywh_cell).all() for m in loss_fn.assign(half, targets, imgs))
     assert torch.isfinite(loss_fn([p.float() for p in half], targets, imgs)[0])
 
 

@@ -89,7 +89,7 @@ def test_assign_rectangular_input_cell_and_box_grid_convention():
     # the anchor there matches exactly; shifted neighbours overlap 1/3 < 0.5
     assert list(zip(lv.image.tolist(), lv.gj.tolist(), lv.gi.tolist())) == [(1, 2, 2)]
     assert lv.target.tolist() == [0] and lv.cls.tolist() == [2] and lv.anchor.tolist() == [0]
-    assert lv.box_grid[0].tolist() == pytest.approx([0.5, 0.5, 2.0, 2.0])
+    assert lv.box_xywh_cell[0].tolist() == pytest.approx([0.5, 0.5, 2.0, 2.0])
     assert lv.anchor_wh.tolist() == [[2.0, 2.0]]
 
 
@@ -103,7 +103,7 @@ def test_assign_levels_and_forced_anchor_on_the_right_level():
     # forced onto the first of P3's ties, none passes 0.5
     assert len(p3) + len(p4) == 1
     assert len(p3) == 1 and (p3.gj.item(), p3.gi.item()) == (1, 1)
-    assert p3.box_grid[0].tolist() == pytest.approx([1.0, 1.0, 1.75, 1.75])
+    assert p3.box_xywh_cell[0].tolist() == pytest.approx([1.0, 1.0, 1.75, 1.75])
 
 
 # --- losses -------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ def test_candidates_own_cell_and_two_nearest_neighbours():
     assert cells(lv) == [(0, 2, 0), (1, 2, 0), (1, 3, 0)]
     assert lv.cls.tolist() == [2, 2, 2] and lv.target.tolist() == [0, 0, 0]
     own = (lv.gi == 1) & (lv.gj == 2)
-    assert torch.allclose(lv.box_grid[own], torch.tensor([[0.3, 0.8, 1.0, 1.0]]))
+    assert torch.allclose(lv.box_xywh_cell[own], torch.tensor([[0.3, 0.8, 1.0, 1.0]]))
     left = lv.gi == 0
-    assert torch.allclose(lv.box_grid[left], torch.tensor([[1.3, 0.8, 1.0, 1.0]]))
+    assert torch.allclose(lv.box_xywh_cell[left], torch.tensor([[1.3, 0.8, 1.0, 1.0]]))
 
 
 def test_candidates_no_neighbour_outside_the_grid_and_ratio_filter():

@@ -6,6 +6,7 @@ import torch
 from utils.eval import assign_view as av
 from utils.assign.yolo_candidates import yolo_candidates
 from utils.compare.driver import hyp_for
+from utils.loss import LOSSES
 
 
 def fixed_input():
@@ -30,10 +31,10 @@ def test_yolov5_panel_equals_the_candidate_rule():
         assert np.array_equal(tgt, m.target.numpy()) and w is None
 
 
-ROW_FIELDS = ("image", "anchor", "gj", "gi", "target", "cls", "box_grid", "anchor_wh", "weight")
+ROW_FIELDS = ("image", "anchor", "gj", "gi", "target", "cls", "box_xywh_cell", "anchor_wh", "weight")
 
 
-@pytest.mark.parametrize("name", ["yolov5", "ota", "freeanchor", "gfl", "ssd", "dw"])
+@pytest.mark.parametrize("name", list(LOSSES))
 def test_drawn_positives_are_what_the_loss_trained_on(name):
     """show_assign draws the assignment of the loss call itself; that loss value is losses() of exactly
     those rows, and a fresh assign() on the same outputs gives the same rows."""
@@ -79,7 +80,7 @@ def test_positives_per_object_counts_distinct_cells_by_size():
     m = rows(0, [(0, 1, 1), (0, 1, 1), (1, 1, 1)])
     m2 = rows(1, [(0, 2, 2)])
     cat = LevelCandidates(*(torch.cat((getattr(m, f), getattr(m2, f))) for f in ("image", "anchor", "gj", "gi",
-                                                                                 "target", "cls", "box_grid", "anchor_wh")))
+                                                                                 "target", "cls", "box_xywh_cell", "anchor_wh")))
     out = av.positives_per_object([cat], targets, (100, 100))
     assert out == {"small": [2], "medium": [], "large": [1]}
 
@@ -90,3 +91,14 @@ def test_cli_names_a_missing_checkpoint(tmp_path, caplog):
     missing = tmp_path / "gone.pt"
     assert show_assign.cli(["--weights", str(missing), "--out", str(tmp_path / "out")]) == 1
     assert "gone.pt" in caplog.text and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_rows_say_what_they_are(name):
+    """Panels and --stats label rows that are not positives (dw's weighted candidates, freeanchor's bag
+    members), and the assignment carries the same kind as its strategy declares."""
+    imgs, targets = fixed_input()
+    s = av.strategy_for(name, hyp_for(name), None, 3, "models/yolov5n.yaml", 160)
+    assert av.positives(s, imgs, targets).row_kind == LOSSES[name].row_kind
+    want = {"dw": "weighted candidates", "freeanchor": "bag members"}.get(name, "positives")
+    assert s.rows == want and (s.label == s.title) == (want == "positives")

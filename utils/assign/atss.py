@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import torch
 
+from models.geometry import cell_centres
+from utils.assign.common import resolve_cell_conflicts, rows_by_level
 from utils.assign.result import LevelCandidates
-from models.geometry import cell_centres, cell_frame
 from utils.boxes import xywh2xyxy
 
 INSIDE_EPS = 0.01  # pixels a centre must lie inside the object (mmdetection's ATSSAssigner)
@@ -89,26 +90,6 @@ def _virtual_box_iou(pts: torch.Tensor, side: torch.Tensor, boxes_xyxy: torch.Te
     return inter / (side * side + area - inter)
 
 
-def _resolve_conflicts(t: torch.Tensor, cell: torch.Tensor, image: torch.Tensor, iou: torch.Tensor,
-                       n_cells: int) -> torch.Tensor:
-    """Keep, per (image, cell), the positive with the largest IoU (lowest object row on ties).
-
-    t, cell, image, iou: (p,) one entry per positive pair. Returns the kept entries' indices sorted
-    by image, then cell.
-    """
-    if t.numel() == 0:
-        return t
-    key = image * n_cells + cell
-    uniq, inv = torch.unique(key, return_inverse=True)
-    best = torch.full((uniq.shape[0],), -1.0, device=iou.device).scatter_reduce(0, inv, iou, "amax")
-    keep = iou == best[inv]
-    first = torch.full((uniq.shape[0],), torch.iinfo(t.dtype).max, device=t.device, dtype=t.dtype)
-    first = first.scatter_reduce(0, inv[keep], t[keep], "amin")
-    keep &= t == first[inv]
-    idx = keep.nonzero().squeeze(1)
-    return idx[key[idx].argsort()]
-
-
 @torch.no_grad()
 def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float] | torch.Tensor,
                 img_hw: tuple[int, int], topk: int = 9, anchor_scale: float = 8.0) -> list[LevelCandidates]:
@@ -124,7 +105,7 @@ def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strid
 
     Returns:
         one :class:`LevelCandidates` per level, one row per positive cell, ordered by image, then
-        cell (raster order); ``anchor`` is 0; ``box_grid`` is the object's xywh in grid units with
+        cell (raster order); ``anchor`` is 0; ``box_xywh_cell`` is the object's xywh in grid units with
         xy relative to the cell's top-left corner (so the cell centre is (0.5, 0.5)); ``anchor_wh``
         is the virtual box (anchor_scale, anchor_scale) in grid units.
     """
@@ -145,18 +126,5 @@ def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strid
     pos = (iou >= thr[:, None]) & (ltrb.min(-1).values > INSIDE_EPS)  # (nt, K)
     t, k = pos.nonzero(as_tuple=True)
     cell = cand[t, k]
-    keep = _resolve_conflicts(t, cell, targets[t, 0].long(), iou[t, k], points.shape[0])
-    t, cell = t[keep], cell[keep]
-
-    out, offset = [], 0
-    for (ny, nx), s in zip(grid_shapes, strides):
-        on = (cell >= offset) & (cell < offset + ny * nx)
-        tl, local = t[on], cell[on] - offset
-        gj, gi = local // nx, local % nx
-        box_grid = cell_frame(boxes_xywh[tl] / s, gi, gj)
-        out.append(LevelCandidates(
-            image=targets[tl, 0].long(), anchor=torch.zeros_like(tl), gj=gj, gi=gi, target=tl,
-            cls=targets[tl, 1].long(), box_grid=box_grid,
-            anchor_wh=torch.full((tl.shape[0], 2), float(anchor_scale), device=device)))
-        offset += ny * nx
-    return out
+    keep = resolve_cell_conflicts(t, cell, targets[t, 0].long(), iou[t, k], points.shape[0])
+    return rows_by_level(t[keep], cell[keep], targets, boxes_xywh, grid_shapes, strides, anchor_scale)

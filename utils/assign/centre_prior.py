@@ -86,8 +86,8 @@ def centre_candidates(targets: torch.Tensor, anchors_grid: torch.Tensor,
 
     Returns:
         one :class:`LevelCandidates` per level, ordered by object, then cell (raster order), then
-        anchor; ``box_grid`` is in the cell frame, so the cell centre's offset from the object's
-        centre is ``0.5 - box_grid[:, :2]``.
+        anchor; ``box_xywh_cell`` is in the cell frame, so the cell centre's offset from the object's
+        centre is ``0.5 - box_xywh_cell[:, :2]``.
     """
     targets = targets.float()
     device = targets.device
@@ -103,6 +103,6 @@ def centre_candidates(targets: torch.Tensor, anchors_grid: torch.Tensor,
         # each cell's na anchors side by side: (k * na,) rows (expand + reshape, no index ops)
         t, gj, gi, image, cls = (v[:, None].expand(-1, na).reshape(-1) for v in (obj, gj, gi, ic[:, 0], ic[:, 1]))
         out.append(LevelCandidates(image=image, anchor=torch.arange(na, device=device).repeat(len(obj)), gj=gj,
-                                   gi=gi, target=t, cls=cls, box_grid=cell_box[:, None].expand(-1, na, 4).reshape(-1, 4),
+                                   gi=gi, target=t, cls=cls, box_xywh_cell=cell_box[:, None].expand(-1, na, 4).reshape(-1, 4),
                                    anchor_wh=anchors[i].repeat(len(obj), 1)))
     return out

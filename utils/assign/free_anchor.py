@@ -25,6 +25,7 @@ import torch
 
 from models.geometry import AnchorPriors, LevelPriors, YOLOBoxCoder
 from utils.assign.centre_prior import cells_in_ranges
+from utils.assign.common import highest_first
 from utils.boxes import xywh2xyxy
 
 
@@ -142,22 +143,6 @@ def saturated_linear(iou: torch.Tensor, thr: float = 0.6, best: torch.Tensor | N
         best = iou.max(dim=-1, keepdim=True).values  # (n_obj, 1)
     span = (best - thr).clamp(min=torch.finfo(iou.dtype).tiny)
     return torch.where(best > thr, ((iou - thr) / span).clamp(0.0, 1.0), torch.zeros_like(iou))
-
-
-@torch.no_grad()
-def highest_first(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` largest values along the last dim, equal values lowest index first.
-
-    Non-negative float32 values only. The float64 key ``v * (1 - index * 2^-26 / m) - index * 2^-1000``
-    keeps the order of distinct values (neighbours differ by at least 2^-24 relative, or by a
-    denormal near 0) and orders equal ones, zeros included, by index; ``topk``'s own order among
-    equal values is unspecified and differs between devices. Exact ties are common here: every
-    anchor box lying wholly inside a large object has the same IoU with it.
-    """
-    m = values.shape[-1]
-    idx = torch.arange(m, device=values.device, dtype=torch.float64)
-    key = values.double().mul_(1.0 - idx * (2.0 ** -26 / m)).sub_(idx * 2.0 ** -1000)
-    return key.topk(k, dim=-1).indices
 
 
 @torch.no_grad()

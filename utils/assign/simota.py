@@ -24,28 +24,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-
-@torch.no_grad()
-def slots_in_groups(group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Position of every item inside its group, for items already sorted by group.
-
-    Args:
-        group (Tensor[N] long): group (image) of each item, ascending.
-        n_groups: number of groups (batch size).
-
-    Returns:
-        slot (Tensor[N] long): 0, 1, ... within each group; counts (Tensor[n_groups] long).
-    """
-    counts, start = group_spans(group, n_groups)
-    slot = torch.arange(group.shape[0], device=group.device) - start[group]
-    return slot, counts
-
-
-@torch.no_grad()
-def group_spans(group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Size and first position of every group, for items sorted by group: (counts, start), each (n_groups,)."""
-    counts = torch.bincount(group, minlength=n_groups)
-    return counts, counts.cumsum(0) - counts
+from utils.assign.common import cheapest_first, group_spans, slots_in_groups  # noqa: F401  (importable here)
 
 
 @torch.no_grad()
@@ -100,18 +79,6 @@ def dynamic_k(iou: torch.Tensor, topk: int = 10) -> torch.Tensor:
 
 
 @torch.no_grad()
-def cheapest_first(cost: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` smallest values along the last dim, equal values lowest index first.
-
-    The float64 key ``cost * (1 + index * 2^-26 / C)`` keeps the order of distinct non-negative
-    float32 costs (neighbours differ by at least 2^-24 relative) and orders equal ones by index, so
-    ``topk`` gives the same answer on every device and for any padding of the batch dimension.
-    """
-    c = cost.shape[-1]
-    ramp = torch.arange(c, device=cost.device, dtype=torch.float64).mul_(2.0 ** -26 / c).add_(1.0)
-    return cost.double().mul_(ramp).topk(k, dim=-1, largest=False).indices
-
-
 @torch.no_grad()
 def _claims(cost: torch.Tensor, iou: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of every column a row takes: its dynamic-k cheapest, ``(n, C)`` -> 2 x (M,).

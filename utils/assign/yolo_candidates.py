@@ -75,5 +75,5 @@ def yolo_candidates(targets: torch.Tensor, anchors_grid: torch.Tensor, grid_shap
         a = t[:, 6].long()
         out.append(LevelCandidates(
             image=t[:, 0].long(), anchor=a, gj=gij[:, 1], gi=gij[:, 0], target=t[:, 7].long(),
-            cls=t[:, 1].long(), box_grid=cell_frame(t[:, 2:6], gij[:, 0], gij[:, 1]), anchor_wh=anchors[a]))
+            cls=t[:, 1].long(), box_xywh_cell=cell_frame(t[:, 2:6], gij[:, 0], gij[:, 1]), anchor_wh=anchors[a]))
     return out

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 
 from utils.compare.pack import Packer, eta_seconds, progress_line
 from utils.compare.report import write_report
@@ -35,7 +36,7 @@ from utils.compare.stats import ALPHA, Look, auto_rounds, seed_schedule, spendin
 from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
 from utils.io.paths import write_atomic
-from utils.loss import loss_class
+from utils.loss import canonical_strategies, loss_class, split_strategy
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,10 +51,19 @@ def hyp_trains(spec: str | Path, loss: str) -> Path:
     return path
 
 
-def hyp_for(loss: str) -> Path:
-    """The hyp file of a strategy: hyp/hyp.<loss>.yaml, or hyp.scratch.yaml for ``yolov5``."""
-    loss_class(loss)  # unknown name -> ValueError listing the choices
-    return hyp_trains("hyp.scratch.yaml" if loss == "yolov5" else f"hyp.{loss}.yaml", loss)
+def hyp_for(name: str, folder: Path | None = None) -> Path:
+    """The hyp file of a strategy: its class's ``hyp_file`` in hyp/ (unknown name -> ValueError listing
+    the choices); for ``loss+assigner`` that file with the assigner set, written into ``folder``."""
+    loss, assigner = split_strategy(name)
+    path = hyp_trains(loss_class(loss).hyp_file, loss)
+    if assigner is None:
+        return path
+    if folder is None:
+        raise ValueError(f"strategy '{name}' needs a folder for its hyp file")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"hyp.{name}.yaml"
+    out.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "assigner": assigner}, sort_keys=False))
+    return out
 
 
 @dataclass
@@ -61,6 +71,7 @@ class Job:
     loss: str
     seed: int
     run_dir: Path
+    hyp: Path  # its hyp file (see hyp_for)
     status: str = "pending"  # pending | done | failed
     record: RunRecord | None = None
     error: str = ""
@@ -78,9 +89,8 @@ class Job:
 def make_jobs(exp: Path, losses: list[str], seeds: list[int]) -> list[Job]:
     """Seed-major: every strategy's first seed runs before any second one, so a comparison cut short
     still compares all strategies."""
-    for loss in losses:
-        hyp_for(loss)  # fail before any training when a strategy or its hyp file is missing
-    return [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}") for seed in seeds for loss in losses]
+    hyps = {loss: hyp_for(loss, exp) for loss in losses}  # fail before any training when one is missing
+    return [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}", hyps[loss]) for seed in seeds for loss in losses]
 
 
 def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
@@ -95,12 +105,13 @@ def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
         if resumable:
             return [sys.executable, str(ROOT / "train.py"), "--resume", str(last), "--quiet"]
     return [sys.executable, str(ROOT / "train.py"), *train_args, "--workers", str(workers),
-            "--hyp", str(hyp_for(job.loss)), "--seed", str(job.seed), "--project", str(job.run_dir.parent),
+            "--hyp", str(job.hyp), "--seed", str(job.seed), "--project", str(job.run_dir.parent),
             "--name", job.run_dir.name, "--exist-ok", "--quiet"]
 
 
 def plan(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int) -> list[str]:
     """One shell line per (strategy, seed): what ``compare`` would run there with ``--jobs 1``."""
+    losses = canonical_strategies(losses)
     return [shlex.join(job_command(j, train_args, workers)) for j in make_jobs(exp, losses, seeds)]
 
 
@@ -184,6 +195,7 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
     ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending).
     A command that ends with every planned run finished is a look (recorded in compare.json); the
     verdicts are corrected over all looks of the folder."""
+    losses = canonical_strategies(losses)  # gfl+atss is gfl: one row, one run folder
     todo = make_jobs(exp, losses, seeds)
     for j in todo:
         j.read()
@@ -281,6 +293,7 @@ def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str, al
     """Tables and plots in ``exp`` from the finished runs under ``dirs`` (see ``find_runs`` for the
     errors), as one look. Strategies in ``losses`` order first (the first one found is the baseline),
     others after."""
+    losses = canonical_strategies(losses)
     records = find_runs(dirs)
     found = {r.loss for r in records}
     order = [x for x in losses if x in found] + sorted(found - set(losses))

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from utils.io.paths import write_atomic
 from utils.io.run_log import read_results
 from utils.io.yaml_file import load_yaml
+from utils.loss import strategy_label
 
 TIMES = "times.json"
 SUMMARY_KEYS = ("loss", "seed", "epochs", "map50", "map", "per_class")
@@ -27,7 +28,8 @@ MAP_COLUMN = "metrics/mAP_0.5:0.95"
 
 @dataclass
 class RunRecord:
-    """One finished (strategy, seed) run.
+    """One finished (strategy, seed) run; ``loss`` is the strategy's row label, ``loss+assigner`` where
+    the run's hyp chose another matching rule than the loss's own (``utils.loss.strategy_label``).
 
     ``ap`` / ``recall``: class name -> AP50-95 / recall at the best-F1 threshold of best.pt;
     ``curve``: validation mAP50-95 per epoch; ``started`` / ``finished``: unix seconds."""
@@ -99,11 +101,13 @@ def read_run(folder: Path) -> RunRecord | None:
     if (folder / "results.csv").exists():
         keys, rows = read_results(folder / "results.csv")
         curve = [r[keys.index(MAP_COLUMN)] for r in rows]
+    hyp_file = folder / "hyp.yaml"
+    assigner = (load_yaml(hyp_file) or {}).get("assigner") if hyp_file.exists() else None
     settings = {k: opt.get(k) for k in SAME_SETTINGS}
     for k in ("data", "cfg"):
         settings[k] = Path(settings[k]).name if settings[k] else settings[k]
     return RunRecord(
-        loss=s["loss"], seed=int(s["seed"]), epochs=int(s["epochs"]), map50=float(s["map50"]), map=float(s["map"]),
+        loss=strategy_label(s["loss"], assigner), seed=int(s["seed"]), epochs=int(s["epochs"]), map50=float(s["map50"]), map=float(s["map"]),
         ap={c: float(v["ap"]) for c, v in s["per_class"].items()},
         recall={c: float(v["r"]) for c, v in s["per_class"].items()},
         started=float(started), finished=float(finished), train_s=float(times.get("train_s", finished - started)),

@@ -17,6 +17,7 @@ from utils.data.augmentations import HYP_DEFAULTS
 from utils.io.cli import short_repr
 from utils.io.yaml_file import YamlFileError, load_yaml
 from utils.loss import LOSSES, loss_class
+from utils.loss.base import BELOW_ONE, FRACTION, NON_NEGATIVE, POSITIVE
 
 ROOT = Path(__file__).resolve().parents[2]
 HYP_DIR = ROOT / "hyp"
@@ -38,19 +39,15 @@ AUG_DEFAULTS = HYP_DEFAULTS
 
 LOGGER = logging.getLogger(__name__)
 
-# Allowed values as interval notation: zero is refused where the code divides by the value, a
-# negative where it has no meaning, 1 where a momentum would never forget. Strategies that check
-# their own keys (ota, freeanchor, dw: their Hyp's __post_init__) are not repeated here; every
-# other key still must be finite.
-_POSITIVE, _NON_NEGATIVE, _FRACTION, _BELOW_ONE = "(0, inf)", "[0, inf)", "[0, 1]", "[0, 1)"
+# Allowed values of the trainer's and the augmentations' keys (interval notation of utils.loss.base);
+# a strategy's keys have theirs beside its Hyp (``Hyp.RANGES``). Every other key still must be finite.
 HYP_RANGES: dict[str, str] = {
-    **dict.fromkeys(("nbs", "anchor_t", "anchors", "reg_max", "atss_topk", "atss_scale"), _POSITIVE),
+    **dict.fromkeys(("nbs", "anchors"), POSITIVE),
     **dict.fromkeys(("lr0", "lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "close_mosaic",
-                     "box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma", "qfl", "qfl_beta", "giou", "dfl",
-                     "ssd_neg_pos_ratio", "ssd_min_neg", "degrees", "shear", "perspective"), _NON_NEGATIVE),
+                     "degrees", "shear", "perspective"), NON_NEGATIVE),
     **dict.fromkeys(("hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "mixup",
-                     "copy_paste", "iou_t", "label_smoothing", "ssd_iou_thr", "ssd_neg_iou_thr"), _FRACTION),
-    **dict.fromkeys(("momentum", "warmup_momentum", "scale"), _BELOW_ONE),
+                     "copy_paste", "iou_t"), FRACTION),
+    **dict.fromkeys(("momentum", "warmup_momentum", "scale"), BELOW_ONE),
 }
 
 
@@ -79,13 +76,13 @@ def find_hyp(spec: str | Path) -> Path:
     raise HypError(f"--hyp: file '{spec}' not found (also looked in {HYP_DIR}); available: {available}")
 
 
-def _check_value(key: str, value: Any, source: str) -> None:
-    """Numbers must be finite and inside ``HYP_RANGES``; the error names the key and the file."""
+def _check_value(key: str, value: Any, source: str, ranges: dict[str, str]) -> None:
+    """Numbers must be finite and inside their interval in ``ranges``; the error names the key and the file."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return
     if not math.isfinite(value):
         raise HypError(f"{source}: hyp key '{key}' must be a finite number, got {value!r}")
-    interval = HYP_RANGES.get(key)
+    interval = ranges.get(key)
     if interval is None:
         return
     low, high = (float(x) for x in interval[1:-1].split(","))
@@ -94,11 +91,9 @@ def _check_value(key: str, value: Any, source: str) -> None:
         raise HypError(f"{source}: hyp key '{key}' must be in {interval}, got {value!r}")
 
 
-def _owner_of(key: str) -> str | None:
-    for name, cls in LOSSES.items():
-        if key in cls.Hyp.keys():
-            return name
-    return None
+def _owners_of(key: str) -> list[str]:
+    """Every strategy whose hyp keys include ``key`` (a key may be shared, e.g. the dfl-head keys)."""
+    return [name for name, cls in LOSSES.items() if key in cls.Hyp.keys()]
 
 
 def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
@@ -113,21 +108,24 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
     except ValueError as e:
         raise HypError(f"{source}: {e}") from None
     known = set(TRAINER_DEFAULTS) | set(AUG_DEFAULTS) | strategy.Hyp.keys()
+    ranges = {**HYP_RANGES, **strategy.Hyp.ranges()}
     for key, value in hyp.items():
         if not isinstance(key, str):
             raise HypError(f"{source}: hyp key {key!r} is a {type(key).__name__}; hyp keys are names such as 'lr0'")
         if key not in known:
-            owner = _owner_of(key)
-            if owner:
-                raise HypError(f"{source}: key '{key}' belongs to loss '{owner}', but this file trains "
-                               f"loss '{hyp.get('loss', 'yolov5')}'; remove it or set loss: {owner}")
+            owners = _owners_of(key)
+            if owners:
+                also = ", ".join(f"'{o}'" for o in owners[1:])
+                names = f"'{owners[0]}'" + (f" (also {also})" if also else "")
+                raise HypError(f"{source}: key '{key}' belongs to loss {names}, but this file trains "
+                               f"loss '{hyp.get('loss', 'yolov5')}'; remove it or set loss: {' | '.join(owners)}")
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise HypError(f"{source}: unknown hyp key '{key}'{hint}")
         generic = key in TRAINER_DEFAULTS or key in AUG_DEFAULTS
         if generic and key != "loss" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise HypError(f"{source}: hyp key '{key}' must be a number, got {short_repr(value)}")
-        _check_value(key, value, source)
+        _check_value(key, value, source, ranges)
     out = {**TRAINER_DEFAULTS, **AUG_DEFAULTS, **hyp}
     try:
         strategy.Hyp.from_hyp(out)

@@ -17,9 +17,9 @@ from torch import nn
 
 from models.geometry import CELL_CENTRE
 from models.yolo import Model
-from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.result import POSITIVE_ROW, AssignResult, LevelCandidates
 from utils.engine.hyp import load_hyp
-from utils.loss import loss_class
+from utils.loss import loss_class, split_strategy
 
 LOGGER = logging.getLogger(__name__)
 LEVEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")
@@ -34,13 +34,31 @@ class Strategy:
     model: nn.Module
     loss: object
 
+    @property
+    def title(self) -> str:
+        """The name with the matching rule where the loss lets the hyp choose one: ``gfl (assigner atss)``."""
+        assigner = getattr(self.loss.hyp, "assigner", None)
+        return self.name if assigner is None else f"{self.name} (assigner {assigner})"
+
+    @property
+    def rows(self) -> str:
+        """What its rows are, plural, for titles and tables: positives, bag members, weighted candidates."""
+        return f"{self.loss.row_kind}s"
+
+    @property
+    def label(self) -> str:
+        """The title, plus what is counted where the rows are not positives (``dw ... [weighted candidates]``)."""
+        return self.title if self.loss.row_kind == POSITIVE_ROW else f"{self.title} [{self.rows}]"
+
 
 def strategy_for(name: str, hyp_file: str | Path, base: Model | None, nc: int, cfg: str | dict,
                  imgsz: int) -> Strategy:
     """The model to predict with (``base`` when its head fits the strategy, else a fresh model of
-    ``cfg`` with the strategy's head) and the strategy's loss built as train.py builds it."""
-    hyp = load_hyp(hyp_file)
-    strategy = loss_class(name)
+    ``cfg`` with the strategy's head) and the strategy's loss built as train.py builds it; ``name`` may
+    be ``loss+assigner`` (the assigner replaces the hyp file's)."""
+    loss, assigner = split_strategy(name)
+    hyp = load_hyp(hyp_file if assigner is None else {**load_hyp(hyp_file), "assigner": assigner})
+    strategy = loss_class(loss)
     head = strategy.head
     if base is not None and base.head_kind == head:
         model = base
@@ -73,9 +91,11 @@ def cell_centres(matches: list[LevelCandidates], strides: list[float], image: in
     return out
 
 
-def draw_panels(img: np.ndarray, boxes_xyxy: np.ndarray, panels: dict[str, list], file: Path) -> Path:
-    """One panel per strategy: the image, its ground truth boxes, and dots on positive cells
-    (colour = level, size = weight where the strategy has one)."""
+def draw_panels(img: np.ndarray, boxes_xyxy: np.ndarray, panels: dict[str, list], file: Path,
+                row_kinds: dict[str, str] | None = None) -> Path:
+    """One panel per strategy: the image, its ground truth boxes, and dots on its assigned cells
+    (colour = level, size = weight where the strategy has one); ``row_kinds`` names what a panel's
+    rows are, plural (default positives)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +116,7 @@ def draw_panels(img: np.ndarray, boxes_xyxy: np.ndarray, panels: dict[str, list]
                 ax.scatter(xy[:, 0], xy[:, 1], s=size, c=LEVEL_COLOURS[lv % len(LEVEL_COLOURS)],
                            alpha=0.7, edgecolors="black", linewidths=0.3, label=f"P{lv + 3}")
                 total += len(xy)
-        ax.set_title(f"{name}: {total} positives for {len(boxes_xyxy)} objects")
+        ax.set_title(f"{name}: {total} {(row_kinds or {}).get(name, 'positives')} for {len(boxes_xyxy)} objects")
         ax.axis("off")
         ax.legend(loc="lower right", fontsize=7)
     for ax in axes.ravel()[n:]:

@@ -48,7 +48,7 @@ def ssd_batch_stats(loss, raw: list[torch.Tensor], targets: torch.Tensor, imgs: 
         na, ny, nx = p.shape[1:4]
         if len(lv):
             pbox = loss.box_coder.decode(p[lv.image, lv.anchor, lv.gj, lv.gi][:, :4].float(), lv.anchor_wh)
-            iou = bbox_iou(pbox, lv.box_grid, CIoU=True).squeeze(-1).clamp(0)
+            iou = bbox_iou(pbox, lv.box_xywh_cell, CIoU=True).squeeze(-1).clamp(0)
             n_pos.index_add_(0, lv.target, torch.ones(len(lv)))
             t_sum.index_add_(0, lv.target, iou)
             o_sum.index_add_(0, lv.target, p[lv.image, lv.anchor, lv.gj, lv.gi][:, 4].float().sigmoid())

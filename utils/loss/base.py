@@ -24,17 +24,37 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from utils.assign.result import AssignResult
+from utils.assign.result import POSITIVE_ROW, AssignResult
 from utils.io.cli import short_repr
+
+
+# Allowed values of a hyp key as interval notation: zero is refused where the code divides by the value,
+# a negative where it has no meaning, 1 where a momentum would never forget.
+POSITIVE, NON_NEGATIVE, FRACTION, BELOW_ONE = "(0, inf)", "[0, inf)", "[0, 1]", "[0, 1)"
 
 
 @dataclasses.dataclass(frozen=True)
 class StrategyHyp:
-    """Base of the per-strategy hyper-parameter dataclasses; fields are hyp-YAML keys."""
+    """Base of the per-strategy hyper-parameter dataclasses; fields are hyp-YAML keys.
+
+    ``RANGES`` (key -> interval) sits beside the fields it bounds and is merged down the class
+    hierarchy (:meth:`ranges`); ``utils.engine.hyp`` checks it once for the whole file. Rules that
+    an interval cannot say go in ``__post_init__``.
+    """
+
+    RANGES: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def keys(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def ranges(cls) -> dict[str, str]:
+        """Every key's interval, a subclass's entries over its bases'."""
+        out: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("RANGES", {}))
+        return out
 
     @classmethod
     def from_hyp(cls, hyp: dict[str, Any]) -> "StrategyHyp":
@@ -72,13 +92,15 @@ class LossStrategy(abc.ABC):
     """Base class of the strategies in ``utils.loss.LOSSES``.
 
     Subclasses set ``head`` (the head kind the model must be built with), ``names`` (the loss
-    components reported in ``items``) and ``Hyp`` (their :class:`StrategyHyp` dataclass), and
-    implement :meth:`assign` and :meth:`losses`.
+    components reported in ``items``), ``Hyp`` (their :class:`StrategyHyp` dataclass) and ``hyp_file``
+    (their bundled file in ``hyp/``), and implement :meth:`assign` and :meth:`losses`.
     """
 
     head: ClassVar[str] = "anchor"
     names: ClassVar[tuple[str, ...]] = ()
     Hyp: ClassVar[type[StrategyHyp]] = StrategyHyp
+    hyp_file: ClassVar[str] = ""  # its bundled hyp file in hyp/ (compare.py and show_assign train with it)
+    row_kind: ClassVar[str] = POSITIVE_ROW  # what its assignment rows are (utils.assign.result.ROW_KINDS)
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any]):
         det = head_of(model)

@@ -13,7 +13,7 @@ priors -> assign (no grad) -> losses:
    1.11, mean 0, fixed), 0 outside the box. Anchors whose decode cannot reach the object
    (``wh <= 4 * anchor``) simply earn a low ``p_loc`` and so a low weight.
 2. Weights of every (candidate, object) pair, no gradient
-   (:func:`utils.loss.functional.dw_pos_weights_pairs`, :func:`~utils.loss.functional.dw_neg_iou_weights_pairs`):
+   (:func:`utils.assign.dw_weights.dw_pos_weights_pairs`, :func:`~utils.assign.dw_weights.dw_neg_iou_weights_pairs`):
    ``p_loc = exp(-5 * (1 - GIoU))`` of the decoded box, ``p_cls = s`` of the object's class,
    ``p = p_cls * p_loc``; ``w_pos = exp(5p) p prior / sum over the object's pairs of exp(3p) p prior``.
    The negative IoU factor ``(1 - IoU^2) / 0.75``, min-max normalised over the object's pairs, 1 below
@@ -71,11 +71,11 @@ import torch
 import torch.nn.functional as F
 
 from utils.assign.centre_prior import centre_candidates, gaussian_centre_prior
-from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.result import WEIGHTED_CANDIDATE_ROW, AssignResult, LevelCandidates
 from utils.boxes import bbox_iou
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
-from utils.loss.functional import (FOCAL_NEG_FLOOR, dw_neg_iou_weights_pairs, dw_pos_weights_pairs,
-                                   focal_negative_sum, pick_row_class)
+from utils.assign.dw_weights import dw_neg_iou_weights_pairs, dw_pos_weights_pairs
+from utils.loss.functional import FOCAL_NEG_FLOOR, focal_negative_sum, pick_row_class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +117,8 @@ class ComputeLossDW(AnchorLossStrategy):
 
     names = ("loc", "cls_pos", "cls_neg")
     Hyp = DWHyp
+    row_kind = WEIGHTED_CANDIDATE_ROW
+    hyp_file = "hyp.dw.yaml"
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)
@@ -145,15 +147,15 @@ class ComputeLossDW(AnchorLossStrategy):
             offsets.append(offsets[-1] + pi.shape[:4].numel())
         anchor_ids = torch.cat([m.flat_rows(pi) + o for pi, m, o in zip(preds, cands, offsets)])
         logits = torch.cat([r.T.float() for r in rows], 1)  # (6, k): each of the six contiguous
-        box_grid = torch.cat([m.box_grid for m in cands]).T.contiguous()  # (4, k)
+        box_xywh_cell = torch.cat([m.box_xywh_cell for m in cands]).T.contiguous()  # (4, k)
         anchor_wh = torch.cat([m.anchor_wh for m in cands]).T  # (2, k)
         pxy = self.box_coder.decode_xy(logits[:2])
         pwh = self.box_coder.decode_wh(logits[2:4], anchor_wh)
         pbox = torch.cat((pxy, pwh)).T  # (k, 4) xywh, xy relative to the cell; column-major for bbox_iou
-        giou = bbox_iou(pbox, box_grid.T, GIoU=True).squeeze(-1)
+        giou = bbox_iou(pbox, box_xywh_cell.T, GIoU=True).squeeze(-1)
         with torch.no_grad():
-            iou = bbox_iou(pbox, box_grid.T).squeeze(-1)
-        prior = gaussian_centre_prior(box_grid[:2].T - 0.5, self.hyp.dw_sigma)
+            iou = bbox_iou(pbox, box_xywh_cell.T).squeeze(-1)
+        prior = gaussian_centre_prior(box_xywh_cell[:2].T - 0.5, self.hyp.dw_sigma)
         return _PairTerms(cls_logit=logits[5], obj_logit=logits[4], giou=giou, iou=iou, prior=prior,
                           target=torch.cat([m.target for m in cands]), cls=torch.cat([m.cls for m in cands]),
                           anchor=anchor_ids)
@@ -182,7 +184,7 @@ class ComputeLossDW(AnchorLossStrategy):
                                         targets.shape[0])
         for m, w in zip(cands, w_pos.split([len(m) for m in cands])):
             m.weight = w
-        return AssignResult(cands, targets.shape[0], {"w_neg_iou": w_neg_iou})
+        return AssignResult(cands, targets.shape[0], {"w_neg_iou": w_neg_iou}, self.row_kind)
 
     def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """The three DW terms given the weighted candidates."""

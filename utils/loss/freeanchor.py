@@ -82,7 +82,7 @@ import torch
 from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors, cell_frame
 from utils.assign.free_anchor import (Bags, anchor_bags, decode_xyxy, matched_class_prob, paired_iou,  # noqa: F401
                                       prior_iou, reachable_pairs)
-from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.result import BAG_MEMBER_ROW, AssignResult, LevelCandidates
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss
 
@@ -150,6 +150,8 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
 
     names = ("pos", "neg")
     Hyp = FreeAnchorHyp
+    row_kind = BAG_MEMBER_ROW
+    hyp_file = "hyp.freeanchor.yaml"
     max_pair_elems = 1 << 22  # objects x priors per chunk of the pairwise IoU tensors
 
     def anchor_boxes(self, preds: list[torch.Tensor]) -> AnchorPriors:
@@ -221,7 +223,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """Every bag member of every object, per level (``fa_bag_size`` rows per object in all).
 
-        Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_grid``
+        Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_xywh_cell``
         is in the cell frame. ``weight`` is the row's mean-max weight ``(1 / (1 - p)) / sum over the bag``
         (a bag's weights sum to 1): how much the member counts in its object's likelihood,
         near-uniform early in training, concentrated on the learned match later. ``extras`` holds the
@@ -246,9 +248,9 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
             box = cell_frame(bags.box_xywh_px[ti] / pri.stride_px[ji, None], pri.gi[ji], pri.gj[ji])
             a = pri.anchor[ji]
             out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
-                                       target=ti, cls=bags.cls[ti], box_grid=box,
+                                       target=ti, cls=bags.cls[ti], box_xywh_cell=box,
                                        anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
-        return AssignResult(out, nt, {"bags": bags, "matched": matched})
+        return AssignResult(out, nt, {"bags": bags, "matched": matched}, self.row_kind)
 
     def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """Recall (bag) and precision terms given the bags and B; float32, outside autocast."""

@@ -5,7 +5,9 @@ priors -> assign -> losses:
 * priors: one point per grid cell, centre ``(g + 0.5) * stride``, and the box coder (DFL expectation,
   distances from the centre): the head's own (models/geometry.py);
 * assign: ATSS (:func:`utils.assign.atss.atss_assign`: top-9 nearest cells per level, IoU of a
-  virtual ``8 * stride`` box, threshold mean + std, centre inside the object);
+  virtual ``8 * stride`` box, threshold mean + std, centre inside the object); ``assigner: tal`` swaps
+  in the task-aligned rule (:mod:`utils.assign.tal`), whose soft targets this loss does not read (QFL's
+  target stays the IoU);
 * losses, as GFocal's ``gfl_head.py`` / mmdetection's ``GFLHead``:
     - ``qfl``: Quality Focal Loss over every cell and class; the soft target at a positive is the
       IoU of its decoded (detached) box with its object, 0 elsewhere; summed and divided by the
@@ -24,68 +26,28 @@ targets do not depend on the level.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from utils.assign.atss import atss_assign
 from utils.assign.result import AssignResult
-from utils.boxes import bbox_iou, xywh2xyxy
-from utils.loss.base import LossStrategy, StrategyHyp, head_of
-from utils.loss.functional import distribution_focal_loss
+from utils.boxes import bbox_iou
+from utils.loss.base import NON_NEGATIVE
+from utils.loss.dfl import DFLHyp, DFLLossStrategy
 
 DFL_TARGET_EPS = 0.1  # DFL targets stay below reg_max by this much (bbox2distance's eps)
 
 
 @dataclasses.dataclass(frozen=True)
-class GFLHyp(StrategyHyp):
+class GFLHyp(DFLHyp):
+    RANGES: ClassVar[dict[str, str]] = dict.fromkeys(("qfl", "qfl_beta", "giou", "dfl"), NON_NEGATIVE)
+
     qfl: float = 1.0  # Quality Focal Loss gain
     qfl_beta: float = 2.0  # QFL focusing exponent
     giou: float = 2.0  # GIoU box loss gain
     dfl: float = 0.25  # Distribution Focal Loss gain
-    reg_max: int = 16  # must equal the dfl head's reg_max (bins 0..reg_max per side)
-    atss_topk: int = 9  # ATSS candidates per level per object
-    atss_scale: float = 8.0  # side of ATSS's virtual prior box, in strides
-
-
-class _BackgroundQFLAndRows(torch.autograd.Function):
-    """One level's ``(sum of softplus(x) * sigmoid(x) ** beta over pred[..., start:], pred rows)``.
-
-    The first output is QFL with target 0 summed over every cell and class (equal to summing
-    :func:`utils.loss.functional.quality_focal_loss` with no positives); the second is
-    ``pred.view(-1, no)[rows]``, the positive cells. Both in one function because this runs over
-    every cell and class: the analytic gradient d/dx = p^beta * (p + beta * softplus(x) * (1 - p))
-    is formed in the forward pass from the same sigmoid, softplus is taken from it as
-    ``relu(x) - log1p(-min(p, 1 - p))`` (exact for both signs of x, cheaper than ``F.softplus`` on
-    the strided class slice), and the backward pass writes both gradients into one zero tensor.
-    """
-
-    @staticmethod
-    def forward(ctx, pred: torch.Tensor, rows: torch.Tensor, start: int, beta: float):
-        x = pred[..., start:].float()
-        prob = x.sigmoid()
-        one_minus = 1.0 - prob
-        log_max = torch.minimum(prob, one_minus).neg_().log1p_()  # log(max(p, 1 - p))
-        softplus = x.clamp(min=0).sub_(log_max)
-        del log_max
-        prob_beta = prob * prob if beta == 2.0 else prob.pow(beta)
-        loss = torch.dot(softplus.view(-1), prob_beta.view(-1))
-        ctx.grad = None
-        if ctx.needs_input_grad[0]:
-            ctx.grad = torch.addcmul(prob, softplus, one_minus, value=beta).mul_(prob_beta)
-        ctx.save_for_backward(rows)
-        ctx.start, ctx.shape, ctx.dtype = start, pred.shape, pred.dtype
-        return loss, pred.reshape(-1, pred.shape[-1])[rows]
-
-    @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, grad_rows: torch.Tensor):
-        (rows,) = ctx.saved_tensors
-        g, ctx.grad = ctx.grad, None
-        out = torch.zeros(ctx.shape, dtype=ctx.dtype, device=g.device)
-        out[..., ctx.start:] = g.mul_(grad_loss)
-        if grad_rows is not None and rows.numel():
-            out.view(-1, ctx.shape[-1]).index_add_(0, rows, grad_rows.to(ctx.dtype))
-        return out, None, None, None
+    assigner: str = "atss"  # GFL's own rule
 
 
 def qfl_positive_correction(logits: torch.Tensor, scores: torch.Tensor, beta: float) -> torch.Tensor:
@@ -95,43 +57,27 @@ def qfl_positive_correction(logits: torch.Tensor, scores: torch.Tensor, beta: fl
     return (pos - F.softplus(logits) * prob.pow(beta)).sum()
 
 
-class ComputeLossGFL(LossStrategy):
+class ComputeLossGFL(DFLLossStrategy):
     """GFL loss on the ``dfl`` head; ``names = ('qfl', 'box', 'dfl')``.
 
     preds: per level ``(bs, 1, ny, nx, 4 * (reg_max + 1) + nc)`` raw logits (see
     :class:`models.dfl_head.DFLDetect`).
     """
 
-    head = "dfl"
     names = ("qfl", "box", "dfl")
     Hyp = GFLHyp
-
-    def __init__(self, model, hyp):
-        super().__init__(model, hyp)
-        det = head_of(model)
-        if self.hyp.reg_max != det.reg_max:
-            raise ValueError(f"hyp reg_max {self.hyp.reg_max} differs from the dfl head's reg_max {det.reg_max}")
-        self.reg_max: int = det.reg_max
-        self.n_dist: int = 4 * (det.reg_max + 1)
-
-    @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
-        """ATSS positives of every level (see :mod:`utils.assign.atss`)."""
-        shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        return AssignResult(atss_assign(targets.float(), shapes, self.stride.tolist(), tuple(imgs.shape[-2:]),
-                                        self.hyp.atss_topk, self.hyp.atss_scale), targets.shape[0])
+    hyp_file = "hyp.gfl.yaml"
 
     def _positive_losses(self, p: torch.Tensor, cls: torch.Tensor,
-                         box_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                         box_xywh_cell: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """QFL correction, weighted GIoU and DFL sums and the weight sum of the positives.
 
-        p (n, no) float logits at the positive cells; cls (n,) their classes; box_grid (n, 4) their
+        p (n, no) float logits at the positive cells; cls (n,) their classes; box_xywh_cell (n, 4) their
         objects' xywh in grid units relative to the cell corner (levels may be mixed).
         """
         h = self.hyp
         dist, cls_logits = p[:, :self.n_dist], p[:, self.n_dist:]
-        pred_xyxy = self.box_coder.decode(dist)  # (n, 4) grid units, cell corner origin
-        target_xyxy = xywh2xyxy(box_grid.float())  # (n, 4) grid units, cell corner origin
+        pred_xyxy, target_xyxy = self.boxes(dist, box_xywh_cell)  # (n, 4) each, grid units, cell corner origin
         with torch.no_grad():
             score = bbox_iou(pred_xyxy, target_xyxy, xywh=False).squeeze(1).clamp(0)
             weight = cls_logits.sigmoid().max(1).values  # (n,)
@@ -139,9 +85,7 @@ class ComputeLossGFL(LossStrategy):
         qfl = qfl_positive_correction(x, score, h.qfl_beta)
         giou = bbox_iou(pred_xyxy, target_xyxy, xywh=False, GIoU=True).squeeze(1)
         box = ((1.0 - giou) * weight).sum()
-        target_ltrb = self.box_coder.encode(target_xyxy, eps=DFL_TARGET_EPS)
-        dfl = distribution_focal_loss(dist.reshape(-1, self.reg_max + 1), target_ltrb.reshape(-1))
-        dfl = (dfl.view(-1, 4).mean(1) * weight).sum()
+        dfl = (self.dfl_per_row(dist, target_xyxy, DFL_TARGET_EPS) * weight).sum()
         return qfl, box, dfl, weight.sum()
 
     def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,24 +93,14 @@ class ComputeLossGFL(LossStrategy):
         h = self.hyp
         dev = preds[0].device
         bs = preds[0].shape[0]
-        lqfl = torch.zeros((), device=dev)
         lbox = ldfl = wsum = torch.zeros((), device=dev)
         pos_per_image = torch.zeros(bs, device=dev)
-        rows, pos = [], []
-        for pi, m in zip(preds, matches):
-            _, na, ny, nx, _ = pi.shape
-            flat = ((m.image * na + m.anchor) * ny + m.gj) * nx + m.gi
-            background, p = _BackgroundQFLAndRows.apply(pi, flat, self.n_dist, h.qfl_beta)
-            lqfl = lqfl + background
-            if len(m):
-                rows.append(p)  # (n, no)
-                pos.append(m)
-        if rows:  # the positive terms do not depend on the level (grid units): one pass for all
-            cls, box_grid = torch.cat([m.cls for m in pos]), torch.cat([m.box_grid for m in pos])
-            q, lbox, ldfl, wsum = self._positive_losses(torch.cat(rows).float(), cls, box_grid)
+        lqfl, rows = self.background_and_rows(preds, matches, h.qfl_beta)  # rows (n, no)
+        pos = self.concat_levels(matches)
+        if len(pos):  # the positive terms do not depend on the level (grid units): one pass for all
+            q, lbox, ldfl, wsum = self._positive_losses(rows.float(), pos.cls, pos.box_xywh_cell)
             lqfl = lqfl + q
-            image = torch.cat([m.image for m in pos])
-            pos_per_image += torch.bincount(image, minlength=bs).to(pos_per_image.dtype)
+            pos_per_image += torch.bincount(pos.image, minlength=bs).to(pos_per_image.dtype)
         lqfl = lqfl / pos_per_image.clamp(min=1).sum() * h.qfl
         wsum = wsum.clamp(min=1)
         lbox = lbox / wsum * h.giou

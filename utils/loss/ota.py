@@ -74,6 +74,7 @@ class ComputeLossOTA(ComputeLoss):
     """YOLOv7's OTA loss; ``names = ('box', 'obj', 'cls')``; ``assign`` returns matched rows per level."""
 
     Hyp = OTAHyp
+    hyp_file = "hyp.ota.yaml"
 
     def __init__(self, model, hyp, max_pair_elems: int = 2 ** 21):
         """``max_pair_elems``: memory bound of the (targets, columns) tensors of one group of images, or

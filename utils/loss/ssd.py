@@ -54,6 +54,7 @@ obj keeps 1.0 (chosen when the ratio was 3: 4 N anchors / N is close to YOLOv5's
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -61,13 +62,17 @@ from utils.assign.max_iou import max_iou_assign
 from utils.assign.result import AssignResult, LevelCandidates
 from models.geometry import AnchorPriors, cell_frame
 from utils.boxes import bbox_iou, xywh2xyxy
-from utils.loss.base import AnchorLossStrategy, StrategyHyp
+from utils.loss.base import FRACTION, NON_NEGATIVE, AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, hard_negative_mask, smooth_bce_targets
 from utils.loss.yolov5 import YOLOv5GainScaling
 
 
 @dataclasses.dataclass(frozen=True)
 class SSDHyp(StrategyHyp):
+    RANGES: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("box", "obj", "cls", "cls_pw", "obj_pw", "ssd_neg_pos_ratio", "ssd_min_neg"), NON_NEGATIVE),
+        **dict.fromkeys(("label_smoothing", "ssd_iou_thr", "ssd_neg_iou_thr"), FRACTION)}
+
     box: float = 0.15
     obj: float = 1.0
     cls: float = 1.5
@@ -86,6 +91,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
 
     names = ("box", "obj", "cls")
     Hyp = SSDHyp
+    hyp_file = "hyp.ssd.yaml"
 
     def __init__(self, model, hyp):
         super().__init__(model, hyp)
@@ -99,7 +105,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
         """The positive (object, anchor, cell) rows of every level under SSD matching.
 
-        ``box_grid`` is in the cell frame (:func:`models.geometry.cell_frame`): xy relative to the cell's top-left
+        ``box_xywh_cell`` is in the cell frame (:func:`models.geometry.cell_frame`): xy relative to the cell's top-left
         corner, wh in grid units of the level.
         """
         device = preds[0].device
@@ -118,7 +124,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
             a, gj, gi, t = pri.anchor[anchor_idx[k]], pri.gj[anchor_idx[k]], pri.gi[anchor_idx[k]], target_idx[k]
             box = cell_frame(targets[t, 2:6] * targets.new_tensor([nx, ny, nx, ny]), gi, gj)  # (n, 4) grid units
             out.append(LevelCandidates(image=image_of[t], anchor=a, gj=gj, gi=gi, target=t,
-                                       cls=targets[t, 1].long(), box_grid=box,
+                                       cls=targets[t, 1].long(), box_xywh_cell=box,
                                        anchor_wh=self.anchors.to(device)[i, a].float()))
         # background anchors this close to an object are never mined (positives never are); (bs, m) in
         # prior order, as losses() concatenates the objectness of the levels
@@ -139,7 +145,7 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
             if len(m):
                 pbox, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((4, 1, self.nc), 1)
                 pbox = self.box_coder.decode(pbox, m.anchor_wh.to(pi.dtype))  # (n, 4) xywh, cell frame
-                iou = bbox_iou(pbox, m.box_grid.to(pi.dtype), CIoU=True).squeeze(-1)
+                iou = bbox_iou(pbox, m.box_xywh_cell.to(pi.dtype), CIoU=True).squeeze(-1)
                 lbox = lbox + (1.0 - iou).sum()
                 pos[m.image, m.anchor, m.gj, m.gi] = True
                 tobj[m.image, m.anchor, m.gj, m.gi] = (iou.detach().clamp(0).type(tobj.dtype)

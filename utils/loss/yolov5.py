@@ -11,19 +11,22 @@ train.py does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from utils.assign.result import AssignResult
 from utils.assign.yolo_candidates import yolo_candidates
 from utils.boxes import bbox_iou
-from utils.loss.base import AnchorLossStrategy, StrategyHyp
+from utils.loss.base import FRACTION, NON_NEGATIVE, POSITIVE, AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, smooth_bce_targets
 
 
 @dataclasses.dataclass(frozen=True)
 class YOLOv5Hyp(StrategyHyp):
+    RANGES: ClassVar[dict[str, str]] = {"anchor_t": POSITIVE, "label_smoothing": FRACTION,
+                                        **dict.fromkeys(("box", "obj", "cls", "cls_pw", "obj_pw", "fl_gamma"), NON_NEGATIVE)}
+
     box: float = 0.05
     obj: float = 1.0
     cls: float = 0.5
@@ -64,6 +67,7 @@ class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
     """
 
     names = ("box", "obj", "cls")
+    hyp_file = "hyp.scratch.yaml"
     Hyp = YOLOv5Hyp
 
     def __init__(self, model, hyp):
@@ -98,7 +102,7 @@ class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
             if len(m):
                 pbox, _, pcls = pi[m.image, m.anchor, m.gj, m.gi].split((4, 1, self.nc), 1)
                 pbox = self.box_coder.decode(pbox, m.anchor_wh)  # (n, 4) xywh, cell frame
-                iou = bbox_iou(pbox, m.box_grid, CIoU=True).squeeze(-1)  # (n,)
+                iou = bbox_iou(pbox, m.box_xywh_cell, CIoU=True).squeeze(-1)  # (n,)
                 lbox = lbox + (1.0 - iou).mean()
                 tobj[m.image, m.anchor, m.gj, m.gi] = iou.detach().clamp(0).type(tobj.dtype)
                 if self.nc > 1:
