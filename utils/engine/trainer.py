@@ -25,7 +25,7 @@ from tqdm import tqdm
 from utils.data.loader import set_epoch
 from utils.eval import validator
 from utils.io.checkpoint import (NonFiniteCheckpoint, load_checkpoint, make_checkpoint, nonfinite_tensors,
-                                 read_checkpoint, save_checkpoint)
+                                 read_checkpoint, save_checkpoint, strip_checkpoint)
 from utils.engine.distributed import broadcast, cleanup, replicas_identical
 from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
@@ -163,13 +163,12 @@ def save_epoch(run: Run, epoch: int, is_best: bool) -> None:
 
 
 def finish(run: Run) -> dict[str, Any]:
-    """Drop optimiser state from the final weights and validate best.pt with per-class rows and plots."""
+    """Strip the final weights as YOLOv5 does and validate best.pt with per-class rows and plots."""
     w = run.save_dir / "weights"
     for f in (w / "last.pt", w / "best.pt"):
         if f.exists():
-            ckpt = read_checkpoint(f)
-            ckpt["optimizer"] = None
-            save_checkpoint(ckpt, f)
+            save_checkpoint(strip_checkpoint(read_checkpoint(f)), f)
+            LOGGER.info("stripped %s (fp16 EMA weights, no optimizer), %.1f MB", f, f.stat().st_size / 1e6)
     run.results.close()
     if not run.opt.noplots and (run.save_dir / "results.csv").exists():
         plot_results(run.save_dir / "results.csv")
