@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from utils.engine.ema import ModelEMA, unwrap
-from utils.engine.optim import build_optimizer, lr_lambda
+from utils.engine.optim import build_optimizer, lr_lambda, schedule_warnings
 from utils.engine.torch_utils import synced_time
 
 if TYPE_CHECKING:
@@ -154,4 +154,7 @@ def make_stepper(model: nn.Module, compute_loss: Any, hyp: dict[str, Any], *, op
     opt = build_optimizer(unwrap(model), optimizer, hyp["lr0"], hyp["momentum"], decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lr_lambda(epochs, hyp["lrf"], cos_lr))
     warmup_iters = max(round(hyp["warmup_epochs"] * batches_per_epoch), 100)
+    for message in schedule_warnings(epochs=epochs, batches_per_epoch=batches_per_epoch,
+                                     warmup_iters=warmup_iters, accumulate=accumulate):
+        LOGGER.warning("WARNING: %s", message)
     return Stepper(model, compute_loss, opt, scheduler, hyp, batch_size, warmup_iters, ema=ema, **kwargs)

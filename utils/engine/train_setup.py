@@ -28,10 +28,11 @@ from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
+from utils.engine.optim import AUTO, auto_optimizer
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
-from utils.io.paths import RunDirError, RunLock, make_run_dir
+from utils.io.paths import RunDirError, RunLock, make_run_dir, newest_file
 from utils.io.run_log import ResultsLogger, epoch_metrics
 
 LOGGER = logging.getLogger(__name__)
@@ -149,10 +150,9 @@ def resume_checkpoint(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict
     """The options and checkpoint of the run to resume: ``--resume`` = True (latest last.pt under
     --project) or a path to a last.pt. The resumed run keeps its own options and folder."""
     if opt.resume is True or opt.resume == "":
-        found = sorted(Path(opt.project).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
+        path = newest_file(opt.project, "**/last.pt")
+        if path is None:
             raise FileNotFoundError(f"--resume: no last.pt found under {opt.project}")
-        path = found[-1]
     else:
         path = Path(opt.resume)
     ckpt = read_checkpoint(path)
@@ -282,6 +282,8 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
     if imgsz != opt.imgsz:
         LOGGER.warning("--img-size %d must be a multiple of max stride %d, updating to %d", opt.imgsz, gs, imgsz)
     opt.imgsz = imgsz
+    if info.main:
+        model.info(imgsz)
 
     train_loader, train_set = create_dataloader(
         data["train"], imgsz, opt.batch_size // info.world, gs, opt.single_cls, hyp=hyp, augment=True,
@@ -298,12 +300,16 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
             from utils.io.plots import plot_labels
 
             plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
+    optimizer = opt.optimizer
+    if optimizer == AUTO:
+        optimizer, hyp = auto_optimizer(hyp, n_images=len(train_set), batch_size=opt.batch_size,
+                                        epochs=opt.epochs, nc=nc)
     ema = ModelEMA(model) if info.main else None
     model = wrap_ddp(model, info, device, opt.sync_bn)
     compute_loss = strategy(model, strategy.train_hyp(hyp, nl=unwrap(model).model[-1].nl, nc=nc, imgsz=imgsz,
                                                       label_smoothing=opt.label_smoothing))
     speed = SpeedStats()
-    stepper = make_stepper(model, compute_loss, hyp, optimizer=opt.optimizer, batch_size=opt.batch_size,
+    stepper = make_stepper(model, compute_loss, hyp, optimizer=optimizer, batch_size=opt.batch_size,
                            epochs=opt.epochs, batches_per_epoch=len(train_loader), cos_lr=opt.cos_lr, ema=ema,
                            world=info.world, speed=speed, save_dir=save_dir)
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
