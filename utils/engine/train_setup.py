@@ -32,6 +32,7 @@ from utils.engine.optim import AUTO, auto_optimizer
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
+from utils.engine.torch_utils import numerics_environment
 from utils.io.paths import RunDirError, RunLock, make_run_dir, newest_file
 from utils.io.run_log import ResultsLogger, epoch_metrics
 
@@ -284,6 +285,7 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
     opt.imgsz = imgsz
     if info.main:
         model.info(imgsz)
+        LOGGER.info("numerics: %s", ", ".join(f"{k} {v}" for k, v in numerics_environment().items()))
 
     train_loader, train_set = create_dataloader(
         data["train"], imgsz, opt.batch_size // info.world, gs, opt.single_cls, hyp=hyp, augment=True,

@@ -30,6 +30,7 @@ from utils.engine.distributed import broadcast, cleanup, replicas_identical
 from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
 from utils.io.run_log import plot_results
+from utils.engine.torch_utils import numerics_environment
 from utils.engine.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def write_summary(run: Run, res: dict[str, Any], weights: Path) -> None:
         per_class[names[c]] = {"p": float(p), "r": float(r), "ap50": float(a50), "ap": float(a)}
     summary = {"loss": run.hyp.get("loss", "yolov5"), "weights": str(weights), "epochs": run.opt.epochs,
                "seed": run.opt.seed, "p": res["p"], "r": res["r"], "map50": res["map50"], "map": res["map"],
-               "per_class": per_class, **run.speed.summary(run.device)}
+               "per_class": per_class, **run.speed.summary(run.device), "numerics": numerics_environment()}
     (run.save_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
