@@ -66,6 +66,12 @@ def auto_optimizer(hyp: dict[str, Any], *, n_images: int, batch_size: int, epoch
     return name, {**hyp, "lr0": lr, "momentum": 0.9, "warmup_bias_lr": 0.0}
 
 
+def resolve_optimizer(name: str, hyp: dict[str, Any], **run_size: int) -> tuple[str, dict[str, Any]]:
+    """(optimizer name, hyp) to train with: ``auto`` resolved by :func:`auto_optimizer` (``run_size``:
+    n_images, batch_size, epochs, nc), any other name as given."""
+    return auto_optimizer(hyp, **run_size) if name == AUTO else (name, hyp)
+
+
 def schedule_warnings(*, epochs: int, batches_per_epoch: int, warmup_iters: int, accumulate: int) -> list[str]:
     """What makes a short run from scratch learn next to nothing: a warm-up that takes more than a
     quarter of the run, or fewer than ~10 optimiser steps per epoch (few images, a large nominal batch)."""

@@ -28,7 +28,7 @@ from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
-from utils.engine.optim import AUTO, auto_optimizer
+from utils.engine.optim import resolve_optimizer
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
@@ -283,7 +283,7 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
     if imgsz != opt.imgsz:
         LOGGER.warning("--img-size %d must be a multiple of max stride %d, updating to %d", opt.imgsz, gs, imgsz)
     opt.imgsz = imgsz
-    if info.main:
+    if info.main:  # YOLOv5's summary line, and what the run's float results depend on (docs/reproducibility.md)
         model.info(imgsz)
         LOGGER.info("numerics: %s", ", ".join(f"{k} {v}" for k, v in numerics_environment().items()))
 
@@ -302,10 +302,8 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
             from utils.io.plots import plot_labels
 
             plot_labels(np.concatenate([l for l in train_set.labels if len(l)] or [np.zeros((0, 5))]), names, save_dir)
-    optimizer = opt.optimizer
-    if optimizer == AUTO:
-        optimizer, hyp = auto_optimizer(hyp, n_images=len(train_set), batch_size=opt.batch_size,
-                                        epochs=opt.epochs, nc=nc)
+    optimizer, hyp = resolve_optimizer(opt.optimizer, hyp, n_images=len(train_set), batch_size=opt.batch_size,
+                                       epochs=opt.epochs, nc=nc)
     ema = ModelEMA(model) if info.main else None
     model = wrap_ddp(model, info, device, opt.sync_bn)
     compute_loss = strategy(model, strategy.train_hyp(hyp, nl=unwrap(model).model[-1].nl, nc=nc, imgsz=imgsz,
