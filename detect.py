@@ -1,12 +1,16 @@
 """Run a trained detector on images, folders, globs, .txt lists and videos (YOLOv5 ``detect.py`` flags).
 
 Usage:
+    python detect.py                                     # newest runs/train/*/weights/best.pt on generated samples
     python detect.py --weights runs/train/exp/weights/best.pt --source path/to/images
     python detect.py --weights best.pt --source list.txt --img 320 --save-txt --save-conf --save-crop
 
-Without ``--img`` the image size recorded in the checkpoint is used (else 640). Box lines and label
+Without ``--weights`` the newest ``runs/train/*/weights/best.pt`` is used; without ``--source``, four
+generated shapes images (``datasets/samples/``, made on first use). Without ``--img`` the image size recorded in the checkpoint is used (else 640). Box lines and label
 text are sized by each image. Writes annotated copies to ``runs/detect/exp*/`` (same file names;
 videos as .mp4), YOLO-format ``labels/*.txt`` (``cls x y w h [conf]``, normalised) with ``--save-txt``
+for each image with detections (a box that lies wholly in the letterbox padding is dropped, never written
+with zero size)
 and per-class crops under ``crops/<class>/`` with ``--save-crop``.
 """
 from __future__ import annotations
@@ -29,9 +33,12 @@ from utils.boxes import scale_boxes, xyxy2xywh
 from utils.eval.nms import non_max_suppression
 from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS, set_max_pixels
 from utils.io.cli import add_max_pixels_flag, hw_imgsz, image_size, positive_int
-from utils.io.paths import make_run_dir, remove_empty_dirs
+from utils.io.paths import make_run_dir, newest_file, remove_empty_dirs
 from utils.io.sources import LoadImages
 from utils.engine.torch_utils import select_device
+
+ROOT = Path(__file__).resolve().parent
+TRAIN_RUNS = Path("runs/train")  # train.py's default --project
 
 
 def check_img_size(imgsz: int | Sequence[int], stride: int = 32, floor: int = 0) -> list[int]:
@@ -41,6 +48,32 @@ def check_img_size(imgsz: int | Sequence[int], stride: int = 32, floor: int = 0)
     if new != sizes:
         print(f"WARNING: --img-size {sizes} must be a multiple of max stride {stride}, updating to {new}")
     return new
+
+
+def default_weights() -> Path:
+    """The newest best.pt under runs/train (train.py's default project), as detect.py's default --weights."""
+    best = newest_file(TRAIN_RUNS, "*/weights/best.pt")
+    if best is None:
+        raise FileNotFoundError(f"no --weights given and no {TRAIN_RUNS}/*/weights/best.pt here: train first "
+                                "(python train.py) or pass --weights")
+    print(f"weights {best}, the newest run's best.pt")
+    return best
+
+
+def default_source() -> Path:
+    """A few generated sample images (made on first use), as detect.py's default --source."""
+    from utils.data.shapes_dataset import ensure_sample_images
+
+    folder = ensure_sample_images(ROOT / "datasets" / "samples")
+    print(f"source {folder}, generated sample images")
+    return folder
+
+
+def visible_boxes(det: torch.Tensor) -> torch.Tensor:
+    """The detections (n, 6) xyxy px/conf/cls, scaled to the original image and rounded, that keep some
+    width and height: a box predicted wholly inside the letterbox padding is clipped to a line on the
+    image border (``0 0 0.5 0 1`` in YOLO txt) and is no detection of anything in the image."""
+    return det[(det[:, 2] > det[:, 0]) & (det[:, 3] > det[:, 1])]
 
 
 def write_labels(path: Path, det: torch.Tensor, shape: Sequence[int], save_conf: bool) -> None:
@@ -156,7 +189,7 @@ def show(window: str, im: np.ndarray) -> bool:
 
 
 @torch.no_grad()
-def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] = "data/images",
+def run(weights: str | Path | None = None, source: str | Path | Sequence[str] | None = None,
         imgsz: int | Sequence[int] | None = None, conf_thres: float = 0.25, iou_thres: float = 0.45,
         max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
         save_conf: bool = False, save_crop: bool = False, nosave: bool = False, classes: Sequence[int] | None = None,
@@ -165,6 +198,7 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Path:
     """Detect objects in every image / frame of ``source``; returns the run folder.
 
+    ``weights`` None: the newest runs/train/*/weights/best.pt; ``source`` None: generated sample images.
     ``imgsz`` None: the checkpoint's training size (else 640). ``line_thickness`` None: from each image's size.
     Images over ``max_pixels`` (read from the header, before decoding) are skipped; a source of
     which nothing could be read is a FileNotFoundError giving the reasons.
@@ -172,7 +206,7 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
     save_img = not nosave
     set_max_pixels(max_pixels)
     device = select_device(device)
-    model, names, meta = load_model(weights, device)
+    model, names, meta = load_model(weights or default_weights(), device)
     half &= device.type != "cpu"
     if half:
         model.half()
@@ -181,7 +215,7 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
     if fixed:
         print(f"image size {' x '.join(map(str, fixed))}, fixed by the ONNX export")
     imgsz = fixed or inference_size(imgsz, meta, stride)
-    dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=not fixed)
+    dataset = LoadImages(source or default_source(), img_size=imgsz, stride=stride, auto=not fixed)
     save_dir, created = make_run_dir(Path(project) / name, exist_ok=exist_ok)  # after the checks: no empty runs
     if save_txt:
         (save_dir / "labels").mkdir(exist_ok=True)
@@ -202,9 +236,10 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
         p = Path(path)
         det = det.float().cpu()
         det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
+        det = visible_boxes(det)
         s += "%gx%g " % tuple(x.shape[2:]) + summarize(det, names)
         stem = p.stem if cap is None else f"{p.stem}_{dataset.frame}"
-        if save_txt:
+        if save_txt and len(det):
             write_labels(save_dir / "labels" / f"{stem}.txt", det, im0.shape[:2], save_conf)
         if save_crop:
             save_crops(det, im0, save_dir / "crops", names, p.stem)
@@ -234,8 +269,11 @@ def run(weights: str | Path = "yolov5s.pt", source: str | Path | Sequence[str] =
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
-    parser.add_argument("--weights", type=str, default="yolov5s.pt", help="checkpoint path (.pt, or .onnx from export.py)")
-    parser.add_argument("--source", type=str, default="data/images", help="file/dir/glob/.txt list/video")
+    parser.add_argument("--weights", type=str, default=None,
+                        help="checkpoint path (.pt, or .onnx from export.py) (default: the newest "
+                             "runs/train/*/weights/best.pt)")
+    parser.add_argument("--source", type=str, default=None,
+                        help="file/dir/glob/.txt list/video (default: generated sample images in datasets/samples)")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=image_size, default=None,
                         help="inference size h,w (default: the checkpoint's training size, else 640)")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
@@ -243,7 +281,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-det", type=positive_int, default=1000, help="maximum detections per image")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu (default: first GPU if any, else CPU)")
     parser.add_argument("--view-img", action="store_true", help="show results")
-    parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    parser.add_argument("--save-txt", action="store_true", help="save labels/<image>.txt for each image with detections")
     parser.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
     parser.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
     parser.add_argument("--nosave", action="store_true", help="do not save images/videos")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.engine.optim import OPTIMIZERS  # noqa: E402
+from utils.engine.optim import AUTO, OPTIMIZERS  # noqa: E402
 from utils.io.cli import (HelpFormatter, add_max_pixels_flag, fraction, image_size, interrupt_on_signals,  # noqa: E402
                           non_negative_int, positive_int, seed)
 
@@ -42,7 +42,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=str, nargs="?", const="ram", default=None, help="cache images in 'ram' (default) or 'disk'")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (default: first GPU if any)")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default=None, help="optimizer (default: train_defaults, else SGD)")
+    p.add_argument("--optimizer", type=str, choices=(AUTO, *OPTIMIZERS), default=None,
+                   help="optimizer; auto = ultralytics' rule: AdamW with lr0 0.01/(4 + classes) up to 10,000 "
+                        "optimiser steps, else SGD lr0 0.01 (default: train_defaults, else SGD)")
     p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers")
     p.add_argument("--project", default=None, help="save to project/name (default: runs/train); with --resume of "
                    "a last.pt outside its run folder, a new folder for it")

@@ -55,6 +55,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def run(opt: argparse.Namespace) -> dict:
     from utils.eval import validator
     from utils.io.checkpoint import load_checkpoint
+    from utils.data.config import dataset_names
     from utils.dataloaders import check_dataset, create_dataloader
     from utils.data.verify import set_max_pixels
     from utils.io.paths import make_run_dir
@@ -67,11 +68,11 @@ def run(opt: argparse.Namespace) -> dict:
     log = logging.getLogger("val")
     data_file, source = pick_data(opt.data, meta, ROOT / "data/shapes.yaml")
     log.info("dataset %s, %s", data_file, source)
-    data = check_dataset(data_file)
-    names = ["item"] if opt.single_cls else data["names"]
+    names = ["item"] if opt.single_cls else dataset_names(data_file)  # checked before any generation or conversion
     if not opt.single_cls and len(names) != model.nc:
         hint = "" if opt.data else f" ({source}); give the right one with --data"
         raise ValueError(f"{opt.weights} was trained for {model.nc} classes but {data_file} has {len(names)}{hint}")
+    data = check_dataset(data_file)
     gs = max(int(model.stride.max()), 32)
     size, source = pick_imgsz(opt.imgsz, meta)
     imgsz = math.ceil(size / gs) * gs

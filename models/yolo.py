@@ -225,6 +225,6 @@ class Model(nn.Module):
         n_p, n_g = count_params(self)
         max_stride = max(int(self.stride.max()), 32)
         g = gflops(self, img_size, self.yaml["ch"], stride=max_stride)
-        LOGGER.info("model summary: %d layers, %d parameters, %d gradients, %.1f GFLOPs",
-                    n_layers, n_p, n_g, g)
+        LOGGER.info("model summary: %d layers, %d parameters, %d gradients, %.3g GFLOPs at %d px",
+                    n_layers, n_p, n_g, g, img_size)
         return n_layers, n_p, n_g, g

@@ -5,6 +5,7 @@ import csv
 import json
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from scipy import stats
 
 import compare as compare_cli
 from utils.compare import pack as compare_pack
-from utils.compare.driver import hyp_for
+from utils.compare.driver import ROOT, hyp_for
 from utils.compare.stats import seeds_needed
+from utils.io.run_log import read_results
+from tests.conftest import write_tiny_dataset
 
 LOSSES, SEEDS = ["yolov5", "ssd"], [0, 1, 2]
 
@@ -139,6 +142,24 @@ def test_plan_prints_the_commands_and_trains_nothing(tiny_data, tmp_path, capsys
         assert flags["--project"] == str(tmp_path / "exp" / "runs") and flags["--hyp"] == str(hyp_for(loss))
         assert flags["--img"] == "64" and flags["--epochs"] == "1" and flags["--workers"] == "0"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plan_line_runs_from_another_folder(tmp_path, capsys, monkeypatch):
+    tiny_data = write_tiny_dataset(tmp_path)
+    monkeypatch.chdir(tmp_path)  # typed relative to here: the dataset; the model YAML is the repository's
+    opt = compare_cli.parse_opt(["--data", tiny_data.name, "--cfg", "models/yolov5n.yaml", "--img", "64",
+                                 "--epochs", "1", "--batch-size", "4", "--workers", "0", "--losses", "yolov5",
+                                 "--seeds", "0", "--project", "plans", "--noplots", "--plan"])
+    assert compare_cli.main(opt) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    cmd = shlex.split(line)
+    value = {flag: cmd[cmd.index(flag) + 1] for flag in ("--data", "--cfg", "--project")}
+    assert value == {"--data": str(tiny_data), "--cfg": str(ROOT / "models/yolov5n.yaml"),
+                     "--project": str(tmp_path / "plans/exp/runs")}
+    done = subprocess.run(line, shell=True, cwd="/tmp", capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _, rows = read_results(tmp_path / "plans/exp/runs/yolov5-s0/results.csv")
+    assert len(rows) == 1
 
 
 def test_report_merges_folders_and_refuses_bad_sets(packed, tiny_data, tmp_path, caplog):

@@ -192,3 +192,26 @@ def test_help_shows_defaults(capsys):
     text = capsys.readouterr().out
     assert e.value.code == 0 and "(default: 0.2)" in text and "(default: 0.0)" in text
     assert "default: None" not in text and "default: False" not in text
+
+
+def test_converter_ends_with_the_next_command_and_small_data_defaults(tmp_path: Path, capsys):
+    import argparse
+
+    from data.converters.common import SMALL_DATASET_DEFAULTS
+    from utils.engine.hyp import load_hyp
+    from utils.engine.train_setup import resolve_defaults
+
+    src = tmp_path / "labelimg"
+    for i in range(6):
+        _image(src / f"im{i}.jpg", 64, 48)
+        (src / f"im{i}.xml").write_text(_xml([("box", (9, 9, 41, 33))], size=(64, 48)))
+    out = tmp_path / "mine"
+    assert voc2yolo.main(["--source", str(src), "--out", str(out), "--val-fraction", "0.4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"next: python train.py --data {out / 'data.yaml'} --cfg models/yolov5n.yaml --img 320"
+    text = (out / "data.yaml").read_text()
+    assert text.startswith("# train_defaults: settings that learn from scratch on a small dataset (")
+    assert yaml.safe_load(text)["train_defaults"] == SMALL_DATASET_DEFAULTS
+    opt = argparse.Namespace(epochs=None, batch_size=None, imgsz=320, optimizer=None)
+    hyp = resolve_defaults(opt, check_dataset(out / "data.yaml"), load_hyp("hyp/hyp.scratch.yaml"))
+    assert (opt.optimizer, opt.batch_size, opt.epochs, hyp["nbs"]) == ("auto", 8, 100, 8)

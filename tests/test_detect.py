@@ -55,6 +55,14 @@ def test_load_images_errors(image_dir: Path, caplog):
     assert len(items) == 2 and "broken.jpg" in caplog.text
 
 
+def test_truncated_jpeg_is_named_in_a_warning(tmp_path: Path, caplog):
+    ok, buf = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (tmp_path / "cut.jpg").write_bytes(buf.tobytes()[: len(buf) // 2])
+    items = list(LoadImages(tmp_path / "cut.jpg", img_size=64))
+    assert len(items) == 1  # OpenCV decodes the part that is there; detect goes on with it
+    assert f"{tmp_path / 'cut.jpg'} is a truncated JPEG" in caplog.text
+
+
 def test_increment_path_and_device(tmp_path: Path):
     assert increment_path(tmp_path / "exp", mkdir=True) == tmp_path / "exp"
     assert increment_path(tmp_path / "exp", mkdir=True) == tmp_path / "exp2"
@@ -83,8 +91,43 @@ def test_detect_end_to_end(tmp_path: Path, image_dir: Path):
         rows = np.loadtxt(save_dir / "labels" / f"{stem}.txt", ndmin=2)
         assert rows.shape[1] == 6 and 0 < len(rows) <= 5  # cls x y w h conf
         assert set(rows[:, 0]) <= {0, 1} and ((rows[:, 1:5] >= 0) & (rows[:, 1:5] <= 1)).all()
+        assert (rows[:, 3:5] > 0).all()  # never a zero-size box
     assert any((save_dir / "crops").rglob("a*.jpg"))
     opt = detect.parse_opt(["--weights", str(weights), "--source", str(image_dir), "--img", "64", "--nosave",
                             "--device", "cpu", "--project", str(tmp_path / "runs")])
     assert opt.imgsz == [64, 64]
     assert detect.main(opt) == tmp_path / "runs" / "exp2"
+
+
+def test_boxes_wholly_in_the_padding_are_dropped():
+    import detect
+
+    det = torch.tensor([[0.0, 0.0, 0.0, 40.0, 0.2, 0.0],    # clipped to the left border: '0 0 0.5 0 1' before
+                        [2.0, 5.0, 6.0, 9.0, 0.5, 1.0],
+                        [3.0, 30.0, 9.0, 30.0, 0.5, 0.0]])  # zero height
+    assert detect.visible_boxes(det).tolist() == [[2.0, 5.0, 6.0, 9.0, 0.5, 1.0]]
+
+
+def test_detect_defaults_and_labels_only_for_detections(tmp_path: Path, monkeypatch, capsys):
+    import detect
+    from models.yolo import Model
+    from utils.io.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = Model("models/yolov5n.yaml", nc=2)
+    monkeypatch.setattr(detect, "ROOT", tmp_path)  # samples are generated under tmp_path/datasets/samples
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no --weights given and no runs/train/\\*/weights/best.pt"):
+        detect.run()
+    old = save_checkpoint(make_checkpoint(model), tmp_path / "runs/train/exp/weights/best.pt")
+    new = save_checkpoint(make_checkpoint(model), tmp_path / "runs/train/exp2/weights/best.pt")
+    import os
+    os.utime(old, (1, 1))  # exp is older than exp2
+    save_dir = detect.run(imgsz=[64], conf_thres=0.0, max_det=3, save_txt=True, nosave=True)
+    out = capsys.readouterr().out
+    assert f"weights {Path('runs/train/exp2/weights/best.pt')}, the newest run's best.pt" in out
+    samples = tmp_path / "datasets/samples/images/val"
+    assert sorted(p.name for p in samples.iterdir()) == [f"00000{i}.png" for i in range(4)]
+    assert len(list((save_dir / "labels").glob("*.txt"))) == 4 and "4 labels saved" in out
+    save_dir = detect.run(weights=new, imgsz=[64], conf_thres=1.0, save_txt=True, nosave=True)
+    assert not list((save_dir / "labels").glob("*.txt")) and "0 labels saved" in capsys.readouterr().out

@@ -55,7 +55,7 @@ def ort_run(file: Path, x: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("head", ["anchor", "dfl"])
 def test_onnx_and_torchscript_equal_pytorch(head: str, tmp_path: Path):
     model, weights = tiny_checkpoint(tmp_path / "best.pt", head)
-    files = export(weights, ["onnx", "torchscript"])
+    files = export(weights, ["onnx", "torchscript"], dynamic=False)
     assert files == [tmp_path / "best.onnx", tmp_path / "best.torchscript"]
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -103,9 +103,15 @@ def test_detect_runs_onnx_like_pt(tmp_path: Path):
         np.testing.assert_allclose(onnx_rows, pt_rows, atol=2e-5)  # cls x y w h conf, %g-rounded
 
 
+def test_export_cli_defaults_to_dynamic_axes():
+    assert export_cli.parse_opt(["--weights", "w.pt"]).static is False  # dynamic: detect pads as for the .pt
+    assert export_cli.parse_opt(["--weights", "w.pt", "--static"]).static is True
+    assert export_cli.parse_opt(["--weights", "w.pt", "--dynamic"]).static is False
+
+
 def test_static_onnx_runs_at_its_size(tmp_path: Path, capsys):
     _, weights = tiny_checkpoint(tmp_path / "w.pt", "anchor", imgsz=32)
-    (file,) = export(weights, ["onnx"])  # 32 px from the checkpoint
+    (file,) = export(weights, ["onnx"], dynamic=False)  # 32 px from the checkpoint
     cv2.imwrite(str(tmp_path / "a.jpg"), np.full((40, 64, 3), 128, np.uint8))
     detect.run(weights=file, source=str(tmp_path / "a.jpg"), imgsz=[96], device="cpu", nosave=True,
                project=tmp_path / "runs")

@@ -85,3 +85,29 @@ def test_plurals_and_summary():
     det = torch.tensor([[0, 0, 1, 1, 0.9, 4], [0, 0, 1, 1, 0.8, 0], [0, 0, 1, 1, 0.7, 0]])
     assert summarize(det, CLASSES) == "2 circles, 1 cross, "
     assert summarize(det[:0], CLASSES) == ""
+
+
+def test_highest_confidence_label_is_drawn_on_top(tmp_path):
+    def tag_pixels(im: np.ndarray, rows: slice) -> list[int]:
+        """Pixels of class 0's and class 1's colour in the tag rows (the boxes share their tag corner)."""
+        return [int((np.abs(im[rows].astype(int) - class_color(c)).sum(-1) < 30).sum()) for c in (0, 1)]
+
+    for order in ([0, 1], [1, 0]):  # NMS order (0.9 first) or any other: the 0.9 tag ends on top
+        det = torch.tensor([[100, 100, 150, 150, 0.9, 0], [100, 100, 150, 150, 0.3, 1]])[order]
+        on_top, under = tag_pixels(draw_detections(np.zeros((256, 256, 3), np.uint8), det, CLASSES), slice(80, 99))
+        assert on_top > 4 * under
+        targets = torch.tensor([[0, 0, 0.5, 0.5, 0.2, 0.2, 0.9], [0, 1, 0.5, 0.5, 0.2, 0.2, 0.3]])[order]
+        grid = plot_images(torch.zeros(1, 3, 256, 256, dtype=torch.uint8), targets, fname=tmp_path / "p.jpg",
+                           names=list(CLASSES), conf_thres=0.0)
+        on_top, under = tag_pixels(grid, slice(85, 101))
+        assert on_top > 4 * under
+
+
+def test_results_png_has_yolov5s_smoothed_curve(tmp_path):
+    from utils.io.run_log import plot_results, smooth
+
+    y = smooth([0.0] * 10 + [1.0] * 10)
+    assert y[9] == pytest.approx(0.5 - 0.0665, abs=0.01) and y[10] == pytest.approx(0.5 + 0.0665, abs=0.01)
+    assert np.all(np.diff(y) >= 0) and y[0] < 0.01 and y[-1] > 0.99
+    (tmp_path / "results.csv").write_text("epoch,a,b\n" + "".join(f"{i},{i},{i * i}\n" for i in range(5)))
+    assert plot_results(tmp_path / "results.csv").is_file()

@@ -180,3 +180,28 @@ def test_val_names_the_recorded_dataset_when_classes_differ(tiny_data, tmp_path,
     assert caplog.messages[-1] == (f"error: {weights} was trained for 3 classes but {tiny_data} has 5 (from the "
                                    f"checkpoint's opt.data ({tiny_data})); give the right one with --data")
     assert not (tmp_path / "runs").exists()
+
+
+def test_val_checks_the_class_count_before_any_conversion(tmp_path, caplog):
+    weights = write_weights(Model("models/yolov5n.yaml", nc=3), tmp_path / "w.pt", data="")
+    yaml_file = tmp_path / "voc.yaml"  # converting would fail (no source): the class count is found first
+    yaml_file.write_text("path: converted\ntrain: images/train\nval: images/val\nnames: [a, b]\n"
+                         "convert: voc\nsource: no_such_voc_folder\n")
+    opt = val.parse_opt(["--weights", str(weights), "--data", str(yaml_file), "--project", str(tmp_path / "runs")])
+    assert val.main(opt) == 1
+    assert caplog.messages[-1] == f"error: {weights} was trained for 3 classes but {yaml_file} has 2"
+    assert not (tmp_path / "converted").exists()
+
+
+def test_data_given_a_folder_asks_for_its_yaml(tmp_path, caplog):
+    from utils.data.config import DatasetError, check_dataset
+
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DatasetError, match=r"--data .*mine is a folder: give the dataset YAML file; it holds no "
+                                           r"\.yaml file"):
+        check_dataset(tmp_path / "mine")
+    (tmp_path / "mine" / "data.yaml").write_text("names: [a]\n")
+    with pytest.raises(DatasetError) as e:
+        check_dataset(tmp_path / "mine")
+    assert str(e.value) == (f"--data {tmp_path / 'mine'} is a folder: give the dataset YAML file; it holds "
+                            f"{tmp_path / 'mine' / 'data.yaml'}")

@@ -1,6 +1,7 @@
 """train.py / val.py end to end on tiny data: run folder contents, resume without duplicate rows,
 a loss that falls, and val's AP equal to a hand computation on a constructed case."""
 import csv
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from torch import nn
 import train as train_cli
 from models.yolo import Model
 from utils.engine import trainer
+from utils.io.checkpoint import load_checkpoint
 from utils.eval import validator
 from utils.dataloaders import create_dataloader
 from utils.engine.hyp import load_hyp
@@ -31,8 +33,11 @@ def read_rows(file):
     return rows[0], rows[1:]
 
 
-def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path):
-    res = trainer.train(opts(tiny_data, tmp_path))
+def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        res = trainer.train(opts(tiny_data, tmp_path))
+    # YOLOv5's summary line at the training size: yolov5n for 5 classes, 4.19 GFLOPs at 640, x (64 / 640)^2
+    assert "model summary: 214 layers, 1770682 parameters, 1770682 gradients, 0.0419 GFLOPs at 64 px" in caplog.messages
     run = tmp_path / "exp"
     for f in ("weights/last.pt", "weights/best.pt", "hyp.yaml", "opt.yaml", "results.csv", "results.png", "labels.jpg",
               "summary.json", "confusion_matrix.png", "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
@@ -46,6 +51,12 @@ def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path):
     assert [r[0] for r in rows] == ["0", "1"]
     ckpt = torch.load(run / "weights/last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["optimizer"] is None and ckpt["head"] == "anchor"
+    # stripped as YOLOv5 does: the EMA weights in fp16 as "model", no EMA copy, no optimizer, no RNG state
+    assert ckpt["ema"] is None and "rng" not in ckpt["extra"]
+    assert {v.dtype for v in ckpt["model"].values() if v.is_floating_point()} == {torch.float16}
+    assert (run / "weights/best.pt").stat().st_size < 5e6  # yolov5n: 3.7 MB (14.4 MB unstripped)
+    model, _ = load_checkpoint(run / "weights/best.pt")
+    assert next(model.parameters()).dtype == torch.float32
     assert 0.0 <= res["map"] <= res["map50"] <= 1.0
     # val.py --loss on last.pt (the EMA weights epoch 1 validated, same batches: 4 val images, training
     # validates at twice --batch-size) gives epoch 1's val losses: the gains scaled for 64 px as in training

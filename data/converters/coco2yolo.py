@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{st.crowd_skipped} crowd skipped, {st.boxes_dropped} dropped, {len(names)} classes "
                 f"-> {Path(a.out) / 'data.yaml'}")
 
-    return run_cli(convert)
+    return run_cli(convert, a.out)
 
 
 if __name__ == "__main__":

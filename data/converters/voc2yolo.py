@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{st.images_missing} XMLs without image), {st.boxes_read} boxes read, {st.boxes_written} written ({st.boxes_clipped} "
                 f"clipped), {st.boxes_dropped} dropped -> {Path(a.out) / 'data.yaml'}")
 
-    return run_cli(convert)
+    return run_cli(convert, a.out)
 
 
 if __name__ == "__main__":

@@ -109,10 +109,26 @@ def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
             "--name", job.run_dir.name, "--exist-ok", "--quiet"]
 
 
+PATH_FLAGS = ("--data", "--cfg", "--hyp", "--weights", "--project", "--resume")
+
+
+def absolute_paths(cmd: list[str]) -> list[str]:
+    """``cmd`` with the value of every path flag made absolute: against the current folder when it names
+    something there, else against the repository (where compare runs its trainings), so that the
+    line runs the same from any folder (a cluster job's, ``/tmp``)."""
+    out = list(cmd)
+    for i in range(1, len(out)):
+        if out[i - 1] in PATH_FLAGS and out[i] and not Path(out[i]).is_absolute():
+            here = Path(out[i]).absolute()
+            out[i] = str(here if here.exists() or not (ROOT / out[i]).exists() else ROOT / out[i])
+    return out
+
+
 def plan(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int) -> list[str]:
-    """One shell line per (strategy, seed): what ``compare`` would run there with ``--jobs 1``."""
+    """One shell line per (strategy, seed): what ``compare`` would run there with ``--jobs 1``, every path
+    absolute."""
     losses = canonical_strategies(losses)
-    return [shlex.join(job_command(j, train_args, workers)) for j in make_jobs(exp, losses, seeds)]
+    return [shlex.join(absolute_paths(job_command(j, train_args, workers))) for j in make_jobs(exp, losses, seeds)]
 
 
 def status_of(jobs: list[Job]) -> dict[str, tuple[int, list[str]]]:

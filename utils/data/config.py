@@ -79,6 +79,32 @@ def _prepare_root(data: dict, root: Path, yaml_file: Path) -> None:
                     splits=data.get("splits"), write_yaml=False)
 
 
+def _read_yaml(yaml_path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(absolute path, top-level mapping) of a dataset YAML; a DatasetError naming the file otherwise."""
+    yaml_file = Path(yaml_path).resolve()
+    if yaml_file.is_dir():
+        inside = sorted(p.name for p in yaml_file.iterdir() if p.suffix in (".yaml", ".yml"))
+        hint = (f"; it holds {', '.join(str(Path(yaml_path) / n) for n in inside[:3])}" if inside
+                else "; it holds no .yaml file (the converters in data/converters write one)")
+        raise DatasetError(f"--data {yaml_path} is a folder: give the dataset YAML file{hint}")
+    if not yaml_file.is_file():
+        raise DatasetError(f"dataset YAML {yaml_path} does not exist")
+    try:
+        data = load_yaml(yaml_file) or {}
+    except YamlFileError as e:
+        raise DatasetError(str(e)) from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{yaml_file}: expected a mapping at the top level")
+    return yaml_file, data
+
+
+def dataset_names(yaml_path: str | Path) -> list[str]:
+    """The class names of a dataset YAML, read without generating or converting anything (so a class
+    count that does not fit a checkpoint is found before BCCD's conversion, say)."""
+    yaml_file, data = _read_yaml(yaml_path)
+    return _names_list(data.get("names"), yaml_file)
+
+
 def check_dataset(yaml_path: str | Path) -> dict[str, Any]:
     """Load and check a dataset YAML. Returns a new dict.
 
@@ -88,15 +114,7 @@ def check_dataset(yaml_path: str | Path) -> dict[str, Any]:
     the current directory); relative split entries against ``path``. Raises DatasetError naming the
     YAML, the key and the path when something is missing (after the generate/convert hooks ran).
     """
-    yaml_file = Path(yaml_path).resolve()
-    if not yaml_file.is_file():
-        raise DatasetError(f"dataset YAML {yaml_path} does not exist")
-    try:
-        data = load_yaml(yaml_file) or {}
-    except YamlFileError as e:
-        raise DatasetError(str(e)) from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{yaml_file}: expected a mapping at the top level")
+    yaml_file, data = _read_yaml(yaml_path)
     if "download" in data:
         LOGGER.warning("%s: ignoring 'download:' (this project never downloads data)", yaml_file)
     names = _names_list(data.get("names"), yaml_file)

@@ -202,6 +202,17 @@ def make_shapes_dataset(root: str | Path, n_train: int = 400, n_val: int = 100, 
     return root
 
 
+SAMPLE_SEED = 1  # not the built-in dataset's seed 0: images no default run has trained on
+
+
+def ensure_sample_images(root: str | Path, n: int = 4) -> Path:
+    """``n`` generated shapes images (256 px, seed 1) under ``root``; returns their folder.
+
+    detect.py's default source, so that ``python detect.py`` alone works after the quick start.
+    """
+    return ensure_shapes_dataset(root, n_train=0, n_val=n, seed=SAMPLE_SEED) / "images" / "val"
+
+
 def _matches(root: Path, want: dict) -> bool:
     cfg_file = root / "config.json"
     return cfg_file.is_file() and json.loads(cfg_file.read_text()) == json.loads(json.dumps(want))

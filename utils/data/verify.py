@@ -158,14 +158,14 @@ def verify_image(im_file: str) -> tuple[tuple[int, int] | None, str]:
             return None, f"unsupported image format {fmt!r}"
         if w < MIN_IMAGE_SIDE or h < MIN_IMAGE_SIDE:
             return None, f"image size {w}x{h} < {MIN_IMAGE_SIDE} px"
-        if fmt in ("jpeg", "jpg") and not _jpeg_complete(im_file):
+        if fmt in ("jpeg", "jpg") and not jpeg_complete(im_file):
             return None, "truncated JPEG"
         return (w, h), ""
     except Exception as e:  # PIL raises many types for broken files
         return None, f"unreadable image ({type(e).__name__}: {e})"
 
 
-def _jpeg_complete(im_file: str) -> bool:
+def jpeg_complete(im_file: str) -> bool:
     """A JPEG must end with the EOI marker or at least decode fully (trailing garbage is tolerated)."""
     with open(im_file, "rb") as f:
         f.seek(-2, 2)

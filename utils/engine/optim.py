@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 LOGGER = logging.getLogger(__name__)
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
+AUTO = "auto"
+AUTO_SGD_ITERATIONS = 10_000  # ultralytics: above this many optimiser steps, SGD; at or below, AdamW
+MIN_STEPS_PER_EPOCH = 10
+MAX_WARMUP_SHARE = 0.25
 
 
 def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9,
@@ -42,6 +46,47 @@ def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
     LOGGER.info(f"optimizer: {name}(lr={lr}) with parameter groups {len(g_bn)} weight(decay=0.0), "
                 f"{len(g_w)} weight(decay={decay}), {len(g_b)} bias")
     return opt
+
+
+def auto_optimizer(hyp: dict[str, Any], *, n_images: int, batch_size: int, epochs: int,
+                   nc: int) -> tuple[str, dict[str, Any]]:
+    """``--optimizer auto`` as ultralytics defines it (``BaseTrainer.build_optimizer``, ultralytics 8.x):
+    iterations = ceil(n_images / max(batch_size, nbs)) * epochs optimiser steps; above 10,000 SGD with
+    lr0 0.01, otherwise AdamW with lr0 = round(0.002 * 5 / (4 + nc), 6); momentum 0.9 and
+    warmup_bias_lr 0 either way (the hyp's lr0 / momentum are ignored). Returns (name, hyp with them).
+    """
+    iterations = math.ceil(n_images / max(batch_size, hyp["nbs"])) * epochs
+    if iterations > AUTO_SGD_ITERATIONS:
+        name, lr = "SGD", 0.01
+    else:
+        name, lr = "AdamW", round(0.002 * 5 / (4 + nc), 6)
+    LOGGER.info("optimizer: auto chose %s(lr0=%g, momentum=0.9) for %d optimiser steps (SGD above %d), "
+                "ignoring the hyp's lr0=%g and momentum=%g", name, lr, iterations, AUTO_SGD_ITERATIONS,
+                hyp["lr0"], hyp["momentum"])
+    return name, {**hyp, "lr0": lr, "momentum": 0.9, "warmup_bias_lr": 0.0}
+
+
+def resolve_optimizer(name: str, hyp: dict[str, Any], **run_size: int) -> tuple[str, dict[str, Any]]:
+    """(optimizer name, hyp) to train with: ``auto`` resolved by :func:`auto_optimizer` (``run_size``:
+    n_images, batch_size, epochs, nc), any other name as given."""
+    return auto_optimizer(hyp, **run_size) if name == AUTO else (name, hyp)
+
+
+def schedule_warnings(*, epochs: int, batches_per_epoch: int, warmup_iters: int, accumulate: int) -> list[str]:
+    """What makes a short run from scratch learn next to nothing: a warm-up that takes more than a
+    quarter of the run, or fewer than ~10 optimiser steps per epoch (few images, a large nominal batch)."""
+    total = epochs * batches_per_epoch
+    steps = batches_per_epoch / accumulate
+    fixes = "try --optimizer auto, a smaller --batch-size or hyp nbs, or more --epochs"
+    out = []
+    if warmup_iters > MAX_WARMUP_SHARE * total:
+        out.append(f"warm-up takes {min(warmup_iters, total)} of the run's {total} iterations "
+                   f"({min(warmup_iters / batches_per_epoch, epochs):.1f} of {epochs} epochs; at least 100 "
+                   f"iterations, as YOLOv5): {fixes}")
+    if steps < MIN_STEPS_PER_EPOCH:
+        out.append(f"{steps:.1f} optimiser steps per epoch ({batches_per_epoch} batches, one step per "
+                   f"{accumulate} for the nominal batch hyp nbs): {fixes}")
+    return out
 
 
 def lr_lambda(epochs: int, lrf: float, cos: bool = False) -> Callable[[float], float]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from utils.engine.ema import ModelEMA, unwrap
-from utils.engine.optim import build_optimizer, lr_lambda
+from utils.engine.optim import build_optimizer, lr_lambda, schedule_warnings
 from utils.engine.torch_utils import synced_time
 
 if TYPE_CHECKING:
@@ -158,4 +158,7 @@ def make_stepper(model: nn.Module, compute_loss: Any, hyp: dict[str, Any], *, op
         LOGGER.warning("WARNING: hyp nbs %g / --batch-size %d: one optimizer step per %d batches after warm-up, "
                        "but an epoch has %d batches: fewer than one step per epoch; lower nbs", hyp["nbs"],
                        batch_size, accumulate, batches_per_epoch)
+    for message in schedule_warnings(epochs=epochs, batches_per_epoch=batches_per_epoch,
+                                     warmup_iters=warmup_iters, accumulate=accumulate):
+        LOGGER.warning("WARNING: %s", message)
     return Stepper(model, compute_loss, opt, scheduler, hyp, batch_size, warmup_iters, ema=ema, **kwargs)

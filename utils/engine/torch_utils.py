@@ -37,6 +37,18 @@ def select_device(device: str | int | None = "") -> torch.device:
     return torch.device(f"cuda:{ids[0]}")
 
 
+def numerics_environment() -> dict[str, str | int]:
+    """What a CPU run's float results depend on besides its seed and data (docs/reproducibility.md): torch's
+    intra-op thread count (reductions split differently), the CPU kernels torch dispatches to, and the
+    OpenCV / NumPy versions that generate the built-in data and augment every image."""
+    import cv2
+    import numpy as np
+
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "opencv": cv2.__version__,
+            "numpy": np.__version__}
+
+
 def synced_time(device: torch.device) -> float:
     """``time.perf_counter()`` after the device's queued work is done, so GPU time is counted where it is spent."""
     if device.type == "cuda":

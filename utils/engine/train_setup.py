@@ -29,9 +29,11 @@ from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
+from utils.engine.optim import resolve_optimizer
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
+from utils.engine.torch_utils import numerics_environment
 from utils.io.paths import RunDirError, RunLock, make_run_dir, write_atomic
 from utils.io.run_log import ResultsLogger, epoch_metrics
 
@@ -333,6 +335,9 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
     if imgsz != opt.imgsz:
         LOGGER.warning("--img-size %d must be a multiple of max stride %d, updating to %d", opt.imgsz, gs, imgsz)
     opt.imgsz = imgsz
+    if info.main:  # YOLOv5's summary line, and what the run's float results depend on (docs/reproducibility.md)
+        model.info(imgsz)
+        LOGGER.info("numerics: %s", ", ".join(f"{k} {v}" for k, v in numerics_environment().items()))
 
     train_loader, train_set = create_dataloader(
         data["train"], imgsz, opt.batch_size // info.world, gs, opt.single_cls, hyp=hyp, augment=True,
@@ -347,12 +352,14 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         warn_unlabelled(val_set, "validation", "every mAP will be 0")
         if not opt.resume and not opt.noautoanchor and model.head_kind == "anchor":
             check_anchors(train_set, model, anchor_t=hyp.get("anchor_t", 4.0), imgsz=imgsz)
+    optimizer, hyp = resolve_optimizer(opt.optimizer, hyp, n_images=len(train_set), batch_size=opt.batch_size,
+                                       epochs=opt.epochs, nc=nc)
     ema = ModelEMA(model) if info.main else None
     model = wrap_ddp(model, info, device, opt.sync_bn)
     compute_loss = strategy(model, strategy.train_hyp(hyp, nl=unwrap(model).model[-1].nl, nc=nc, imgsz=imgsz,
                                                       label_smoothing=opt.label_smoothing))
     speed = SpeedStats()
-    stepper = make_stepper(model, compute_loss, hyp, optimizer=opt.optimizer, batch_size=opt.batch_size,
+    stepper = make_stepper(model, compute_loss, hyp, optimizer=optimizer, batch_size=opt.batch_size,
                            epochs=opt.epochs, batches_per_epoch=len(train_loader), cos_lr=opt.cos_lr, ema=ema,
                            world=info.world, speed=speed, save_dir=save_dir)
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,

@@ -25,12 +25,13 @@ from tqdm import tqdm
 from utils.data.loader import set_epoch
 from utils.eval import validator
 from utils.io.checkpoint import (NonFiniteCheckpoint, load_checkpoint, make_checkpoint, nonfinite_tensors,
-                                 read_checkpoint, save_checkpoint)
+                                 read_checkpoint, save_checkpoint, strip_checkpoint)
 from utils.engine.distributed import broadcast, cleanup, replicas_identical
 from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
 from utils.io.paths import RunDirError, write_atomic
 from utils.io.run_log import plot_results
+from utils.engine.torch_utils import numerics_environment
 from utils.engine.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)
@@ -205,13 +206,12 @@ def save_epoch(run: Run, epoch: int, is_best: bool) -> None:
 
 
 def finish(run: Run) -> dict[str, Any]:
-    """Drop optimiser state from the final weights and validate best.pt with per-class rows and plots."""
+    """Strip the final weights as YOLOv5 does and validate best.pt with per-class rows and plots."""
     w = run.save_dir / "weights"
     for f in (w / "last.pt", w / "best.pt"):
         if f.exists():
-            ckpt = read_checkpoint(f)
-            ckpt["optimizer"] = None
-            save_checkpoint(ckpt, f)
+            save_checkpoint(strip_checkpoint(read_checkpoint(f)), f)
+            LOGGER.info("stripped %s (fp16 EMA weights, no optimizer), %.1f MB", f, f.stat().st_size / 1e6)
     run.results.close()
     if not run.opt.noplots and (run.save_dir / "results.csv").exists():
         plot_results(run.save_dir / "results.csv")
@@ -237,7 +237,7 @@ def write_summary(run: Run, res: dict[str, Any], weights: Path) -> None:
         per_class[names[c]] = {"p": float(p), "r": float(r), "ap50": float(a50), "ap": float(a)}
     summary = {"loss": run.hyp.get("loss", "yolov5"), "weights": str(weights), "epochs": run.opt.epochs,
                "seed": run.opt.seed, "p": res["p"], "r": res["r"], "map50": res["map50"], "map": res["map"],
-               "per_class": per_class, **run.speed.summary(run.device)}
+               "per_class": per_class, **run.speed.summary(run.device), "numerics": numerics_environment()}
     write_atomic(run.save_dir / "summary.json", json.dumps(summary, indent=1))
 
 

@@ -107,12 +107,13 @@ class Annotator:
 
 def draw_detections(im: np.ndarray, det: torch.Tensor | np.ndarray, names: Sequence[str],
                     line_width: int | None = None, hide_labels: bool = False, hide_conf: bool = False) -> np.ndarray:
-    """Draw detections (n, 6) x1, y1, x2, y2, conf, cls (pixels of ``im``) on a copy of the BGR image.
+    """Draw detections (n, 6) x1, y1, x2, y2, conf, cls (pixels of ``im``) on a copy of the BGR image,
+    lowest confidence first, so that where tags overlap the most confident one is drawn on top.
 
     ``line_width`` None: from the image size, like the label font.
     """
     annotator = Annotator(im.copy(), line_width=line_width)
-    for *xyxy, conf, cls in det.tolist():
+    for *xyxy, conf, cls in sorted(det.tolist(), key=lambda row: row[4]):  # the highest confidence on top
         c = int(cls)
         name = names[c] if c < len(names) else str(c)
         label = None if hide_labels else (name if hide_conf else f"{name} {conf:.2f}")

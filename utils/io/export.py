@@ -105,10 +105,11 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata:
 
 
 def export(weights: str | Path, include: list[str], imgsz: list[int] | None = None, device: str = "cpu",
-           dynamic: bool = False, half: bool = False, batch_size: int = 1, opset: int = OPSET) -> list[Path]:
+           dynamic: bool = True, half: bool = False, batch_size: int = 1, opset: int = OPSET) -> list[Path]:
     """Export ``weights`` to each format in ``include``, next to it (``best.pt`` -> ``best.onnx``).
 
-    ``imgsz`` [h, w] defaults to the checkpoint's training size (else 640). Returns the files written.
+    ``imgsz`` [h, w] defaults to the checkpoint's training size (else 640). ``dynamic`` (the default): ONNX
+    batch, height and width axes are free, so detect.py pads as for the .pt file. Returns the files written.
     """
     from utils.engine.torch_utils import select_device
     from utils.io.checkpoint import load_checkpoint

@@ -24,6 +24,13 @@ def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdi
     return path
 
 
+def newest_file(folder: str | Path, pattern: str) -> Path | None:
+    """The most recently modified file under ``folder`` matching the glob ``pattern`` (e.g. ``*/weights/best.pt``,
+    the latest run's best.pt as YOLOv5's ``get_latest_run`` finds last.pt); None when there is none."""
+    found = [p for p in Path(folder).glob(pattern) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 class RunDirError(ValueError):
     """A run folder that cannot be created or is held by another live run."""
 

@@ -78,8 +78,9 @@ def _draw_boxes(grid: np.ndarray, t: np.ndarray, tile_xyxy: tuple[int, int, int,
         boxes *= scale
     boxes[:, [0, 2]] += x0
     boxes[:, [1, 3]] += y0
-    for j, b in enumerate(boxes):
-        cls = int(t[j, 1])
+    order = np.argsort(t[:, 6], kind="stable") if t.shape[1] > 6 else range(len(t))  # highest confidence on top
+    for j in order:
+        b, cls = boxes[j], int(t[j, 1])
         conf = float(t[j, 6]) if t.shape[1] > 6 else None
         if conf is not None and conf < conf_thres:
             continue

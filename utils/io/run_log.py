@@ -11,6 +11,9 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from utils.io.paths import write_atomic
 
@@ -89,8 +92,15 @@ def read_results(file: str | Path) -> tuple[list[str], list[list[float]]]:
     return rows[0], [[float(c) for c in r] for r in rows[1:]]
 
 
+def smooth(y: Sequence[float], sigma: float = 3.0) -> np.ndarray:
+    """YOLOv5's dotted results.png curve: ``scipy.ndimage.gaussian_filter1d(y, sigma=3)``."""
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(np.asarray(y, dtype=float), sigma=sigma)
+
+
 def plot_results(file: str | Path) -> Path | None:
-    """results.png next to results.csv: one panel per column against epoch."""
+    """results.png next to results.csv: one panel per column against epoch, with YOLOv5's smoothed curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,8 +117,10 @@ def plot_results(file: str | Path) -> Path | None:
         if i >= n:
             ax.axis("off")
             continue
-        ax.plot(cols[0], cols[i + 1], marker=".", linewidth=2, markersize=8)
+        ax.plot(cols[0], cols[i + 1], marker=".", linewidth=2, markersize=8, label="results")
+        ax.plot(cols[0], smooth(cols[i + 1]), ":", linewidth=2, label="smooth")
         ax.set_title(keys[i + 1], fontsize=10)
+    axes.ravel()[1].legend()
     out = Path(file).with_name("results.png")
     fig.savefig(out, dpi=150)
     plt.close(fig)

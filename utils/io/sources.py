@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from utils.data.augmentations import letterbox
-from utils.data.verify import header_problem, too_many_pixels
+from utils.data.verify import header_problem, jpeg_complete, too_many_pixels
 
 LOGGER = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class LoadImages:
             if im0 is None:
                 self._skip(path, why or "image cannot be read")
                 continue
+            if _suffix(path) in ("jpg", "jpeg") and not jpeg_complete(path):
+                LOGGER.warning("WARNING: %s is a truncated JPEG: detecting on the part that decodes", path)
             yield path, self._prepare(im0), im0, None, f"image {index + 1}/{self.nf} {path}: "
 
     def _video(self, index: int, path: str):
