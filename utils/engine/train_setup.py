@@ -1,8 +1,9 @@
 """Training set-up, the steps before the first epoch of utils/engine/trainer.py:
 
     setup(opt) -> Run    run folder (rank 0's, shared under DDP), hyp (+ the dataset's train_defaults),
-                         data, model with the strategy's head, optimiser, scheduler, EMA, loaders,
-                         AutoAnchor, DDP wrapper, loss; on --resume everything restored from last.pt
+                         data, precision (--precision), model with the strategy's head, optimiser,
+                         scheduler, EMA, loaders, AutoAnchor, DDP wrapper, loss; on --resume
+                         everything restored from last.pt
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
+from utils.engine.precision import Precision, resolve_precision
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
@@ -56,6 +58,7 @@ class Run:
     val_loader: Any  # rank 0 only
     results: ResultsLogger | None  # rank 0 only
     speed: "SpeedStats"
+    precision: Precision  # the forward pass's autocast (training and the validations of the run)
     start_epoch: int = 0
     best_fitness: float = 0.0
     best_epoch: int = -1
@@ -275,7 +278,10 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
         yaml.safe_dump({k: v for k, v in vars(opt).items()}, open(save_dir / "opt.yaml", "w"), sort_keys=False)
 
     strategy = loss_class(hyp.get("loss"))  # the one place the strategy name is resolved
-    model = build_model(opt, strategy.head, nc, names, device)
+    precision = resolve_precision(getattr(opt, "precision", "auto"), device)
+    if info.main:
+        LOGGER.info(precision.describe())
+    model = precision.prepare(build_model(opt, strategy.head, nc, names, device))
     freeze_layers(model, opt.freeze)
     gs = max(int(model.stride.max()), 32)
     imgsz = math.ceil(opt.imgsz / gs) * gs
@@ -305,9 +311,9 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
     speed = SpeedStats()
     stepper = make_stepper(model, compute_loss, hyp, optimizer=opt.optimizer, batch_size=opt.batch_size,
                            epochs=opt.epochs, batches_per_epoch=len(train_loader), cos_lr=opt.cos_lr, ema=ema,
-                           world=info.world, speed=speed, save_dir=save_dir)
+                           world=info.world, speed=speed, save_dir=save_dir, precision=precision)
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
-              compute_loss=compute_loss, stepper=stepper, ema=ema, speed=speed,
+              compute_loss=compute_loss, stepper=stepper, ema=ema, speed=speed, precision=precision,
               train_loader=train_loader, val_loader=val_loader, info=info,
               results=ResultsLogger(save_dir, compute_loss.names, ckpt["epoch"] + 1 if ckpt else 0) if info.main else None)
     if ckpt:
