@@ -31,11 +31,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.compare.pack import parse_jobs  # noqa: E402  (after the sys.path line above)
-from utils.io.cli import HelpFormatter, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import HelpFormatter, add_precision_flag, non_negative_int, positive_int  # noqa: E402
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
-SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots")
+SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots", "precision")
 
 
 def int_list(text: str) -> list[int]:
@@ -72,6 +72,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers per run (shared out when packed)")
     p.add_argument("--noplots", action="store_true",
                    help="pass --noplots to train.py (no per-run pictures; the comparison's own plots are made)")
+    add_precision_flag(p)  # passed to every run; runs.csv records what each resolved to
     p.add_argument("--project", default=str(ROOT / "runs/compare"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--new", action="store_true", help="start a new folder even if an unfinished identical comparison exists")
@@ -111,6 +112,7 @@ def main(opt: argparse.Namespace) -> int:
             train_args += [flag, str(value)]
     if opt.noplots:
         train_args.append("--noplots")
+    train_args += ["--precision", opt.precision]
     command = "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
         if opt.report:

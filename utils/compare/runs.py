@@ -19,8 +19,9 @@ from utils.io.run_log import read_results
 
 TIMES = "times.json"
 # the settings that must agree for runs to be compared; data and cfg by file name, because the same
-# comparison run on two machines sees the same YAML under different absolute paths
-SAME_SETTINGS = ("data", "cfg", "imgsz", "epochs")
+# comparison run on two machines sees the same YAML under different absolute paths; precision as the
+# run resolved it (summary.json: fp32 / bf16 / fp16; "unrecorded" for runs from before it was recorded)
+SAME_SETTINGS = ("data", "cfg", "imgsz", "epochs", "precision")
 MAP_COLUMN = "metrics/mAP_0.5:0.95"
 
 
@@ -94,6 +95,7 @@ def read_run(folder: Path) -> RunRecord | None:
     settings = {k: opt.get(k) for k in SAME_SETTINGS}
     for k in ("data", "cfg"):
         settings[k] = Path(settings[k]).name if settings[k] else settings[k]
+    settings["precision"] = s.get("precision", "unrecorded")
     return RunRecord(
         loss=s["loss"], seed=int(s["seed"]), epochs=int(s["epochs"]), map50=float(s["map50"]), map=float(s["map"]),
         ap={c: float(v["ap"]) for c, v in s["per_class"].items()},
