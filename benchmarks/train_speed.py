@@ -1,7 +1,8 @@
 """Training throughput of our train.py loop (images/s), for comparison with the official YOLOv5
 train.py run by the reviewer on the same machine and settings.
 
-    python benchmarks/train_speed.py --data data/bccd.yaml --cfg models/yolov5n.yaml --img 320 --batch-size 16
+    python benchmarks/train_speed.py --data data/bccd.yaml --cfg models/yolov5n.yaml --img 320 --batch-size 16 \
+        [--precision auto|fp32|bf16]
 
 It runs the real trainer (utils.engine.trainer: setup + train_epoch, same data pipeline, loss, optimiser,
 warm-up and EMA as train.py) for ``--epochs`` epochs without validation, and reports images/s of
@@ -36,12 +37,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs = epochs - 1")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="train.py --precision")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     with tempfile.TemporaryDirectory() as tmp:
         opt = train_cli.parse_opt(["--data", args.data, "--cfg", args.cfg, "--hyp", args.hyp, "--img", str(args.img),
                                    "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-                                   "--epochs", str(args.epochs), "--project", tmp, "--noplots", "--quiet"])
+                                   "--epochs", str(args.epochs), "--precision", args.precision, "--project", tmp,
+                                   "--noplots", "--quiet"])
         run = trainer.setup(opt)
         n_images = len(run.train_loader.dataset)
         times = []
@@ -52,8 +55,8 @@ def main() -> None:
     timed = times[1:] or times
     ips = n_images * len(timed) / sum(timed)
     print(f"\ncommand: python benchmarks/train_speed.py --data {args.data} --cfg {args.cfg} --img {args.img} "
-          f"--batch-size {args.batch_size} --workers {args.workers} --epochs {args.epochs}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+          f"--batch-size {args.batch_size} --workers {args.workers} --epochs {args.epochs} --precision {args.precision}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, {run.precision.describe()}")
     print("| epoch | seconds | images/s |\n|---|---|---|")
     for i, t in enumerate(times):
         print(f"| {i}{' (warm-up, not counted)' if i == 0 and len(times) > 1 else ''} | {t:.1f} | {n_images / t:.1f} |")

@@ -142,3 +142,21 @@ def test_report_refuses_to_mix_precisions(tmp_path, caplog):
     header, *rows = next((tmp_path / "out").rglob("runs.csv")).read_text().splitlines()
     col = header.split(",").index("precision")
     assert [r.split(",")[col] for r in rows] == ["fp32", "fp32"]
+
+
+def test_equivalence_script_reads_two_folders(tmp_path, capsys, monkeypatch):
+    from benchmarks import bf16_equivalence
+
+    maps = {"fp32": [0.43, 0.44, 0.42, 0.45, 0.44], "bf16": [0.44, 0.43, 0.43, 0.44, 0.45]}
+    for precision, values in maps.items():
+        for seed, m in enumerate(values):
+            folder = fake_run(tmp_path / precision / f"yolov5-s{seed}", "yolov5", seed, m, {"RBC": m}, {"RBC": 0.8})
+            summary = json.loads((folder / "summary.json").read_text())
+            (folder / "summary.json").write_text(json.dumps({**summary, "precision": precision}))
+    monkeypatch.setattr("sys.argv", ["bf16_equivalence.py", str(tmp_path / "fp32"), str(tmp_path / "bf16")])
+    bf16_equivalence.main()
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| yolov5"))
+    assert "| 5 / 5 |" in row and "+0.002 [" in row and row.endswith("| equivalent |")
+    monkeypatch.setattr("sys.argv", ["bf16_equivalence.py", str(tmp_path / "bf16"), str(tmp_path / "fp32")])
+    with pytest.raises(SystemExit, match="holds runs of precision"):
+        bf16_equivalence.main()
