@@ -1,7 +1,7 @@
 """CPU training-step cost of fp32, channels_last, bf16 autocast and bf16 + channels_last, in one process.
 
-    python benchmarks/precision_speed.py [--cfg models/yolov5n.yaml] [--img 320] [--batch 16] [--loss yolov5]
-        [--repeats 5] [--modes fp32,cl,bf16,bf16+cl]
+    python benchmarks/precision_speed.py [--cfg models/yolov5n.yaml] [--img 320] [--batch 16] [--objects 15]
+        [--nc 3] [--loss yolov5] [--repeats 5] [--modes fp32,cl,bf16,bf16+cl]
 
 A whole training step on one synthetic batch (BCCD-like boxes): forward (under autocast for the bf16
 modes, the outputs cast to float32), the loss in float32, backward, clip and an SGD step, as
@@ -12,7 +12,6 @@ Absolute times on a shared machine are noise; read the ratios.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.step_speed import synthetic_targets  # noqa: E402
+from benchmarks.step_speed import batch_parser, synthetic_targets  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.engine.precision import cpu_bf16_feature  # noqa: E402
 from utils.loss import LOSSES, build_loss  # noqa: E402
@@ -54,13 +53,8 @@ def make_step(model: Model, loss_fn, imgs: torch.Tensor, targets: torch.Tensor, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cfg", default=str(ROOT / "models" / "yolov5n.yaml"))
-    ap.add_argument("--img", type=int, default=320)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--objects", type=int, default=15, help="objects per image")
+    ap = batch_parser(__doc__, repeats=5)
     ap.add_argument("--loss", default="yolov5", choices=sorted(LOSSES))
-    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}; "
                                                              "the first is the baseline")
     a = ap.parse_args()
@@ -69,9 +63,9 @@ def main() -> None:
         ap.error(f"--repeats must be >= 1 and --modes from {', '.join(MODES)}")
     g = torch.Generator().manual_seed(0)
     imgs = torch.rand(a.batch, 3, a.img, a.img, generator=g)
-    targets = synthetic_targets(a.batch, a.objects, 3, g)
+    targets = synthetic_targets(a.batch, a.objects, a.nc, g)
     torch.manual_seed(0)
-    base = Model(a.cfg, ch=3, nc=3, head=LOSSES[a.loss].head).train()
+    base = Model(a.cfg, ch=3, nc=a.nc, head=LOSSES[a.loss].head).train()
     steps = {}
     for m in modes:
         model = copy.deepcopy(base)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import train as train_cli  # noqa: E402
+from benchmarks.train_speed import train_opt, train_parser  # noqa: E402
 from utils.engine import trainer  # noqa: E402
 from utils.engine.step import PhaseClock  # noqa: E402
 
@@ -88,24 +88,13 @@ def profile(opt: argparse.Namespace, epochs: int) -> tuple[dict[str, float], int
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/bccd.yaml")
-    p.add_argument("--cfg", default="models/yolov5n.yaml")
-    p.add_argument("--hyp", default="hyp/hyp.scratch.yaml")
-    p.add_argument("--img", type=int, default=320)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--precision", default="bf16", choices=("auto", "fp32", "bf16"))
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs = epochs - 1 (at least 2)")
+    p = train_parser(__doc__, precision="bf16", epochs=2)
     args = p.parse_args()
     if args.epochs < 2:
         p.error("--epochs must be >= 2 (the first epoch is not timed)")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     with tempfile.TemporaryDirectory() as tmp:
-        opt = train_cli.parse_opt(["--data", args.data, "--cfg", args.cfg, "--hyp", args.hyp, "--img", str(args.img),
-                                   "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-                                   "--epochs", str(args.epochs), "--precision", args.precision, "--project", tmp,
-                                   "--noplots", "--quiet"])
+        opt = train_opt(args, tmp)
         parts, steps = profile(opt, args.epochs)
     total = sum(parts.values())
     print(f"\ncommand: python benchmarks/step_profile.py --data {args.data} --cfg {args.cfg} --hyp {args.hyp} "
