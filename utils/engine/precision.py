@@ -32,7 +32,7 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # bf16 on such CPUs by default: flip only when docs/cpu_bf16.md's study (bf16 - fp32 mAP50-95 of n >= 5
 # seeds each) puts the 95 % interval of the difference inside +-0.02
 CPU_BF16_BY_DEFAULT = False
-# val.py of the official yolov5n BCCD checkpoint at 320 px: mAP50-95 0.43504 in bf16, 0.43477 in fp32
+# val.py of the official yolov5n BCCD checkpoint at 320 px: mAP50-95 0.43501 in bf16, 0.43477 in fp32
 # (allowed: within 0.002, docs/cpu_bf16.md)
 CPU_BF16_INFERENCE = True
 # channels_last on top of CPU bf16: measured to pay inside the whole step (benchmarks/precision_speed.py)
@@ -66,7 +66,7 @@ class Precision:
 
     def describe(self) -> str:
         """``AMP: bf16 autocast on CPU (avx512_bf16)``, ``AMP: off, fp32 (...)``."""
-        where = self.device_type.upper() if self.device_type != "cuda" else "CUDA"
+        where = self.device_type.upper()
         if self.name == "fp32":
             return f"AMP: off, fp32 on {where} ({self.reason})"
         extra = " + GradScaler" if self.grad_scaler else ""

@@ -132,6 +132,7 @@ class Stepper:
             preds = self.model(imgs)
         with self.phase("loss"):
             t_loss = synced_time(self.device)
+            # float32 outputs, outside autocast: the loss is computed in float32 whatever the forward ran in
             loss, items = self.compute_loss([p.float() for p in preds], targets.to(self.device), imgs)
             if self.world > 1:
                 loss = loss * self.world  # DDP averages gradients over processes; YOLOv5 sums them
