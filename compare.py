@@ -15,6 +15,10 @@ fails is reported as failed and the others go on. Rerunning with the same traini
 continues in the same folder (more --seeds or --losses included): finished runs are read back,
 interrupted ones resume.
 
+--precision (auto / fp32 / bf16) goes to every train.py run and is a compared setting: runs.csv records
+what each run resolved it to, a different --precision starts another folder, and --report refuses to
+mix runs of different precision.
+
     python compare.py ... --plan > jobs.txt          # the train.py commands, one per line; trains nothing
     python compare.py --report DIR [DIR ...]         # tables from finished run folders, wherever they ran
 """
