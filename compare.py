@@ -24,6 +24,10 @@ fails is reported as failed and the others go on. Rerunning with the same traini
 continues in the same folder (more --seeds or --losses included): finished runs are read back,
 interrupted ones resume.
 
+--precision (auto / fp32 / bf16) goes to every train.py run and is a compared setting: runs.csv records
+what each run resolved it to, a different --precision starts another folder, and --report refuses to
+mix runs of different precision.
+
     python compare.py ... --plan > jobs.txt          # the train.py commands, one per line; trains nothing
     python compare.py --report DIR [DIR ...]         # tables from finished run folders, wherever they ran
 """
@@ -40,12 +44,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.compare.pack import parse_jobs  # noqa: E402  (after the sys.path line above)
-from utils.io.cli import (HelpFormatter, image_size, interrupt_on_signals, non_negative_int,  # noqa: E402
-                          positive_int, seed)
+from utils.io.cli import (HelpFormatter, add_precision_flag, image_size, interrupt_on_signals,  # noqa: E402
+                          non_negative_int, positive_int, seed)
 
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
-SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots", "seeds_mode")
+SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots", "precision", "seeds_mode")
 
 
 def seeds_arg(text: str) -> list[int] | str:
@@ -102,6 +106,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=non_negative_int, default=8, help="max dataloader workers per run (shared out when packed)")
     p.add_argument("--noplots", action="store_true",
                    help="pass --noplots to train.py (no per-run pictures; the comparison's own plots are made)")
+    add_precision_flag(p)  # passed to every run; runs.csv records what each resolved to
     p.add_argument("--project", default=str(ROOT / "runs/compare"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--new", action="store_true", help="start a new folder even if an unfinished identical comparison exists")
@@ -158,6 +163,7 @@ def main(opt: argparse.Namespace) -> int:
             train_args += [flag, str(value)]
     if opt.noplots:
         train_args.append("--noplots")
+    train_args += ["--precision", opt.precision]
     command = "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
         if opt.report:

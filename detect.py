@@ -32,9 +32,10 @@ from utils.io.cli import HelpFormatter
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.eval.nms import non_max_suppression
 from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS, set_max_pixels
-from utils.io.cli import add_max_pixels_flag, hw_imgsz, image_size, positive_int
+from utils.io.cli import add_max_pixels_flag, add_precision_flag, hw_imgsz, image_size, positive_int
 from utils.io.paths import make_run_dir, newest_file, remove_empty_dirs
 from utils.io.sources import LoadImages
+from utils.engine.precision import Precision, resolve_precision
 from utils.engine.torch_utils import select_device
 
 ROOT = Path(__file__).resolve().parent
@@ -161,6 +162,17 @@ def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Modu
     return model.to(device).eval(), list(names), meta
 
 
+def inference_precision(model: torch.nn.Module, precision: str, device: torch.device, half: bool) -> Precision:
+    """The autocast of ``--precision`` for a torch model (printed), prepared in its memory format; fp32
+    for an ONNX model (its session has its own precision) and with ``--half``."""
+    if half or not isinstance(model, torch.nn.Module):
+        return Precision("fp32", device.type, "--half" if half else "ONNX")
+    amp = resolve_precision(precision, device, inference=True)
+    amp.prepare(model)
+    print(amp.describe())
+    return amp
+
+
 def inference_size(imgsz: int | Sequence[int] | None, meta: dict, stride: int) -> list[int]:
     """[h, w] to letterbox to: ``imgsz`` (--img, 1 or 2 values), else the checkpoint's training size, else 640;
     rounded up to a multiple of ``stride``. Prints where the size came from."""
@@ -195,7 +207,7 @@ def run(weights: str | Path | None = None, source: str | Path | Sequence[str] | 
         save_conf: bool = False, save_crop: bool = False, nosave: bool = False, classes: Sequence[int] | None = None,
         agnostic_nms: bool = False, project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
         line_thickness: int | None = None, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
-        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Path:
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, precision: str = "auto") -> Path:
     """Detect objects in every image / frame of ``source``; returns the run folder.
 
     ``weights`` None: the newest runs/train/*/weights/best.pt; ``source`` None: generated sample images.
@@ -210,6 +222,7 @@ def run(weights: str | Path | None = None, source: str | Path | Sequence[str] | 
     half &= device.type != "cpu"
     if half:
         model.half()
+    amp = inference_precision(model, precision, device, half)
     stride = int(model.stride.max())
     fixed = getattr(model, "fixed_imgsz", None)  # a static ONNX export takes its exported size only
     if fixed:
@@ -224,9 +237,10 @@ def run(weights: str | Path | None = None, source: str | Path | Sequence[str] | 
     for path, im, im0, cap, s in dataset:
         t0 = time.perf_counter()
         x = torch.from_numpy(im).to(device)
-        x = (x.half() if half else x.float())[None] / 255  # (1, 3, h, w) 0..1
+        x = amp.batch((x.half() if half else x.float())[None] / 255)  # (1, 3, h, w) 0..1
         t1 = time.perf_counter()
-        pred = model(x)
+        with amp.autocast():
+            pred = model(x)
         t2 = time.perf_counter()
         det = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)[0]
         t3 = time.perf_counter()
@@ -295,6 +309,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hide-labels", action="store_true", help="hide labels")
     parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (GPU only)")
+    add_precision_flag(parser, inference=True)
     add_max_pixels_flag(parser)
     opt = parser.parse_args(argv)
     opt.imgsz = hw_imgsz(parser, opt.imgsz)

@@ -4,6 +4,7 @@
     python train.py --hyp hyp.ota.yaml                   # a bare hyp name is looked up in hyp/
     python train.py --data data/bccd.yaml --cfg models/yolov5n.yaml --hyp hyp/hyp.scratch.yaml --img 320
     python train.py --resume                             # continue the newest run with a last.pt (or --resume path/to/last.pt)
+    python train.py --precision bf16                     # bf16 autocast (fast on CPUs with AVX512-BF16 / AMX)
     torchrun --nproc_per_node 2 train.py --batch-size 32 # DDP: NCCL on GPUs, Gloo on CPU; --batch-size is the total
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.engine.optim import AUTO, OPTIMIZERS  # noqa: E402
-from utils.io.cli import (HelpFormatter, add_max_pixels_flag, fraction, image_size, interrupt_on_signals,  # noqa: E402
-                          non_negative_int, positive_int, seed)
+from utils.io.cli import (HelpFormatter, add_max_pixels_flag, add_precision_flag, fraction, image_size,  # noqa: E402
+                          interrupt_on_signals, non_negative_int, positive_int, seed)
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +59,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=seed, default=0, help="global training seed")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (DDP on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_precision_flag(p)
     add_max_pixels_flag(p)
     opt = p.parse_args(argv)
     if not opt.cfg and not opt.weights:

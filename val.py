@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.io.cli import HelpFormatter, add_max_pixels_flag, image_size, non_negative_int, positive_int  # noqa: E402
+from utils.io.cli import (HelpFormatter, add_max_pixels_flag, add_precision_flag, image_size,  # noqa: E402
+                          non_negative_int, positive_int)
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +49,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_precision_flag(p, inference=True)
     add_max_pixels_flag(p)
     return p.parse_args(argv)
 
@@ -60,12 +62,15 @@ def run(opt: argparse.Namespace) -> dict:
     from utils.data.verify import set_max_pixels
     from utils.io.paths import make_run_dir
     from utils.io.recorded import pick_data, pick_imgsz
+    from utils.engine.precision import resolve_precision
     from utils.engine.torch_utils import select_device
 
     set_max_pixels(opt.max_pixels)
     device = select_device(opt.device)
     model, meta = load_checkpoint(opt.weights, device)
     log = logging.getLogger("val")
+    precision = resolve_precision(opt.precision, device, inference=True)
+    log.info("%s", "FP16 model (--half)" if opt.half and device.type == "cuda" else precision.describe())
     data_file, source = pick_data(opt.data, meta, ROOT / "data/shapes.yaml")
     log.info("dataset %s, %s", data_file, source)
     names = ["item"] if opt.single_cls else dataset_names(data_file)  # checked before any generation or conversion
@@ -102,7 +107,7 @@ def run(opt: argparse.Namespace) -> dict:
                         max_det=opt.max_det, single_cls=opt.single_cls, half=opt.half, compute_loss=compute_loss,
                         save_dir=save_dir, plots=opt.task != "speed", verbose=opt.verbose,
                         save_txt_labels=opt.save_txt, save_conf=opt.save_conf, save_json=opt.save_json,
-                        progress=not opt.quiet)
+                        progress=not opt.quiet, precision=precision)
     if res["loss"] is not None:
         log.info("val loss: %s", "  ".join(
             f"{n} {v:.4g}" for n, v in zip(compute_loss.names, res["loss"].tolist())))

@@ -48,14 +48,20 @@ def time_once(fn, device: torch.device, clock=time.perf_counter) -> float:
     return clock() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def batch_parser(doc: str, repeats: int = 7) -> argparse.ArgumentParser:
+    """The model, synthetic batch and repeat options of the step benchmarks."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--cfg", default=str(ROOT / "models" / "yolov5n.yaml"))
     ap.add_argument("--img", type=int, default=320)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--objects", type=int, default=15, help="objects per image")
     ap.add_argument("--nc", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    return ap
+
+
+def main() -> None:
+    ap = batch_parser(__doc__)
     ap.add_argument("--losses", default=",".join(LOSSES), help="comma-separated strategy names; the first is the baseline")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", action="store_true", help="full step under autocast (float16 on CUDA, bfloat16 on CPU)")

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from models.geometry import CELL_CENTRE, DFLBoxCoder, PriorGenerator, cell_grid
+from models.geometry import CELL_CENTRE, DFLBoxCoder, PriorGenerator, cell_grid, float_under_autocast
 from utils.boxes import xyxy2xywh
 
 REG_MAX = 16  # bins 0..16 per side, in units of the level's stride (GFL's default)
@@ -69,7 +69,10 @@ class DFLDetect(nn.Module):
             y = self.m[i](xi)
             bs, _, ny, nx = y.shape
             raw.append(y.view(bs, 1, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
-        return raw if self.training else (self.decode(raw), raw)
+        if self.training:
+            return raw
+        raw = float_under_autocast(raw)
+        return self.decode(raw), raw
 
     def _centres(self, nx: int, ny: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Cell centres (1, ny * nx, 2) as (x, y) in grid units, cached per size, device and dtype."""

@@ -25,6 +25,15 @@ from utils.boxes import xywh2xyxy
 CELL_CENTRE = 0.5  # a cell's centre, in cells from its top-left corner
 
 
+def float_under_autocast(raw: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The heads' raw outputs as their decode takes them: float32 under autocast (bfloat16 keeps 8
+    significant bits, so pixel boxes at 320-640 px would be off by 2-4 px), else as they are (a
+    ``model.half()`` decodes in float16, as YOLOv5 does)."""
+    if raw and torch.is_autocast_enabled(raw[0].device.type):
+        return [r.float() for r in raw]
+    return raw
+
+
 @dataclass
 class LevelPriors:
     """Geometry of one head level; its priors are flat rows ``start .. start + na * ny * nx``."""

@@ -26,7 +26,7 @@ from torch import nn
 from models.common import Conv
 from models.dfl_head import DFLDetect
 from models.fuse import fuse_conv_and_bn
-from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid
+from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid, float_under_autocast
 from models.parse import count_yaml_params, parse_model
 from models.summary import count_params, gflops
 from utils.io.cli import short_repr
@@ -92,7 +92,10 @@ class Detect(nn.Module):
             y = self.m[i](xi)
             bs, _, ny, nx = y.shape
             raw.append(y.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
-        return raw if self.training else (self.decode(raw), raw)
+        if self.training:
+            return raw
+        raw = float_under_autocast(raw)
+        return self.decode(raw), raw
 
     def _grid(self, nx: int, ny: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Cell corners (1, 1, ny, nx, 2) as (x, y), cached per size, device and dtype."""

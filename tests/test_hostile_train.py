@@ -124,13 +124,15 @@ def test_recover_best_when_the_best_epoch_is_gone(tmp_path, caplog):
     assert best["epoch"] == 1 and best["extra"]["best_epoch"] == 1
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_cpu_resume_is_bit_exact(workers, tiny_data, tmp_path, monkeypatch):
-    """Killed after epoch 2 and resumed = uninterrupted: the same results.csv and weights, to the bit."""
-    trainer.train(opts(tiny_data, tmp_path / "a", epochs=4, workers=workers))
+@pytest.mark.parametrize("workers, precision", [(0, "fp32"), (2, "fp32"), (0, "bf16")])
+def test_cpu_resume_is_bit_exact(workers, precision, tiny_data, tmp_path, monkeypatch):
+    """Killed after epoch 2 and resumed = uninterrupted: the same results.csv and weights, to the bit
+    (bf16: autocast and channels_last come back from the run's own options)."""
+    flags = ("--precision", precision)
+    trainer.train(opts(tiny_data, tmp_path / "a", *flags, epochs=4, workers=workers))
     real = interrupt_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(opts(tiny_data, tmp_path / "b", epochs=4, workers=workers))
+        trainer.train(opts(tiny_data, tmp_path / "b", *flags, epochs=4, workers=workers))
     monkeypatch.setattr(trainer, "end_epoch", real)
     last = tmp_path / "b" / "exp" / "weights" / "last.pt"
     assert torch.load(last, weights_only=True)["epoch"] == 1

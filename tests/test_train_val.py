@@ -59,11 +59,12 @@ def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path, caplog):
     assert next(model.parameters()).dtype == torch.float32
     assert 0.0 <= res["map"] <= res["map50"] <= 1.0
     # val.py --loss on last.pt (the EMA weights epoch 1 validated, same batches: 4 val images, training
-    # validates at twice --batch-size) gives epoch 1's val losses: the gains scaled for 64 px as in training
+    # validates at twice --batch-size) gives epoch 1's val losses: the gains scaled for 64 px as in training,
+    # in the run's precision (fp32; val.py's auto is bf16 on CPUs that have it)
     import val as val_cli
     vres = val_cli.run(val_cli.parse_opt(["--weights", str(run / "weights/last.pt"), "--data", str(tiny_data),
                                           "--batch-size", "8", "--workers", "0", "--loss", "--quiet",
-                                          "--project", str(tmp_path / "val")]))
+                                          "--precision", "fp32", "--project", str(tmp_path / "val")]))
     logged = [float(rows[1][header.index(f"val/{n}_loss")]) for n in ("box", "obj", "cls")]
     np.testing.assert_allclose(vres["loss"].numpy(), logged, rtol=1e-4, atol=1e-7)
 

@@ -1,6 +1,6 @@
 """The tables and plots of a comparison, from its finished runs (``RunRecord``s).
 
-- ``runs.csv``: one row per finished run: loss, seed, epochs, map50, map, ap_<class> (AP50-95),
+- ``runs.csv``: one row per finished run: loss, seed, epochs, precision, map50, map, ap_<class> (AP50-95),
   collapsed (classes with recall 0 at the best-F1 threshold, ``;``-separated), started, finished
   (unix seconds), train_s.
 - ``results.csv``: one row per strategy: n, mAP50 and mAP50-95 mean and std, the 95 % t interval of
@@ -40,11 +40,12 @@ def class_names(records: list[RunRecord]) -> list[str]:
 def runs_table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     """runs.csv: header and one row per finished run, in start order."""
     classes = class_names(records)
-    header = ["loss", "seed", "epochs", "map50", "map", *[f"ap_{c}" for c in classes],
+    header = ["loss", "seed", "epochs", "precision", "map50", "map", *[f"ap_{c}" for c in classes],
               "collapsed", "started", "finished", "train_s"]
     rows = []
     for r in sorted(records, key=lambda r: (r.started, r.loss, r.seed)):
-        rows.append([r.loss, str(r.seed), str(r.epochs), f"{r.map50:.5f}", f"{r.map:.5f}",
+        rows.append([r.loss, str(r.seed), str(r.epochs), str(r.settings.get("precision", "")),
+                     f"{r.map50:.5f}", f"{r.map:.5f}",
                      *[f"{r.ap[c]:.5f}" if c in r.ap else "" for c in classes],
                      ";".join(r.collapsed), f"{r.started:.3f}", f"{r.finished:.3f}", f"{r.train_s:.1f}"])
     return header, rows

@@ -21,8 +21,9 @@ from utils.loss import strategy_label
 TIMES = "times.json"
 SUMMARY_KEYS = ("loss", "seed", "epochs", "map50", "map", "per_class")
 # the settings that must agree for runs to be compared; data and cfg by file name, because the same
-# comparison run on two machines sees the same YAML under different absolute paths
-SAME_SETTINGS = ("data", "cfg", "imgsz", "epochs")
+# comparison run on two machines sees the same YAML under different absolute paths; precision as the
+# run resolved it (summary.json: fp32 / bf16 / fp16; "unrecorded" for runs from before it was recorded)
+SAME_SETTINGS = ("data", "cfg", "imgsz", "epochs", "precision")
 MAP_COLUMN = "metrics/mAP_0.5:0.95"
 
 
@@ -106,6 +107,7 @@ def read_run(folder: Path) -> RunRecord | None:
     settings = {k: opt.get(k) for k in SAME_SETTINGS}
     for k in ("data", "cfg"):
         settings[k] = Path(settings[k]).name if settings[k] else settings[k]
+    settings["precision"] = s.get("precision", "unrecorded")
     return RunRecord(
         loss=strategy_label(s["loss"], assigner), seed=int(s["seed"]), epochs=int(s["epochs"]), map50=float(s["map50"]), map=float(s["map"]),
         ap={c: float(v["ap"]) for c, v in s["per_class"].items()},

@@ -2,18 +2,21 @@
 
 ``Stepper.step(imgs, targets, ni, epoch)`` is exactly what the epoch loop of utils/engine/trainer.py
 runs for each batch: linear warm-up of learning rates, momentum and the accumulation count; the
-forward pass (AMP on CUDA) and the loss; backward; and, once gradients of a nominal batch (hyp
-``nbs``, 64 images) have accumulated, unscale, clip to norm 10, optimiser step and EMA update.
+forward pass (autocast per ``utils.engine.precision``: fp16 + GradScaler on CUDA, bf16 where asked
+for) and the loss on float32 outputs; backward; and, once gradients of a nominal batch (hyp ``nbs``,
+64 images) have accumulated, unscale, clip to norm 10, optimiser step and EMA update.
 tests/test_official_trace.py feeds it the batches recorded from the official YOLOv5 train.py and
 checks that it reproduces that run's schedule, steps and losses.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from torch import nn
 
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.optim import build_optimizer, lr_lambda, schedule_warnings
+from utils.engine.precision import Precision, resolve_precision
 from utils.engine.torch_utils import synced_time
 
 if TYPE_CHECKING:
@@ -41,23 +45,44 @@ class StepResult:
     stepped: bool  # the optimiser stepped (a nominal batch of gradients had accumulated)
 
 
+class PhaseClock:
+    """Wall seconds spent in each named part of the step (``with clock("forward"): ...``), the device
+    synchronised at both ends; benchmarks/step_profile.py sets one as ``Stepper.clock``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = synced_time(self.device)
+        try:
+            yield
+        finally:
+            self.seconds[name] += synced_time(self.device) - t0
+
+
 class Stepper:
-    """Model, loss, optimiser, LR schedule, AMP scaler and EMA of a run, and the accumulation state.
+    """Model, loss, optimiser, LR schedule, precision (autocast, GradScaler) and EMA of a run, and the
+    accumulation state.
 
     ``accumulate`` (batches per optimiser step), ``last_opt_step`` (the iteration of the last step,
     -1 before the first) and ``bad_steps`` (consecutive non-finite losses) are the loop's state;
-    a resumed run sets ``last_opt_step`` from its checkpoint.
+    a resumed run sets ``last_opt_step`` from its checkpoint. ``precision`` None: fp16 AMP on CUDA,
+    fp32 elsewhere (what train.py's ``--precision auto`` gives without native CPU bf16).
     """
 
     def __init__(self, model: nn.Module, compute_loss: Any, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LambdaLR, hyp: dict[str, Any], batch_size: int,
                  warmup_iters: int, ema: ModelEMA | None = None, world: int = 1,
-                 speed: SpeedStats | None = None, save_dir: Path | None = None):
+                 speed: SpeedStats | None = None, save_dir: Path | None = None, precision: Precision | None = None):
         self.model, self.compute_loss, self.optimizer, self.scheduler = model, compute_loss, optimizer, scheduler
         self.hyp, self.batch_size, self.warmup_iters = hyp, batch_size, warmup_iters
         self.ema, self.world, self.speed, self.save_dir = ema, world, speed, save_dir
         self.device = next(model.parameters()).device
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.precision = precision or resolve_precision("auto" if self.device.type == "cuda" else "fp32", self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
+        self.clock: PhaseClock | None = None  # per-phase timing, for profiling
         self.accumulate = max(round(hyp["nbs"] / batch_size), 1)
         self.last_opt_step = -1
         self.bad_steps = 0
@@ -89,6 +114,10 @@ class Stepper:
             if "momentum" in group:
                 group["momentum"] = float(np.interp(ni, xi, [h["warmup_momentum"], h["momentum"]]))
 
+    def phase(self, name: str) -> ContextManager:
+        """Times ``name`` on ``clock`` when one is set."""
+        return self.clock(name) if self.clock is not None else contextlib.nullcontext()
+
     def step(self, imgs: torch.Tensor, targets: torch.Tensor, ni: int, epoch: int) -> StepResult:
         """One iteration on a batch from the loader.
 
@@ -96,13 +125,15 @@ class Stepper:
         ``[image, class, x, y, w, h]`` normalised; ni: the iteration counted from the start of
         training (``i + batches_per_epoch * epoch``).
         """
-        imgs = imgs.to(self.device, non_blocking=True).float() / 255
+        imgs = self.precision.batch(imgs.to(self.device, non_blocking=True).float() / 255)
         if ni <= self.warmup_iters:
             self.warmup(ni, epoch)
-        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+        with self.phase("forward"), self.precision.autocast():
             preds = self.model(imgs)
+        with self.phase("loss"):
             t_loss = synced_time(self.device)
-            loss, items = self.compute_loss(preds, targets.to(self.device), imgs)
+            # float32 outputs, outside autocast: the loss is computed in float32 whatever the forward ran in
+            loss, items = self.compute_loss([p.float() for p in preds], targets.to(self.device), imgs)
             if self.world > 1:
                 loss = loss * self.world  # DDP averages gradients over processes; YOLOv5 sums them
             if self.speed is not None:
@@ -110,7 +141,8 @@ class Stepper:
                 self.speed.loss_calls += 1
         if not self.check_finite(loss, items):
             return StepResult(loss.detach(), items, finite=False, stepped=False)
-        self.scaler.scale(loss).backward()
+        with self.phase("backward"):
+            self.scaler.scale(loss).backward()
         stepped = ni - self.last_opt_step >= self.accumulate
         if stepped:
             self.optimizer_step()
@@ -118,13 +150,16 @@ class Stepper:
         return StepResult(loss.detach(), items, finite=True, stepped=stepped)
 
     def optimizer_step(self) -> None:
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad()
+        """Unscale (fp16), clip to norm 10, step, zero the gradients, update the EMA."""
+        with self.phase("optimizer"):
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad()
         if self.ema is not None:
-            self.ema.update(self.model)
+            with self.phase("ema"):
+                self.ema.update(self.model)
 
     def check_finite(self, loss: torch.Tensor, items: torch.Tensor) -> bool:
         """False (skip the step) for a non-finite loss; stop the run after MAX_BAD_STEPS in a row."""

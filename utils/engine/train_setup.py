@@ -1,8 +1,9 @@
 """Training set-up, the steps before the first epoch of utils/engine/trainer.py:
 
     setup(opt) -> Run    run folder (rank 0's, shared under DDP), hyp (+ the dataset's train_defaults),
-                         data, model with the strategy's head, optimiser, scheduler, EMA, loaders,
-                         AutoAnchor, DDP wrapper, loss; on --resume everything restored from last.pt
+                         data, precision (--precision), model with the strategy's head, optimiser,
+                         scheduler, EMA, loaders, AutoAnchor, DDP wrapper, loss; on --resume
+                         everything restored from last.pt
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distri
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.hyp import load_hyp, validate_hyp
 from utils.engine.optim import resolve_optimizer
+from utils.engine.precision import Precision, resolve_precision
 from utils.loss import loss_class
 from utils.data import verify
 from utils.engine.step import Stepper, make_stepper
@@ -60,6 +62,7 @@ class Run:
     val_loader: Any  # rank 0 only
     results: ResultsLogger | None  # rank 0 only
     speed: "SpeedStats"
+    precision: Precision  # the forward pass's autocast (training and the validations of the run)
     start_epoch: int = 0
     best_fitness: float = 0.0
     best_epoch: int = -1
@@ -328,7 +331,10 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
                               f"a new run with --weights {opt.resume} (its matching layers are transferred)")
 
     strategy = loss_class(hyp.get("loss"))  # the one place the strategy name is resolved
-    model = build_model(opt, strategy.head, nc, names, device)
+    precision = resolve_precision(getattr(opt, "precision", "auto"), device)
+    if info.main:
+        LOGGER.info(precision.describe())
+    model = precision.prepare(build_model(opt, strategy.head, nc, names, device))
     freeze_layers(model, opt.freeze)
     gs = max(int(model.stride.max()), 32)
     imgsz = math.ceil(opt.imgsz / gs) * gs
@@ -361,9 +367,9 @@ def build_run(opt: argparse.Namespace, info: DistInfo, device: torch.device, ckp
     speed = SpeedStats()
     stepper = make_stepper(model, compute_loss, hyp, optimizer=optimizer, batch_size=opt.batch_size,
                            epochs=opt.epochs, batches_per_epoch=len(train_loader), cos_lr=opt.cos_lr, ema=ema,
-                           world=info.world, speed=speed, save_dir=save_dir)
+                           world=info.world, speed=speed, save_dir=save_dir, precision=precision)
     run = Run(opt=opt, save_dir=save_dir, device=device, hyp=hyp, data=data, model=model,
-              compute_loss=compute_loss, stepper=stepper, ema=ema, speed=speed,
+              compute_loss=compute_loss, stepper=stepper, ema=ema, speed=speed, precision=precision,
               train_loader=train_loader, val_loader=val_loader, info=info, results=None)
     if ckpt:
         restore(run, ckpt)

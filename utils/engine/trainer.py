@@ -2,8 +2,8 @@
 
     setup(opt) -> Run          (utils/engine/train_setup.py) run folder, hyp, data, model, loss, optimiser, EMA, loaders, resume
     train_epoch(run, epoch)    one pass over the loader; each batch is run.stepper.step (utils/engine/step.py):
-                               warm-up, gradient accumulation to a nominal batch (hyp ``nbs``, 64), AMP on
-                               CUDA, clipping, EMA; non-finite losses skipped
+                               warm-up, gradient accumulation to a nominal batch (hyp ``nbs``, 64), autocast
+                               (--precision), clipping, EMA; non-finite losses skipped
     end_epoch(run, epoch)      validation of the EMA model, results.csv, last.pt / best.pt
     finish(run)                validation of best.pt with per-class rows and plots
 
@@ -172,7 +172,7 @@ def validate_epoch(run: Run, final: bool) -> tuple[list[float], list[float]]:
         return [0.0] * 4, [0.0] * n_losses
     res = validator.run(run.ema.ema, run.val_loader, run.ema.ema.names, single_cls=run.opt.single_cls,
                         compute_loss=run.compute_loss, save_dir=run.save_dir, plots=False,
-                        progress=not run.opt.quiet)
+                        progress=not run.opt.quiet, precision=run.precision)
     val_loss = res["loss"].tolist() if res["loss"] is not None else [0.0] * n_losses
     return [res["p"], res["r"], res["map50"], res["map"]], val_loss
 
@@ -222,7 +222,7 @@ def finish(run: Run) -> dict[str, Any]:
     LOGGER.info("Validating %s...", best)
     res = validator.run(model, run.val_loader, model.names, single_cls=run.opt.single_cls,
                         save_dir=run.save_dir, plots=not run.opt.noplots, verbose=len(model.names) > 1,
-                        progress=not run.opt.quiet)
+                        progress=not run.opt.quiet, precision=run.precision)
     write_summary(run, res, best)
     LOGGER.info("Results saved to %s", run.save_dir)
     return res
@@ -236,8 +236,9 @@ def write_summary(run: Run, res: dict[str, Any], weights: Path) -> None:
     for c, p, r, a50, a in zip(res["ap_class"], res["class_p"], res["class_r"], res["class_ap50"], res["class_ap"]):
         per_class[names[c]] = {"p": float(p), "r": float(r), "ap50": float(a50), "ap": float(a)}
     summary = {"loss": run.hyp.get("loss", "yolov5"), "weights": str(weights), "epochs": run.opt.epochs,
-               "seed": run.opt.seed, "p": res["p"], "r": res["r"], "map50": res["map50"], "map": res["map"],
-               "per_class": per_class, **run.speed.summary(run.device), "numerics": numerics_environment()}
+               "seed": run.opt.seed, "precision": run.precision.name, "p": res["p"], "r": res["r"],
+               "map50": res["map50"], "map": res["map"], "per_class": per_class, **run.speed.summary(run.device),
+               "numerics": numerics_environment()}
     write_atomic(run.save_dir / "summary.json", json.dumps(summary, indent=1))
 
 

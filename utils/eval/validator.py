@@ -18,6 +18,7 @@ from tqdm import tqdm
 from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.eval.metrics import DetMetrics
 from utils.eval.nms import non_max_suppression
+from utils.engine.precision import Precision
 from utils.engine.torch_utils import synced_time
 
 LOGGER = logging.getLogger(__name__)
@@ -118,8 +119,10 @@ def run(model: torch.nn.Module, dataloader, names: list[str], *, conf_thres: flo
         iou_thres: float = 0.6, max_det: int = 300, single_cls: bool = False, half: bool = False,
         compute_loss=None, save_dir: Path | None = None, plots: bool = True, verbose: bool = False,
         save_txt_labels: bool = False, save_conf: bool = False, save_json: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Validate ``model`` (eval mode, on its device) over ``dataloader``.
+        progress: bool = True, precision: Precision | None = None) -> dict[str, Any]:
+    """Validate ``model`` (eval mode, on its device) over ``dataloader``; the forward pass under
+    ``precision``'s autocast when given (boxes, scores and the val loss stay float32), in float16
+    with ``half`` on CUDA.
 
     Returns a dict with the metrics of :meth:`utils.eval.metrics.DetMetrics.compute`, ``loss`` (val loss
     items averaged over batches, or None), ``speed`` (ms per image: pre-process, inference, NMS),
@@ -129,6 +132,9 @@ def run(model: torch.nn.Module, dataloader, names: list[str], *, conf_thres: flo
     device = next(model.parameters()).device
     half = half and device.type == "cuda"
     model.half() if half else model.float()
+    if half or precision is None:
+        precision = Precision("fp32", device.type, "--half" if half else "default")
+    precision.prepare(model)
     model.eval()
     nc = 1 if single_cls else len(names)
     metrics = DetMetrics(nc)
@@ -147,9 +153,10 @@ def run(model: torch.nn.Module, dataloader, names: list[str], *, conf_thres: flo
         with timers[0]:
             im = im.to(device, non_blocking=True)
             im = (im.half() if half else im.float()) / 255
+            im = precision.batch(im)
             targets = targets.to(device)
         nb, _, height, width = im.shape
-        with timers[1]:
+        with timers[1], precision.autocast():
             preds, raw = model(im)
         if compute_loss is not None:
             items = compute_loss([x.float() for x in raw], targets, im)[1]

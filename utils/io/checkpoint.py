@@ -54,8 +54,9 @@ def _plain(x: Any, where: str) -> Any:
 
 
 def _float_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict on CPU with floating tensors as float32 (integer buffers kept)."""
-    return {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu())
+    """state_dict on CPU with floating tensors as float32 (integer buffers kept), contiguous (a
+    channels_last model saves the plain layout every loader expects)."""
+    return {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()).contiguous()
             for k, v in module.state_dict().items()}
 
 

@@ -138,3 +138,19 @@ def add_max_pixels_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="refuse images with more pixels than this (decompression bombs); read from the "
                              "image header before decoding")
+
+
+def add_precision_flag(parser: argparse.ArgumentParser, inference: bool = False) -> None:
+    """``--precision auto|fp32|bf16``: the forward pass's autocast (``utils.engine.precision``); the help
+    follows the defaults set there."""
+    from utils.engine.precision import CPU_BF16_BY_DEFAULT, CPU_BF16_INFERENCE, PRECISIONS
+
+    native = "bf16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else fp32"
+    if inference:
+        auto = f"{native if CPU_BF16_INFERENCE else 'fp32'}; --half for float16 on CUDA"
+    else:
+        cpu = native if CPU_BF16_BY_DEFAULT else "fp32 on CPU (bf16 stays opt-in until measured equal: docs/cpu_bf16.md)"
+        auto = f"fp16 AMP with a GradScaler on CUDA, {cpu}"
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help=f"forward-pass precision; auto: {auto}; bf16 where not native runs, slowly, "
+                             "with a warning")
