@@ -133,7 +133,8 @@ def test_recorded_looks_split_alpha(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "compare.json").write_text(json.dumps({"settings": {}, "looks": [{"yolov5": [0, 1, 2], "gfl": [0, 1, 2]}]}))
-    jobs = [Job(loss, s, exp / f"{loss}-s{s}", status="done") for loss in ("yolov5", "gfl") for s in range(5)]
+    jobs = [Job(loss, s, exp / f"{loss}-s{s}", Path("hyp.yaml"), status="done") for loss in ("yolov5", "gfl")
+            for s in range(5)]
     looks, new = recorded_looks(exp, jobs)
     assert new and [l.weight for l in looks] == [0.5, 0.5] and looks[1].seeds["gfl"] == (0, 1, 2, 3, 4)
     old_format = tmp_path / "old"

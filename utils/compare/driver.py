@@ -234,6 +234,7 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
 
 def auto_state(exp: Path, losses: list[str], max_seeds: int, alpha: float) -> tuple[list[Job], object]:
     """Every job ``--seeds auto`` could ask for (read back) and the replayed round (``auto_rounds``)."""
+    losses = canonical_strategies(losses)  # gfl+atss is gfl: one row, one run folder
     todo = make_jobs(exp, losses, list(range(max_seeds)))
     for j in todo:
         j.read()
@@ -265,6 +266,7 @@ def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[
     unresolved and not hopeless, up to ``max_seeds`` (``utils.compare.stats.auto_rounds``). Rerunning
     replays the decisions from the finished runs and goes on where it stopped. Returns the jobs the
     procedure asked for (a failed one stops it; the same command retries)."""
+    losses = canonical_strategies(losses)
     todo, rnd = auto_state(exp, losses, max_seeds, alpha)
     failed: set[str] = set()
     while train and (needed := auto_needed(todo, rnd, max_seeds)) and not failed:
@@ -302,7 +304,7 @@ def plan_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[str
     """``--plan`` with ``--seeds auto``: the train.py lines of the runs the next look needs, given the
     runs already finished in ``exp`` (run them, then ask again; nothing printed when it is settled)."""
     todo, rnd = auto_state(exp, losses, max_seeds, alpha)
-    return [shlex.join(job_command(j, train_args, workers)) for j in auto_needed(todo, rnd, max_seeds)]
+    return [shlex.join(absolute_paths(job_command(j, train_args, workers))) for j in auto_needed(todo, rnd, max_seeds)]
 
 
 def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str, alpha: float = ALPHA) -> list[RunRecord]:
