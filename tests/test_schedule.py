@@ -31,3 +31,11 @@ def test_schedule_warnings():
     assert schedule_warnings(epochs=18, batches_per_epoch=50, warmup_iters=150, accumulate=1) == []
     # exactly a quarter and exactly 10 steps pass
     assert schedule_warnings(epochs=4, batches_per_epoch=100, warmup_iters=100, accumulate=10) == []
+
+
+def test_fewer_than_one_step_per_epoch_is_one_warning():
+    # 2 batches of 4 per epoch, nbs 64: one optimizer step per 16 batches; said once, as such
+    (steps,) = schedule_warnings(epochs=200, batches_per_epoch=2, warmup_iters=100, accumulate=16, nbs=64,
+                                 batch_size=4)
+    assert steps == ("hyp nbs 64 / --batch-size 4: one optimizer step per 16 batches after warm-up, but an epoch "
+                     "has 2 batches: fewer than one step per epoch; lower nbs")

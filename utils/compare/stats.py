@@ -398,7 +398,8 @@ def auto_rounds(runs: Runs, strategies: Sequence[str], max_seeds: int, alpha: fl
     Returns the round at the first look whose runs are not all finished (``active`` then names who
     still needs seeds 0..n-1 for it), or the final round (``active`` empty). Deterministic in the runs:
     a rerun replays the same decisions, and seeds beyond those the procedure asked for are ignored."""
-    sched, shares = seed_schedule(max_seeds), spending(seed_schedule(max_seeds))
+    sched = seed_schedule(max_seeds)
+    shares = spending(sched)
     held = {x: 0 for x in strategies}  # seeds 0..held-1 of each strategy enter the tests
     active, looks, stopped = list(strategies), [], {}
     best = best_set_placeholder(strategies)

@@ -72,9 +72,11 @@ def resolve_optimizer(name: str, hyp: dict[str, Any], **run_size: int) -> tuple[
     return auto_optimizer(hyp, **run_size) if name == AUTO else (name, hyp)
 
 
-def schedule_warnings(*, epochs: int, batches_per_epoch: int, warmup_iters: int, accumulate: int) -> list[str]:
+def schedule_warnings(*, epochs: int, batches_per_epoch: int, warmup_iters: int, accumulate: int,
+                      nbs: float = 64, batch_size: int = 16) -> list[str]:
     """What makes a short run from scratch learn next to nothing: a warm-up that takes more than a
-    quarter of the run, or fewer than ~10 optimiser steps per epoch (few images, a large nominal batch)."""
+    quarter of the run, or fewer than ~10 optimiser steps per epoch (few images, a large nominal batch);
+    fewer than one step per epoch (``accumulate`` = nbs / batch size beyond the epoch) is said as such."""
     total = epochs * batches_per_epoch
     steps = batches_per_epoch / accumulate
     fixes = "try --optimizer auto, a smaller --batch-size or hyp nbs, or more --epochs"
@@ -83,7 +85,11 @@ def schedule_warnings(*, epochs: int, batches_per_epoch: int, warmup_iters: int,
         out.append(f"warm-up takes {min(warmup_iters, total)} of the run's {total} iterations "
                    f"({min(warmup_iters / batches_per_epoch, epochs):.1f} of {epochs} epochs; at least 100 "
                    f"iterations, as YOLOv5): {fixes}")
-    if steps < MIN_STEPS_PER_EPOCH:
+    if accumulate > batches_per_epoch:  # gradients of several epochs per step: the run barely moves
+        out.append(f"hyp nbs {nbs:g} / --batch-size {batch_size}: one optimizer step per {accumulate} batches "
+                   f"after warm-up, but an epoch has {batches_per_epoch} batches: fewer than one step per epoch; "
+                   "lower nbs")
+    elif steps < MIN_STEPS_PER_EPOCH:
         out.append(f"{steps:.1f} optimiser steps per epoch ({batches_per_epoch} batches, one step per "
                    f"{accumulate} for the nominal batch hyp nbs): {fixes}")
     return out

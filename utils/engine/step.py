@@ -189,11 +189,7 @@ def make_stepper(model: nn.Module, compute_loss: Any, hyp: dict[str, Any], *, op
     opt = build_optimizer(unwrap(model), optimizer, hyp["lr0"], hyp["momentum"], decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lr_lambda(epochs, hyp["lrf"], cos_lr))
     warmup_iters = max(round(hyp["warmup_epochs"] * batches_per_epoch), 100)
-    if accumulate > batches_per_epoch:  # gradients of several epochs per step: the run barely moves
-        LOGGER.warning("WARNING: hyp nbs %g / --batch-size %d: one optimizer step per %d batches after warm-up, "
-                       "but an epoch has %d batches: fewer than one step per epoch; lower nbs", hyp["nbs"],
-                       batch_size, accumulate, batches_per_epoch)
-    for message in schedule_warnings(epochs=epochs, batches_per_epoch=batches_per_epoch,
-                                     warmup_iters=warmup_iters, accumulate=accumulate):
+    for message in schedule_warnings(epochs=epochs, batches_per_epoch=batches_per_epoch, warmup_iters=warmup_iters,
+                                     accumulate=accumulate, nbs=hyp["nbs"], batch_size=batch_size):
         LOGGER.warning("WARNING: %s", message)
     return Stepper(model, compute_loss, opt, scheduler, hyp, batch_size, warmup_iters, ema=ema, **kwargs)
