@@ -130,13 +130,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
     """The newest project/name* folder made with the same training settings, else a new one (only
     named, not made, when ``create`` is False)."""
+    from utils.compare.driver import read_state
     from utils.io.paths import increment_path, write_atomic
 
     key = {k: getattr(opt, k) for k in SAME_IF}
     if not opt.new:
         for d in sorted(Path(opt.project).glob(f"{opt.name}*"), key=lambda p: p.stat().st_mtime, reverse=True):
-            f = d / "compare.json"
-            if f.exists() and same_settings(json.loads(f.read_text()), key):
+            if (d / "compare.json").exists() and same_settings(read_state(d), key):
                 return d
     exp = increment_path(Path(opt.project) / opt.name, mkdir=create)
     if create:
@@ -145,9 +145,9 @@ def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
 
 
 def same_settings(state: dict, key: dict) -> bool:
-    """Whether compare.json (this format, or the older one that held the settings alone, always fixed
-    seeds) was written with the training settings ``key``."""
-    settings = dict(state.get("settings", state))
+    """Whether compare.json (as ``read_state`` gives it; files older than --seeds auto are fixed seeds)
+    was written with the training settings ``key``."""
+    settings = dict(state["settings"])
     settings.setdefault("seeds_mode", "fixed")
     return settings == json.loads(json.dumps(key))
 

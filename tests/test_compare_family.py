@@ -188,3 +188,12 @@ def test_seeds_auto_plans_the_next_round_and_reports_its_looks(tmp_path, capsys)
     assert md.startswith("Best on d.yaml (n = 5 seeds each): yolov5, resolved ahead of the other 1.")
     assert "Seeds chosen by `--seeds auto` (cap 10): looks at 2 of the seed counts [3, 5, 8, 10]" in md
     assert "gfl: resolved below another strategy" in md
+
+
+@pytest.mark.parametrize("content", ["", "[1]", '{"settings": {}, "looks": "x"}', '{"settings": {}, "looks": [{"a": 1}]}'])
+def test_a_broken_compare_json_is_one_line_naming_it(tmp_path, content, caplog):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "compare.json").write_text(content)
+    opt = compare_cli.parse_opt(["--losses", "yolov5", "--seeds", "0", "--project", str(tmp_path), "--plan"])
+    assert compare_cli.main(opt) == 1
+    assert f"error: {tmp_path / 'exp' / 'compare.json'}" in caplog.text and "or pass --new" in caplog.text

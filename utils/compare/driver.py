@@ -177,8 +177,17 @@ def read_state(exp: Path) -> dict:
     """compare.json as ``{"settings": {...}, "looks": [{loss: [seeds]}, ...]}`` (older files held the
     settings alone)."""
     f = exp / "compare.json"
-    data = json.loads(f.read_text()) if f.exists() else {}
-    return data if "settings" in data else {"settings": data, "looks": []}
+    try:
+        data = json.loads(f.read_text()) if f.exists() else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not valid JSON ({e}); delete it (its runs are kept) or pass --new") from None
+    state = data if isinstance(data, dict) and "settings" in data else {"settings": data, "looks": []}
+    looks = state.get("looks")
+    if not isinstance(state["settings"], dict) or not isinstance(looks, list) or not all(
+            isinstance(look, dict) and all(isinstance(v, list) for v in look.values()) for look in looks):
+        raise ValueError(f"{f}: expected {{\"settings\": {{...}}, \"looks\": [{{loss: [seeds]}}, ...]}}; "
+                         "delete it (its runs are kept) or pass --new")
+    return state
 
 
 def recorded_looks(exp: Path, jobs: list[Job]) -> tuple[list[Look], bool]:
