@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from models.geometry import CELL_CENTRE, DFLBoxCoder, PriorGenerator, cell_grid, float_under_autocast
+from models.geometry import CELL_CENTRE, DFLBoxCoder, PriorGenerator, cell_grid, float_under_autocast, head_conv
 from utils.boxes import xyxy2xywh
 
 REG_MAX = 16  # bins 0..16 per side, in units of the level's stride (GFL's default)
@@ -66,7 +66,7 @@ class DFLDetect(nn.Module):
         plus, in eval mode, the decoded (B, N, 5 + nc) in front (see ``decode``)."""
         raw = []
         for i, xi in enumerate(x):
-            y = self.m[i](xi)
+            y = head_conv(self.m[i], xi)
             bs, _, ny, nx = y.shape
             raw.append(y.view(bs, 1, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
         if self.training:

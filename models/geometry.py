@@ -25,6 +25,20 @@ from utils.boxes import xywh2xyxy
 CELL_CENTRE = 0.5  # a cell's centre, in cells from its top-left corner
 
 
+def head_conv(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A head's output conv on ``x``, in float32 under bfloat16 autocast.
+
+    bfloat16 keeps 8 significant bits: run in it, the raw box, objectness and class logits the losses
+    and the decode start from (and their gradients back into the head) are rounded to ~0.4 %, which
+    float16 autocast (11 bits, YOLOv5's CUDA AMP, left as it is) does not do. The 1x1 output convs
+    are ~1 % of the network's FLOPs, so keeping them float32 costs little."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16:
+        with torch.autocast(kind, enabled=False):
+            return conv(x.float())
+    return conv(x)
+
+
 def float_under_autocast(raw: list[torch.Tensor]) -> list[torch.Tensor]:
     """The heads' raw outputs as their decode takes them: float32 under autocast (bfloat16 keeps 8
     significant bits, so pixel boxes at 320-640 px would be off by 2-4 px), else as they are (a

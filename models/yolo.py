@@ -26,7 +26,7 @@ from torch import nn
 from models.common import Conv
 from models.dfl_head import DFLDetect
 from models.fuse import fuse_conv_and_bn
-from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid, float_under_autocast
+from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid, float_under_autocast, head_conv
 from models.parse import count_yaml_params, parse_model
 from models.summary import count_params, gflops
 from utils.io.cli import short_repr
@@ -89,7 +89,7 @@ class Detect(nn.Module):
         plus, in eval mode, the decoded (B, N, no) in front (see ``decode``)."""
         raw = []
         for i, xi in enumerate(x):
-            y = self.m[i](xi)
+            y = head_conv(self.m[i], xi)
             bs, _, ny, nx = y.shape
             raw.append(y.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
         if self.training:

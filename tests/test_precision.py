@@ -12,6 +12,7 @@ import torch
 import compare as compare_cli
 import detect
 import val
+from models.geometry import head_conv
 from models.yolo import Model
 from tests.test_compare import args, fake_run
 from utils.engine import precision as prec
@@ -46,7 +47,25 @@ def test_without_proc_cpuinfo_torch_answers(tmp_path, monkeypatch):
 def test_what_auto_and_the_flags_pick(requested, inference, feature, name, reason):
     p = resolve_precision(requested, CPU, inference=inference, cpu_feature=feature)
     assert p.name == name and p.reason.startswith(reason) and not p.grad_scaler
-    assert p.channels_last == (name == "bf16")
+    assert p.channels_last == prec.CPU_CHANNELS_LAST  # the layout is the CPU's, whatever the precision
+
+
+def test_fp32_on_the_cpu_is_channels_last_and_says_so_but_the_bare_stepper_is_not(monkeypatch):
+    from tests.test_amp import tiny_cfg
+    from utils.engine.hyp import TRAINER_DEFAULTS, load_hyp
+    from utils.engine.step import make_stepper
+    from utils.loss import build_loss
+
+    monkeypatch.setattr(prec, "CPU_CHANNELS_LAST", True)
+    p = resolve_precision("fp32", CPU, cpu_feature=None)
+    assert p.describe() == "AMP: off, fp32, channels_last on CPU (--precision fp32)"
+    assert p.batch(torch.rand(2, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+    # the step the official-trace parity test builds (no precision) stays the official plain layout
+    model = Model(tiny_cfg(), nc=3)
+    hyp = {**TRAINER_DEFAULTS, **load_hyp("hyp/hyp.scratch.yaml")}
+    stepper = make_stepper(model, build_loss(model, hyp), hyp, optimizer="SGD", batch_size=2, epochs=1,
+                           batches_per_epoch=1)
+    assert stepper.precision.name == "fp32" and not stepper.precision.channels_last
 
 
 def test_the_default_follows_the_one_constant(monkeypatch):
@@ -65,6 +84,26 @@ def test_forced_bf16_without_the_feature_warns_and_runs(caplog):
     assert y.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown precision 'fp8'; choose from auto, fp32, bf16"):
         resolve_precision("fp8", CPU)
+
+
+def test_head_convs_run_in_float32_under_bf16_autocast_only():
+    torch.manual_seed(0)
+    conv, x = torch.nn.Conv2d(16, 24, 1), torch.randn(2, 16, 5, 7)
+    assert torch.equal(head_conv(conv, x), conv(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = torch.nn.Conv2d(3, 16, 1)(torch.randn(2, 3, 5, 7))  # a bf16 feature map, as the neck gives
+        out = head_conv(conv, low)
+        plain = conv(low)
+    assert low.dtype == plain.dtype == torch.bfloat16
+    assert out.dtype == torch.float32 and torch.equal(out, conv(low.float()))
+
+
+@pytest.mark.parametrize("head", ["anchor", "dfl"])
+def test_training_outputs_are_float32_under_bf16_autocast(head):
+    model = Model("models/yolov5n.yaml", nc=3, head=head).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        raw = model(torch.rand(2, 3, 64, 64))
+    assert all(r.dtype == torch.float32 for r in raw)
 
 
 @pytest.mark.parametrize("head", ["anchor", "dfl"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager
@@ -35,8 +36,10 @@ CPU_BF16_BY_DEFAULT = False
 # val.py of the official yolov5n BCCD checkpoint at 320 px: mAP50-95 0.43501 in bf16, 0.43477 in fp32
 # (allowed: within 0.002, docs/cpu_bf16.md)
 CPU_BF16_INFERENCE = True
-# channels_last on top of CPU bf16: measured to pay inside the whole step (benchmarks/precision_speed.py)
-CPU_BF16_CHANNELS_LAST = True
+# channels_last (NHWC) on x86 CPUs, fp32 and bf16 alike: measured to pay inside the whole training step
+# (benchmarks/precision_speed.py: fp32 1.36x, bf16 1.35x on top of autocast); only the memory layout
+# changes, not the arithmetic's precision
+CPU_CHANNELS_LAST = platform.machine().lower() in ("x86_64", "amd64")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -67,10 +70,10 @@ class Precision:
     def describe(self) -> str:
         """``AMP: bf16 autocast on CPU (avx512_bf16)``, ``AMP: off, fp32 (...)``."""
         where = self.device_type.upper()
-        if self.name == "fp32":
-            return f"AMP: off, fp32 on {where} ({self.reason})"
-        extra = " + GradScaler" if self.grad_scaler else ""
         layout = ", channels_last" if self.channels_last else ""
+        if self.name == "fp32":
+            return f"AMP: off, fp32{layout} on {where} ({self.reason})"
+        extra = " + GradScaler" if self.grad_scaler else ""
         return f"AMP: {self.name} autocast{extra}{layout} on {where} ({self.reason})"
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -112,21 +115,24 @@ def resolve_precision(requested: str, device: torch.device, *, inference: bool =
     if kind == "cuda":
         return cuda_precision(requested, device, inference)
     feature = (cpu_bf16_feature() if cpu_feature is True else cpu_feature) if kind == "cpu" else None
+    layout = kind == "cpu" and CPU_CHANNELS_LAST
     if requested == "fp32":
-        return Precision("fp32", kind, "--precision fp32")
+        return Precision("fp32", kind, "--precision fp32", channels_last=layout)
     if requested == "bf16":
         if kind == "cpu" and not feature:
             LOGGER.warning("WARNING: --precision bf16 on a CPU without %s: bfloat16 is emulated there and "
                            "slower than fp32", " or ".join(CPU_BF16_FLAGS))
             return Precision("bf16", kind, "--precision bf16, not native on this CPU")
         return Precision("bf16", kind, f"--precision bf16, {feature}" if feature else "--precision bf16",
-                         channels_last=kind == "cpu" and CPU_BF16_CHANNELS_LAST)
+                         channels_last=layout)
     if not feature:
-        return Precision("fp32", kind, "no bf16 on this CPU" if kind == "cpu" else f"no autocast on {kind}")
+        return Precision("fp32", kind, "no bf16 on this CPU" if kind == "cpu" else f"no autocast on {kind}",
+                         channels_last=layout)
     if not (CPU_BF16_INFERENCE if inference else CPU_BF16_BY_DEFAULT):
         return Precision("fp32", kind, f"{feature} present; bf16 training stays off until its accuracy "
-                                       "is measured, docs/cpu_bf16.md; --precision bf16 turns it on")
-    return Precision("bf16", kind, feature, channels_last=CPU_BF16_CHANNELS_LAST)
+                                       "is shown equal, docs/cpu_bf16.md; --precision bf16 turns it on",
+                         channels_last=layout)
+    return Precision("bf16", kind, feature, channels_last=layout)
 
 
 def cuda_precision(requested: str, device: torch.device, inference: bool = False) -> Precision:

@@ -69,7 +69,7 @@ class Stepper:
     ``accumulate`` (batches per optimiser step), ``last_opt_step`` (the iteration of the last step,
     -1 before the first) and ``bad_steps`` (consecutive non-finite losses) are the loop's state;
     a resumed run sets ``last_opt_step`` from its checkpoint. ``precision`` None: fp16 AMP on CUDA,
-    fp32 elsewhere (what train.py's ``--precision auto`` gives without native CPU bf16).
+    plain fp32 in the standard layout elsewhere (the official step; the official-trace parity test).
     """
 
     def __init__(self, model: nn.Module, compute_loss: Any, optimizer: torch.optim.Optimizer,
@@ -80,7 +80,9 @@ class Stepper:
         self.hyp, self.batch_size, self.warmup_iters = hyp, batch_size, warmup_iters
         self.ema, self.world, self.speed, self.save_dir = ema, world, speed, save_dir
         self.device = next(model.parameters()).device
-        self.precision = precision or resolve_precision("auto" if self.device.type == "cuda" else "fp32", self.device)
+        # no precision given: fp16 AMP on CUDA, plain fp32 (standard layout) elsewhere, the official YOLOv5's step
+        self.precision = precision or (resolve_precision("auto", self.device) if self.device.type == "cuda"
+                                       else Precision("fp32", self.device.type, "default"))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.clock: PhaseClock | None = None  # per-phase timing, for profiling
         self.accumulate = max(round(hyp["nbs"] / batch_size), 1)
