@@ -37,7 +37,7 @@ def test_without_proc_cpuinfo_torch_answers(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("requested, inference, feature, name, reason", [
-    ("auto", False, "avx512_bf16", "fp32", "avx512_bf16 present; bf16 training stays off"),
+    ("auto", False, "avx512_bf16", "bf16", "avx512_bf16"),  # CPU_BF16_BY_DEFAULT: measured equal
     ("auto", False, None, "fp32", "no bf16 on this CPU"),
     ("auto", True, "amx_bf16", "bf16", "amx_bf16"),
     ("auto", True, None, "fp32", "no bf16 on this CPU"),
@@ -69,10 +69,15 @@ def test_fp32_on_the_cpu_is_channels_last_and_says_so_but_the_bare_stepper_is_no
 
 
 def test_the_default_follows_the_one_constant(monkeypatch):
+    monkeypatch.setattr(prec, "CPU_CHANNELS_LAST", True)
     monkeypatch.setattr(prec, "CPU_BF16_BY_DEFAULT", True)
     p = resolve_precision("auto", CPU, cpu_feature="avx512_bf16")
     assert p.describe() == "AMP: bf16 autocast, channels_last on CPU (avx512_bf16)"
     assert resolve_precision("auto", CPU, cpu_feature=None).name == "fp32"
+    monkeypatch.setattr(prec, "CPU_BF16_BY_DEFAULT", False)  # the study's gate failed: fp32, saying why
+    p = resolve_precision("auto", CPU, cpu_feature="avx512_bf16")
+    assert p.name == "fp32" and p.reason.startswith("avx512_bf16 present; bf16 training stays off")
+    assert resolve_precision("auto", CPU, inference=True, cpu_feature="avx512_bf16").name == "bf16"
 
 
 def test_forced_bf16_without_the_feature_warns_and_runs(caplog):

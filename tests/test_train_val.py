@@ -1,6 +1,7 @@
 """train.py / val.py end to end on tiny data: run folder contents, resume without duplicate rows,
 a loss that falls, and val's AP equal to a hand computation on a constructed case."""
 import csv
+import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,11 +61,12 @@ def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path, caplog):
     assert 0.0 <= res["map"] <= res["map50"] <= 1.0
     # val.py --loss on last.pt (the EMA weights epoch 1 validated, same batches: 4 val images, training
     # validates at twice --batch-size) gives epoch 1's val losses: the gains scaled for 64 px as in training,
-    # in the run's precision (fp32; val.py's auto is bf16 on CPUs that have it)
+    # in the run's precision (auto: bf16 on CPUs that have it, else fp32; summary.json says which)
     import val as val_cli
+    precision = json.loads((run / "summary.json").read_text())["precision"]
     vres = val_cli.run(val_cli.parse_opt(["--weights", str(run / "weights/last.pt"), "--data", str(tiny_data),
                                           "--batch-size", "8", "--workers", "0", "--loss", "--quiet",
-                                          "--precision", "fp32", "--project", str(tmp_path / "val")]))
+                                          "--precision", precision, "--project", str(tmp_path / "val")]))
     logged = [float(rows[1][header.index(f"val/{n}_loss")]) for n in ("box", "obj", "cls")]
     np.testing.assert_allclose(vres["loss"].numpy(), logged, rtol=1e-4, atol=1e-7)
 
