@@ -1,15 +1,16 @@
 """Is CPU bf16 training as accurate as fp32? The bf16 - fp32 difference of mean mAP50-95 per strategy.
 
-    python compare.py --data data/bccd.yaml --cfg models/yolov5n.yaml --img 320 --batch-size 16 --epochs 30 \\
-        --losses yolov5 --seeds 0,1,2,3,4 --workers 2 --noplots --precision fp32 --name bf16-study-fp32
-    python compare.py ... the same ... --precision bf16 --name bf16-study-bf16
-    python benchmarks/bf16_equivalence.py runs/compare/bf16-study-fp32 runs/compare/bf16-study-bf16
+    python compare.py --data data/bccd-adamw.yaml --cfg models/yolov5n.yaml --img 320 --batch-size 16 --epochs 30 \\
+        --losses yolov5 --seeds 0,1,2,3,4,5,6,7 --workers 2 --noplots --precision fp32 --name bf16-adamw-fp32
+    python compare.py ... the same ... --precision bf16 --name bf16-adamw-bf16
+    python benchmarks/bf16_equivalence.py runs/compare/bf16-adamw-fp32 runs/compare/bf16-adamw-bf16
 
 Reads the finished runs of two comparison folders (one precision each: ``compare.py --report`` refuses
 to mix them), and for every strategy in both prints n, the mean ± std of each side and the difference
 bf16 - fp32 with Welch's 95 % interval (utils.compare.stats). The verdict is "equivalent" when the
 interval lies inside ±``--margin`` (0.02, issue 29) with at least ``--min-seeds`` runs per side;
-only then may ``CPU_BF16_BY_DEFAULT`` in utils/engine/precision.py be flipped. Prints the command.
+``CPU_BF16_BY_DEFAULT`` in utils/engine/precision.py follows that verdict (docs/cpu_bf16.md: equivalent,
+so True). Prints the command.
 """
 from __future__ import annotations
 
