@@ -35,8 +35,8 @@ from utils.data.verify import DEFAULT_MAX_IMAGE_PIXELS, set_max_pixels
 from utils.io.cli import add_max_pixels_flag, add_precision_flag, hw_imgsz, image_size, positive_int
 from utils.io.paths import make_run_dir, newest_file, remove_empty_dirs
 from utils.io.sources import LoadImages
-from utils.engine.precision import Precision, resolve_precision
-from utils.engine.torch_utils import select_device
+from utils.core.precision import Precision, resolve_precision
+from utils.core.torch_utils import select_device
 
 ROOT = Path(__file__).resolve().parent
 TRAIN_RUNS = Path("runs/train")  # train.py's default --project

@@ -62,8 +62,8 @@ def run(opt: argparse.Namespace) -> dict:
     from utils.data.verify import set_max_pixels
     from utils.io.paths import make_run_dir
     from utils.io.recorded import pick_data, pick_imgsz
-    from utils.engine.precision import resolve_precision
-    from utils.engine.torch_utils import select_device
+    from utils.core.precision import resolve_precision
+    from utils.core.torch_utils import select_device
 
     set_max_pixels(opt.max_pixels)
     device = select_device(opt.device)
@@ -92,7 +92,7 @@ def run(opt: argparse.Namespace) -> dict:
     save_dir = make_run_dir(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)[0]
     compute_loss = None
     if opt.loss:
-        from utils.engine.hyp import load_hyp
+        from utils.hyp import load_hyp
         from utils.loss import loss_class
 
         # the gains as training scaled them (levels, classes, training image size), so the val loss is

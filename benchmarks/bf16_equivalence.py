@@ -9,7 +9,7 @@ Reads the finished runs of two comparison folders (one precision each: ``compare
 to mix them), and for every strategy in both prints n, the mean ± std of each side and the difference
 bf16 - fp32 with Welch's 95 % interval (utils.compare.stats). The verdict is "equivalent" when the
 interval lies inside ±``--margin`` (0.02, issue 29) with at least ``--min-seeds`` runs per side;
-``CPU_BF16_BY_DEFAULT`` in utils/engine/precision.py follows that verdict (docs/cpu_bf16.md: equivalent,
+``CPU_BF16_BY_DEFAULT`` in utils/core/precision.py follows that verdict (docs/cpu_bf16.md: equivalent,
 so True). Prints the command.
 """
 from __future__ import annotations

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.step_speed import batch_parser, synthetic_targets  # noqa: E402
 from models.yolo import Model  # noqa: E402
-from utils.engine.precision import cpu_bf16_feature  # noqa: E402
+from utils.core.precision import cpu_bf16_feature  # noqa: E402
 from utils.loss import LOSSES, build_loss  # noqa: E402
 
 MODES = ("fp32", "cl", "bf16", "bf16+cl")

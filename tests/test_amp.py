@@ -8,8 +8,8 @@ import yaml
 
 from models.yolo import Model
 from utils.engine.ema import ModelEMA
-from utils.engine.hyp import TRAINER_DEFAULTS, load_hyp
-from utils.engine.precision import resolve_precision
+from utils.hyp import TRAINER_DEFAULTS, load_hyp
+from utils.core.precision import resolve_precision
 from utils.engine.step import make_stepper
 from utils.compare.driver import hyp_for
 from utils.loss import LOSSES, build_loss

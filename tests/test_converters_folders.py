@@ -198,7 +198,7 @@ def test_converter_ends_with_the_next_command_and_small_data_defaults(tmp_path: 
     import argparse
 
     from data.converters.common import SMALL_DATASET_DEFAULTS
-    from utils.engine.hyp import load_hyp
+    from utils.hyp import load_hyp
     from utils.engine.train_setup import resolve_defaults
 
     src = tmp_path / "labelimg"

@@ -8,7 +8,7 @@ import torch
 
 from utils.io.paths import increment_path
 from utils.io.sources import LoadImages
-from utils.engine.torch_utils import select_device
+from utils.core.torch_utils import select_device
 
 
 @pytest.fixture()

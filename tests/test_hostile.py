@@ -16,7 +16,7 @@ from utils.data import label_cache, verify
 from utils.data.loader import set_epoch
 from utils.data.verify import check_pair
 from utils.dataloaders import LoadImagesAndLabels, check_dataset, create_dataloader
-from utils.engine.hyp import HYP_DIR, TRAINER_DEFAULTS, HypError, find_hyp, load_hyp, validate_hyp
+from utils.hyp import HYP_DIR, TRAINER_DEFAULTS, HypError, find_hyp, load_hyp, validate_hyp
 from utils.engine.step import MAX_BAD_STEPS, make_stepper
 from utils.io import checkpoint as ckpt_io
 from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, NonFiniteCheckpoint, load_checkpoint, read_checkpoint,

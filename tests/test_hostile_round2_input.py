@@ -28,11 +28,11 @@ from utils.assign.simota import row_iou
 from utils.data.config import DatasetError, check_dataset
 from utils.data.dataset import LoadImagesAndLabels
 from utils.data.verify import check_pair, list_images
-from utils.engine.hyp import HypError, load_hyp
+from utils.hyp import HypError, load_hyp
 from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint,
                                  save_checkpoint)
 from utils.io.cli import MAX_IMGSZ
-from utils.io.yaml_file import MAX_ALIAS_VALUES, YamlFileError, load_yaml
+from utils.core.yaml_file import MAX_ALIAS_VALUES, YamlFileError, load_yaml
 from utils.loss import LOSSES
 from utils.loss import ota as ota_module
 

@@ -14,7 +14,7 @@ import torch
 
 from utils.assign.centre_prior import cells_inside_boxes, gaussian_centre_prior
 from utils.assign.yolo_candidates import LevelCandidates
-from utils.engine.hyp import HypError, load_hyp
+from utils.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import dw_weights
 from fakes import fake_model

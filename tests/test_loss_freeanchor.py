@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from utils.engine.hyp import HypError, load_hyp
+from utils.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.freeanchor import ComputeLossFreeAnchor, _FlatPreds
 from utils.loss import functional

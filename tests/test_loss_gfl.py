@@ -15,7 +15,7 @@ from models.yolo import Model
 from utils.engine import trainer
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.io.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from utils.engine.hyp import load_hyp
+from utils.hyp import load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import distribution_focal_loss, quality_focal_loss
 

@@ -17,7 +17,7 @@ import torch
 
 from utils.assign.simota import simota_match
 from utils.assign.yolo_candidates import LevelCandidates
-from utils.engine.hyp import HypError, load_hyp, validate_hyp
+from utils.hyp import HypError, load_hyp, validate_hyp
 from utils.loss import LOSSES, build_loss
 from fakes import fake_model
 

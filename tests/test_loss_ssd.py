@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from utils.engine.hyp import HypError, load_hyp
+from utils.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss
 from utils.loss.functional import hard_negative_mask
 from fakes import fake_model

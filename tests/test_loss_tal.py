@@ -14,7 +14,7 @@ from utils.assign.atss import atss_assign
 from utils.assign.tal import dense_predictor, tal_assign
 from utils.boxes import bbox_iou, xywh2xyxy
 from utils.engine import trainer
-from utils.engine.hyp import HYP_DIR, HypError, load_hyp
+from utils.hyp import HYP_DIR, HypError, load_hyp
 from utils.loss import build_loss
 
 NC = 3

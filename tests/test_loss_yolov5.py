@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from utils.assign.yolo_candidates import yolo_candidates
-from utils.engine.hyp import HypError, load_hyp, validate_hyp
+from utils.hyp import HypError, load_hyp, validate_hyp
 from utils.loss import LOSSES, build_loss
 from fakes import fake_model
 

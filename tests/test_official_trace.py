@@ -31,7 +31,7 @@ from torch import nn
 
 from models.yolo import Model
 from utils.engine.ema import ModelEMA
-from utils.engine.hyp import load_hyp
+from utils.hyp import load_hyp
 from utils.engine.step import Stepper, make_stepper
 from utils.loss import build_loss, loss_class
 

@@ -15,8 +15,8 @@ import val
 from models.geometry import head_conv
 from models.yolo import Model
 from tests.test_compare import args, fake_run
-from utils.engine import precision as prec
-from utils.engine.precision import cpu_bf16_feature, resolve_precision
+from utils.core import precision as prec
+from utils.core.precision import cpu_bf16_feature, resolve_precision
 from utils.io.checkpoint import make_checkpoint, save_checkpoint
 
 CPU = torch.device("cpu")
@@ -52,7 +52,7 @@ def test_what_auto_and_the_flags_pick(requested, inference, feature, name, reaso
 
 def test_fp32_on_the_cpu_is_channels_last_and_says_so_but_the_bare_stepper_is_not(monkeypatch):
     from tests.test_amp import tiny_cfg
-    from utils.engine.hyp import TRAINER_DEFAULTS, load_hyp
+    from utils.hyp import TRAINER_DEFAULTS, load_hyp
     from utils.engine.step import make_stepper
     from utils.loss import build_loss
 

@@ -1,7 +1,7 @@
 """--optimizer auto (ultralytics' rule) and the warnings for schedules that learn next to nothing from scratch."""
 import pytest
 
-from utils.engine.hyp import load_hyp
+from utils.hyp import load_hyp
 from utils.engine.optim import auto_optimizer, schedule_warnings
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from utils.assign.result import ROW_KINDS
 from utils.compare.driver import hyp_for
-from utils.engine.hyp import load_hyp
+from utils.hyp import load_hyp
 from utils.loss import LOSSES
 
 

@@ -18,7 +18,7 @@ from utils.engine import trainer
 from utils.io.checkpoint import load_checkpoint
 from utils.eval import validator
 from utils.dataloaders import create_dataloader
-from utils.engine.hyp import load_hyp
+from utils.hyp import load_hyp
 from utils.compare.driver import hyp_for
 from utils.loss import LOSSES, build_loss
 

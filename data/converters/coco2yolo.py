@@ -33,7 +33,7 @@ from typing import Any
 
 from data.converters.common import (ConverterError, UniqueNames, check_fractions, hash_split, image_size,
                                     place_image, run_cli, write_dataset_yaml, write_labels, yolo_row)
-from utils.io.cli import HelpFormatter
+from utils.core.argtypes import HelpFormatter
 
 LOGGER = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from utils.io.yaml_file import load_yaml
+from utils.core.yaml_file import load_yaml
+from utils.core.errors import UserError
 
 SPLITS = ("train", "val", "test")
 SMALL_DATASET = 1000  # train images below which data.yaml carries train_defaults for a first training from scratch
@@ -24,7 +25,7 @@ SMALL_DATASET = 1000  # train images below which data.yaml carries train_default
 SMALL_DATASET_DEFAULTS = {"optimizer": "auto", "batch_size": 8, "epochs": 100, "hyp": {"nbs": 8}}
 
 
-class ConverterError(ValueError):
+class ConverterError(UserError):
     """Input a converter cannot use (empty folder, unparsable XML/JSON, bad option); names the file."""
 
 

@@ -40,8 +40,8 @@ from pathlib import Path
 
 from data.converters.common import (ConverterError, UniqueNames, check_fractions, hash_split, image_size,
                                     place_image, run_cli, write_dataset_yaml, write_labels, yolo_row)
-from utils.data.verify import IMG_FORMATS
-from utils.io.cli import HelpFormatter
+from utils.core.images import IMG_FORMATS
+from utils.core.argtypes import HelpFormatter
 
 LOGGER = logging.getLogger(__name__)
 VOC_XML_DIRS, VOC_IMAGE_DIRS = ("Annotations", "annotations"), ("JPEGImages", "images")

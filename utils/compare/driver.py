@@ -33,7 +33,7 @@ from utils.compare.pack import Packer, eta_seconds, progress_line
 from utils.compare.report import write_report
 from utils.compare.runs import RunRecord, find_runs, note_end, note_start, read_run
 from utils.compare.stats import ALPHA, Look, auto_rounds, seed_schedule, spending
-from utils.engine.hyp import HYP_DIR, find_hyp, load_hyp
+from utils.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
 from utils.io.paths import write_atomic
 from utils.loss import canonical_strategies, loss_class, split_strategy

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from utils.io.paths import write_atomic
 from utils.io.run_log import read_results
-from utils.io.yaml_file import load_yaml
+from utils.core.yaml_file import load_yaml
 from utils.loss import strategy_label
 
 TIMES = "times.json"

@@ -25,14 +25,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from utils.io.cli import short_repr
-from utils.io.yaml_file import YamlFileError, load_yaml
+from utils.core.text import short_repr
+from utils.core.yaml_file import YamlFileError, load_yaml
+from utils.core.errors import UserError
 
 LOGGER = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset YAML that cannot be used; the message names the file, the key and the path."""
 
 

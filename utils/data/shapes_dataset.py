@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.io.cli import MAX_IMGSZ
+from utils.core.argtypes import MAX_IMGSZ
 
 LOGGER = logging.getLogger(__name__)
 CLASSES = ("circle", "square", "triangle", "star", "cross")

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
+from utils.core.images import IMG_FORMATS  # noqa: F401  (the one list; re-exported for the readers here)
+
 MIN_IMAGE_SIDE = 10  # px
 # Above this an image is treated as a decompression bomb; the one limit of every image reader
 # (training, validation, detect.py, tools/). The CLIs' --max-pixels sets it with set_max_pixels().

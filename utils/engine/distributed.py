@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from utils.engine.torch_utils import select_device
+from utils.core.torch_utils import select_device
 
 LOGGER = logging.getLogger(__name__)
 

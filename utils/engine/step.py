@@ -2,7 +2,7 @@
 
 ``Stepper.step(imgs, targets, ni, epoch)`` is exactly what the epoch loop of utils/engine/trainer.py
 runs for each batch: linear warm-up of learning rates, momentum and the accumulation count; the
-forward pass (autocast per ``utils.engine.precision``: fp16 + GradScaler on CUDA, bf16 where asked
+forward pass (autocast per ``utils.core.precision``: fp16 + GradScaler on CUDA, bf16 where asked
 for) and the loss on float32 outputs; backward; and, once gradients of a nominal batch (hyp ``nbs``,
 64 images) have accumulated, unscale, clip to norm 10, optimiser step and EMA update.
 tests/test_official_trace.py feeds it the batches recorded from the official YOLOv5 train.py and
@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -24,15 +24,33 @@ from torch import nn
 
 from utils.engine.ema import ModelEMA, unwrap
 from utils.engine.optim import build_optimizer, lr_lambda, schedule_warnings
-from utils.engine.precision import Precision, resolve_precision
-from utils.engine.torch_utils import synced_time
-
-if TYPE_CHECKING:
-    from utils.engine.train_setup import SpeedStats
+from utils.core.precision import Precision, resolve_precision
+from utils.core.torch_utils import synced_time
 
 LOGGER = logging.getLogger(__name__)
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before training stops
 BIAS_GROUP = 2  # build_optimizer's group order: BN weights, weights with decay, biases
+
+
+@dataclass
+class SpeedStats:
+    """Throughput of this process's training epochs (for compare.py and benchmarks)."""
+
+    images: int = 0
+    train_seconds: float = 0.0
+    loss_seconds: float = 0.0
+    loss_calls: int = 0
+
+    def summary(self, device: torch.device) -> dict[str, float]:
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        else:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        return {"train_images_per_s": self.images / max(self.train_seconds, 1e-9),
+                "loss_step_ms": 1e3 * self.loss_seconds / max(self.loss_calls, 1),
+                "peak_memory_mib": peak}
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,18 @@ from torch import nn
 from models.yolo import Model
 from utils.engine.autoanchor import check_anchors
 from utils.eval.metrics import fitness
-from utils.io.cli import MAX_IMGSZ
+from utils.core.argtypes import MAX_IMGSZ
 from utils.io.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from utils.dataloaders import check_dataset, create_dataloader
 from utils.engine.distributed import DistInfo, broadcast, dist_info, init_distributed
 from utils.engine.ema import ModelEMA, unwrap
-from utils.engine.hyp import load_hyp, validate_hyp
+from utils.hyp import load_hyp, validate_hyp
 from utils.engine.optim import resolve_optimizer
-from utils.engine.precision import Precision, resolve_precision
+from utils.core.precision import Precision, resolve_precision
 from utils.loss import loss_class
 from utils.data import verify
-from utils.engine.step import Stepper, make_stepper
-from utils.engine.torch_utils import numerics_environment
+from utils.engine.step import SpeedStats, Stepper, make_stepper
+from utils.core.torch_utils import numerics_environment
 from utils.io.paths import RunDirError, RunLock, make_run_dir, write_atomic
 from utils.io.run_log import ResultsLogger, epoch_metrics
 
@@ -61,7 +61,7 @@ class Run:
     train_loader: Any
     val_loader: Any  # rank 0 only
     results: ResultsLogger | None  # rank 0 only
-    speed: "SpeedStats"
+    speed: SpeedStats
     precision: Precision  # the forward pass's autocast (training and the validations of the run)
     start_epoch: int = 0
     best_fitness: float = 0.0
@@ -78,27 +78,6 @@ class Run:
     @property
     def scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         return self.stepper.scheduler
-
-
-@dataclass
-class SpeedStats:
-    """Throughput of this process's training epochs (for compare.py and benchmarks)."""
-
-    images: int = 0
-    train_seconds: float = 0.0
-    loss_seconds: float = 0.0
-    loss_calls: int = 0
-
-    def summary(self, device: torch.device) -> dict[str, float]:
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        else:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        return {"train_images_per_s": self.images / max(self.train_seconds, 1e-9),
-                "loss_step_ms": 1e3 * self.loss_seconds / max(self.loss_calls, 1),
-                "peak_memory_mib": peak}
 
 
 def init_seeds(seed: int) -> None:

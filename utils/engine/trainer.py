@@ -31,7 +31,7 @@ from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
 from utils.io.paths import RunDirError, write_atomic
 from utils.io.run_log import plot_results
-from utils.engine.torch_utils import numerics_environment
+from utils.core.torch_utils import numerics_environment
 from utils.engine.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from torch import nn
 from models.geometry import CELL_CENTRE
 from models.yolo import Model
 from utils.assign.result import POSITIVE_ROW, AssignResult, LevelCandidates
-from utils.engine.hyp import load_hyp
+from utils.hyp import load_hyp
 from utils.loss import loss_class, split_strategy
 
 LOGGER = logging.getLogger(__name__)

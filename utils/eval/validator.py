@@ -18,8 +18,8 @@ from tqdm import tqdm
 from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.eval.metrics import DetMetrics
 from utils.eval.nms import non_max_suppression
-from utils.engine.precision import Precision
-from utils.engine.torch_utils import synced_time
+from utils.core.precision import Precision
+from utils.core.torch_utils import synced_time
 
 LOGGER = logging.getLogger(__name__)
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils.core.errors import UserError
+
 LOGGER = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -27,7 +29,7 @@ INSTALL_HINT = "pip install -r requirements-export.txt (onnx, onnxruntime)"
 OPSET = 17
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be made as asked (format, precision, missing optional package)."""
 
 
@@ -111,7 +113,7 @@ def export(weights: str | Path, include: list[str], imgsz: list[int] | None = No
     ``imgsz`` [h, w] defaults to the checkpoint's training size (else 640). ``dynamic`` (the default): ONNX
     batch, height and width axes are free, so detect.py pads as for the .pt file. Returns the files written.
     """
-    from utils.engine.torch_utils import select_device
+    from utils.core.torch_utils import select_device
     from utils.io.checkpoint import load_checkpoint
     from utils.io.recorded import pick_imgsz
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from utils.core.errors import UserError
+
 
 def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:
     """Return ``path`` if it is free (or ``exist_ok``), else the first free ``{path}{sep}{n}`` for n = 2, 3, ...
@@ -31,7 +33,7 @@ def newest_file(folder: str | Path, pattern: str) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """A run folder that cannot be created or is held by another live run."""
 
 

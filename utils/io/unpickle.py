@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from utils.io.cli import short_repr
+from utils.core.text import short_repr
+from utils.core.errors import UserError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the model."""
 
 

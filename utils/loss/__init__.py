@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from utils.io.cli import short_repr
+from utils.core.text import short_repr
 from utils.loss.base import LossStrategy
 from utils.loss.yolov5 import ComputeLoss
 from utils.loss.ota import ComputeLossOTA

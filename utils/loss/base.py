@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from utils.assign.result import POSITIVE_ROW, AssignResult
-from utils.io.cli import short_repr
+from utils.core.text import short_repr
 
 
 # Allowed values of a hyp key as interval notation: zero is refused where the code divides by the value,
@@ -38,7 +38,7 @@ class StrategyHyp:
     """Base of the per-strategy hyper-parameter dataclasses; fields are hyp-YAML keys.
 
     ``RANGES`` (key -> interval) sits beside the fields it bounds and is merged down the class
-    hierarchy (:meth:`ranges`); ``utils.engine.hyp`` checks it once for the whole file. Rules that
+    hierarchy (:meth:`ranges`); ``utils.hyp`` checks it once for the whole file. Rules that
     an interval cannot say go in ``__post_init__``.
     """
 

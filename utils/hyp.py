@@ -13,13 +13,14 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+from utils.core.errors import UserError
+from utils.core.text import short_repr
+from utils.core.yaml_file import YamlFileError, load_yaml
 from utils.data.augmentations import HYP_DEFAULTS
-from utils.io.cli import short_repr
-from utils.io.yaml_file import YamlFileError, load_yaml
 from utils.loss import LOSSES, loss_class
 from utils.loss.base import BELOW_ONE, FRACTION, NON_NEGATIVE, POSITIVE
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 HYP_DIR = ROOT / "hyp"
 DEFAULT_HYP = HYP_DIR / "hyp.scratch.yaml"
 
@@ -51,7 +52,7 @@ HYP_RANGES: dict[str, str] = {
 }
 
 
-class HypError(ValueError):
+class HypError(UserError):
     """A hyp file that cannot be used: missing, malformed, unknown key or wrong value type."""
 
 

@@ -10,12 +10,14 @@ from typing import Any
 
 import yaml
 
+from utils.core.errors import UserError
+
 # A document may repeat at most this many values through aliases (counting every alias as the size of
 # what it expands to); real config files use a few anchors at most.
 MAX_ALIAS_VALUES = 10_000
 
 
-class YamlFileError(ValueError):
+class YamlFileError(UserError):
     """A YAML file that cannot be read; the message is one line that starts with the file's name."""
 
 
