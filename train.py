@@ -62,7 +62,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     add_precision_flag(p)
     add_max_pixels_flag(p)
     opt = p.parse_args(argv)
-    if not opt.cfg and not opt.weights:
+    if not opt.cfg and not opt.weights and not opt.resume:  # a resumed run keeps its own model
         opt.cfg = str(ROOT / "models/yolov5n.yaml")
     return opt
 

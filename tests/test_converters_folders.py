@@ -199,7 +199,7 @@ def test_converter_ends_with_the_next_command_and_small_data_defaults(tmp_path: 
 
     from data.converters.common import SMALL_DATASET_DEFAULTS
     from utils.hyp import load_hyp
-    from utils.engine.train_setup import resolve_defaults
+    from utils.engine.config import resolve_defaults
 
     src = tmp_path / "labelimg"
     for i in range(6):
@@ -213,5 +213,5 @@ def test_converter_ends_with_the_next_command_and_small_data_defaults(tmp_path: 
     assert text.startswith("# train_defaults: settings that learn from scratch on a small dataset (")
     assert yaml.safe_load(text)["train_defaults"] == SMALL_DATASET_DEFAULTS
     opt = argparse.Namespace(epochs=None, batch_size=None, imgsz=320, optimizer=None)
-    hyp = resolve_defaults(opt, check_dataset(out / "data.yaml"), load_hyp("hyp/hyp.scratch.yaml"))
-    assert (opt.optimizer, opt.batch_size, opt.epochs, hyp["nbs"]) == ("auto", 8, 100, 8)
+    values, hyp = resolve_defaults(vars(opt), check_dataset(out / "data.yaml"), load_hyp("hyp/hyp.scratch.yaml"))
+    assert (values["optimizer"], values["batch_size"], values["epochs"], hyp["nbs"]) == ("auto", 8, 100, 8)

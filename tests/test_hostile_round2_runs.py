@@ -300,11 +300,12 @@ def test_bare_resume_names_the_run_and_the_newer_one_without_last_pt(interrupted
         trainer.train(opts(tiny_data, project, epochs=3))
     newer = project / "exp2"
     assert newer.is_dir() and not (newer / "weights/last.pt").exists()
-    from utils.engine import train_setup
+    from utils.engine import distributed, resume
 
     with caplog.at_level(logging.INFO):
-        opt, ckpt = train_setup.resume_checkpoint(train_cli.parse_opt(["--resume", "--project", str(project)]))
-    assert opt.save_dir == str(interrupted_run) and ckpt["epoch"] == 0
+        options, ckpt = resume.resume_options(train_cli.parse_opt(["--resume", "--project", str(project)]),
+                                              distributed.DistInfo())
+    assert options["save_dir"] == str(interrupted_run) and ckpt["epoch"] == 0
     assert (f"--resume: resuming {interrupted_run} (epoch 0 done), the newest run with a last.pt; "
             f"newer runs without one (stopped before their first epoch ended): {newer}") in caplog.text
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train as train_cli
-from utils.engine import train_setup, trainer
+from utils.engine import restore, train_setup, trainer
 from utils.io.checkpoint import make_checkpoint, nonfinite_tensors, save_checkpoint
 from models.yolo import Model
 
@@ -117,7 +117,7 @@ def test_recover_best_when_the_best_epoch_is_gone(tmp_path, caplog):
     ckpt = make_checkpoint(model, epoch=1, best_fitness=0.22, extra={"best_epoch": 0})
     run = types.SimpleNamespace(save_dir=tmp_path, best_epoch=0, best_fitness=0.22)
     with caplog.at_level(logging.WARNING):
-        train_setup.recover_best(run, ckpt)
+        restore.recover_best(run, ckpt)
     assert f"{tmp_path / 'weights' / 'best.pt'} of epoch 0 is missing; best.pt restarts from epoch 1" in caplog.text
     assert run.best_epoch == 1 and run.best_fitness == pytest.approx(0.1 * 0.30 + 0.9 * 0.10)
     best = torch.load(tmp_path / "weights" / "best.pt", weights_only=True)

@@ -200,16 +200,17 @@ class Stepper:
 
 def make_stepper(model: nn.Module, compute_loss: Any, hyp: dict[str, Any], *, optimizer: str, batch_size: int,
                  epochs: int, batches_per_epoch: int, cos_lr: bool = False, ema: ModelEMA | None = None,
-                 **kwargs: Any) -> Stepper:
+                 warn: bool = True, **kwargs: Any) -> Stepper:
     """The optimiser (weight decay scaled to the nominal batch), LR schedule and warm-up length of
     YOLOv5's train.py (warm-up: ``warmup_epochs`` epochs, at least 100 iterations) around ``model``;
-    ``kwargs`` go to Stepper (world, speed, save_dir)."""
+    ``kwargs`` go to Stepper (world, speed, save_dir). ``warn``: say the schedule's warnings (rank 0
+    only under torchrun, so that they are said once)."""
     accumulate = max(round(hyp["nbs"] / batch_size), 1)
     decay = hyp["weight_decay"] * batch_size * accumulate / hyp["nbs"]
     opt = build_optimizer(unwrap(model), optimizer, hyp["lr0"], hyp["momentum"], decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lr_lambda(epochs, hyp["lrf"], cos_lr))
     warmup_iters = max(round(hyp["warmup_epochs"] * batches_per_epoch), 100)
     for message in schedule_warnings(epochs=epochs, batches_per_epoch=batches_per_epoch, warmup_iters=warmup_iters,
-                                     accumulate=accumulate, nbs=hyp["nbs"], batch_size=batch_size):
+                                     accumulate=accumulate, nbs=hyp["nbs"], batch_size=batch_size) if warn else ():
         LOGGER.warning("WARNING: %s", message)
     return Stepper(model, compute_loss, opt, scheduler, hyp, batch_size, warmup_iters, ema=ema, **kwargs)

@@ -32,7 +32,9 @@ from utils.eval.metrics import fitness
 from utils.io.paths import RunDirError, write_atomic
 from utils.io.run_log import plot_results
 from utils.core.torch_utils import numerics_environment
-from utils.engine.train_setup import Run, rng_state, setup
+from utils.engine.rng import rng_state
+from utils.engine.run import Run
+from utils.engine.train_setup import setup
 
 LOGGER = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def close_mosaic(run: Run, epoch: int) -> None:
     if not (n and dataset.mosaic and epoch >= epochs - n):
         return
     dataset.mosaic = False
-    if n >= epochs:
+    if n >= epochs and run.info.main:  # said once under torchrun
         LOGGER.warning("hyp close_mosaic %d >= --epochs %d: mosaic is off for the whole run", n, epochs)
     else:
         LOGGER.info("closing mosaic for the last %d epochs", epochs - epoch)
@@ -146,6 +148,7 @@ def end_epoch(run: Run, epoch: int, mloss: torch.Tensor) -> bool:
     run.ema.update_attr(run.model)
     final = epoch + 1 == opt.epochs
     saved = not opt.nosave or final
+    run.row = (mloss.tolist(), lrs)  # saved with last.pt: a resume rebuilds the row if it was not written
     if saved:  # before validation, so that a validation that fails loses no training
         save_epoch(run, epoch, is_best=False)
     metrics, val_loss = validate_epoch(run, final)
@@ -188,9 +191,25 @@ def log_results(run: Run, epoch: int, values: list[float]) -> None:
         raise RunDirError(f"{e}; {kept}") from None
 
 
+def complete_missing_row(run: Run) -> None:
+    """A resumed run whose last.pt epoch has no results row (killed in between): validate that epoch's
+    EMA weights now and write its row, so every epoch has one and best.pt is chosen over all of them."""
+    epoch, train_loss, lrs = run.missing_row
+    metrics, val_loss = validate_epoch(run, final=False)
+    fi = float(fitness(np.array(metrics)))
+    improved = fi > run.best_fitness or run.best_epoch < 0
+    if improved:
+        run.best_fitness, run.best_epoch = max(fi, run.best_fitness), epoch
+    log_results(run, epoch, train_loss + metrics + val_loss + lrs)
+    run.row, run.missing_row = (train_loss, lrs), None
+    if improved:
+        save_epoch(run, epoch, is_best=True)
+
+
 def save_epoch(run: Run, epoch: int, is_best: bool) -> None:
     extra = {"best_epoch": run.best_epoch, "last_opt_step": run.stepper.last_opt_step,
-             "bad_steps": run.stepper.bad_steps, "rng": rng_state()}
+             "bad_steps": run.stepper.bad_steps, "rng": rng_state(),
+             **({"row": {"train_loss": run.row[0], "lr": run.row[1]}} if run.row else {})}
     ckpt = make_checkpoint(unwrap(run.model), ema=run.ema, optimizer=run.optimizer, epoch=epoch,
                            best_fitness=run.best_fitness, hyp=run.hyp, opt=run.opt, extra=extra)
     w = run.save_dir / "weights"
@@ -259,6 +278,8 @@ def train_run(run: Run) -> dict[str, Any]:
     """The epochs and the final validation of a set-up run (see :func:`train`)."""
     t0 = time.time()
     epoch = run.start_epoch
+    if run.missing_row is not None:
+        complete_missing_row(run)
     try:
         for epoch in range(run.start_epoch, run.opt.epochs):
             mloss = train_epoch(run, epoch)

@@ -8,10 +8,12 @@ stand-in (nothing from the file is ever called) and refuses any other global.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import os
 import secrets
+import shutil
 import zipfile
 from pathlib import Path, PurePath
 from typing import Any
@@ -23,6 +25,7 @@ from models.yolo import Model
 from utils.io.unpickle import CheckpointError, check_storage_sizes, from_official, restricted_load
 
 LOGGER = logging.getLogger(__name__)
+MIN_FREE_BYTES = 64 * 2 ** 20  # less free space than this after a failed write: the disk was full
 FORMAT_TAG = "yolo-lab-checkpoint"
 FORMAT_VERSION = 1
 
@@ -43,6 +46,8 @@ def _plain(x: Any, where: str) -> Any:
         return str(x)
     if isinstance(x, argparse.Namespace):
         x = vars(x)
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):  # the trainer's frozen TrainConfig
+        x = dataclasses.asdict(x)
     if isinstance(x, dict):
         return {k if isinstance(k, (int, str)) else str(k): _plain(v, f"{where}.{k}") for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -124,6 +129,20 @@ def _new_temp(path: Path) -> tuple[int, str]:
             continue
 
 
+def _write_failure(e: BaseException, path: Path) -> str:
+    """Why a checkpoint write failed, in words: the OS's reason, or for torch's own writer (whose message
+    is "[enforce fail at inline_container.cc:...] unexpected pos ...") the free space left on the disk."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < MIN_FREE_BYTES:
+        return f"the disk is full: {free / 2 ** 20:.1f} MiB free"
+    return "write failed" if "enforce fail" in str(e) else " ".join(str(e).split())[:200]
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write ``ckpt`` atomically: temp file in the same folder, fsync, then ``os.replace``.
 
@@ -149,7 +168,7 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path} ({' '.join(str(e).split())[:200]}); "
+        raise CheckpointError(f"cannot write checkpoint {path} ({_write_failure(e, path)}); "
                               "the previous file, if any, is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
