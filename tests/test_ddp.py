@@ -30,6 +30,7 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     assert out.returncode == 0, log[-3000:]
     assert "DDP: weights identical on 2 ranks" in log
     assert log.count("Validating ") == 1  # rank 0 only
+    assert log.count("warm-up takes") == 1  # the schedule's warnings: said once, not once per rank
     run = tmp_path / "runs" / "exp"
     assert not (tmp_path / "runs" / "exp2").exists()  # both ranks share rank 0's folder
     with open(run / "results.csv", newline="") as f:

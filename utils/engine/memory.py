@@ -17,18 +17,19 @@ PROBE = 128  # px: the side of the probe image; every level of a stride-64 model
 
 
 def activation_elements(model: nn.Module, imgsz: int) -> int:
-    """Elements that the leaf modules of ``model`` output for one ``imgsz`` x ``imgsz`` image: what
-    autograd keeps for the backward pass, at least. Measured on a PROBE-pixel image (eval mode, no
-    grad: neither BatchNorm statistics nor any RNG move) and scaled by the area, which is exact for a
-    fully convolutional network."""
+    """Elements that the convolutions and BatchNorms of ``model`` output for one ``imgsz`` x ``imgsz``
+    image: what autograd keeps for the backward pass, at least (BatchNorm keeps its input, the conv's
+    output; the activation after it keeps BatchNorm's output). Measured on a PROBE-pixel image (eval
+    mode, no grad: neither BatchNorm statistics nor any RNG move) and scaled by the area, which is exact
+    for a fully convolutional network."""
     total = [0]
 
     def count(module: nn.Module, inputs: tuple, output: object) -> None:
         if isinstance(output, torch.Tensor):
             total[0] += output.numel()
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
+    kept = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    hooks = [m.register_forward_hook(count) for m in kept]
     was_training = model.training
     p = next(model.parameters())
     try:

@@ -45,7 +45,9 @@ def close_mosaic(run: Run, epoch: int) -> None:
     if not (n and dataset.mosaic and epoch >= epochs - n):
         return
     dataset.mosaic = False
-    if n >= epochs and run.info.main:  # said once under torchrun
+    if not run.info.main:  # said once under torchrun
+        return
+    if n >= epochs:
         LOGGER.warning("hyp close_mosaic %d >= --epochs %d: mosaic is off for the whole run", n, epochs)
     else:
         LOGGER.info("closing mosaic for the last %d epochs", epochs - epoch)
