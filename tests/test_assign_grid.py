@@ -12,8 +12,8 @@ from utils.engine.hyp import HypError, load_hyp
 from utils.loss import LOSSES, build_loss, canonical_strategies, split_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRS = [(loss, rule) for loss, cls in LOSSES.items() for rule in cls.assigners]
-REFUSED = [(loss, rule) for loss, cls in LOSSES.items() for rule in ASSIGNERS if rule not in cls.assigners]
+PAIRS = [(loss, rule) for loss, cls in LOSSES.items() for rule in cls.assigners()]
+REFUSED = [(loss, rule) for loss, cls in LOSSES.items() for rule in ASSIGNERS if rule not in cls.assigners()]
 # two images of 64 px: a large, a small and an off-centre object, and one image-1 object
 TARGETS = torch.tensor([[0, 0, 0.50, 0.50, 0.60, 0.50], [0, 1, 0.20, 0.25, 0.15, 0.20],
                         [0, 2, 0.80, 0.70, 0.30, 0.45], [1, 1, 0.40, 0.60, 0.35, 0.25]])
@@ -59,7 +59,7 @@ def test_other_pairs_are_refused_in_one_line_naming_the_rules_taken(loss, rule):
     with pytest.raises(HypError) as e:
         load_hyp({"loss": loss, "assigner": rule})
     msg = str(e.value)
-    assert "\n" not in msg and "'assigner'" in msg and f"it takes {', '.join(LOSSES[loss].assigners)}" in msg
+    assert "\n" not in msg and "'assigner'" in msg and f"it takes {', '.join(LOSSES[loss].assigners())}" in msg
     with pytest.raises(ValueError, match="it takes"):
         split_strategy(f"{loss}+{rule}")
 

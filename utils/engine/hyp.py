@@ -111,7 +111,7 @@ def _foreign_key_error(key: str, hyp: dict[str, Any], strategy: type, source: st
         return None
     rule = rules[0]
     own = [n for n, cls in LOSSES.items() if cls.default_assigner() == rule]
-    takers = ", ".join(f"'{n}'" for n, cls in LOSSES.items() if rule in cls.assigners and n not in own)
+    takers = ", ".join(f"'{n}'" for n, cls in LOSSES.items() if rule in cls.assigners() and n not in own)
     whose = f"loss '{own[0]}' (its rule '{rule}'" if own else f"rule '{rule}' ("
     return (f"{source}: key '{key}' belongs to {whose}{', also taken by ' + takers if takers else ''}), but this "
             f"file trains loss '{loss}' with assigner '{assigner}'; remove it or set assigner: {rule}")

@@ -54,7 +54,7 @@ def with_assigner(hyp: dict[str, Any], assigner: str) -> dict[str, Any]:
     bundled file (``hyp.gfl.yaml`` lists ATSS's keys) trains with another rule it takes."""
     strategy = loss_class(hyp.get("loss"))
     strategy.rule_class(assigner)
-    others = set().union(*(ASSIGNERS[r].Hyp.keys() for r in strategy.assigners)) - strategy.hyp_keys(assigner)
+    others = set().union(*(ASSIGNERS[r].Hyp.keys() for r in strategy.assigners())) - strategy.hyp_keys(assigner)
     return {**{k: v for k, v in hyp.items() if k not in others}, "assigner": assigner}
 
 

@@ -14,7 +14,7 @@ is given::
 (the rule the hyp key ``assigner`` names, from ``utils.assign.ASSIGNERS``, on the head's priors and,
 for rules that read them, a view of the predictions) and returns ``losses(preds, assignment)``; the
 assignment it trained on is kept as ``last_assignment`` (what ``tools/show_assign.py`` draws). A new
-strategy sets ``name``, ``Hyp`` (with an ``assigner`` default), ``assigners`` and writes ``losses``.
+strategy sets ``name``, ``Hyp`` (with an ``assigner`` default), ``consumes`` and writes ``losses``.
 """
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ class LossStrategy(abc.ABC):
 
     Subclasses set ``head`` (the head kind the model must be built with), ``names`` (the loss
     components reported in ``items``), ``Hyp`` (their :class:`StrategyHyp` dataclass, with an
-    ``assigner`` field whose default is the loss's own rule), ``assigners`` (every rule of
-    ``utils.assign.ASSIGNERS`` whose rows :meth:`losses` can consume) and ``hyp_file`` (their bundled
-    file in ``hyp/``), and implement :meth:`losses`. The rule is built from the hyp (its own keys) and
+    ``assigner`` field whose default is the loss's own rule), ``consumes`` (the row kinds
+    :meth:`losses` can train on: it takes every rule of ``utils.assign.ASSIGNERS`` for its head whose
+    ``row_kind`` is one of them, so a new rule file feeds the existing losses) or ``only_rules`` (a
+    closed list) and ``hyp_file`` (their bundled file in ``hyp/``), and implement :meth:`losses`. The rule is built from the hyp (its own keys) and
     run by :meth:`match`; a strategy whose rule needs the loss's own state overrides :meth:`match`.
     """
 
@@ -61,7 +62,8 @@ class LossStrategy(abc.ABC):
     head: ClassVar[str] = "anchor"
     names: ClassVar[tuple[str, ...]] = ()
     Hyp: ClassVar[type[StrategyHyp]] = StrategyHyp
-    assigners: ClassVar[tuple[str, ...]] = ()  # rules it consumes; the Hyp's ``assigner`` default is one of them
+    consumes: ClassVar[tuple[str, ...]] = (POSITIVE_ROW,)  # row kinds it trains on, from any rule for its head
+    only_rules: ClassVar[tuple[str, ...]] = ()  # else a closed list: a loss that needs its own rule's extras
     hyp_file: ClassVar[str] = ""  # its bundled hyp file in hyp/ (compare.py and show_assign train with it)
     row_kind: ClassVar[str] = POSITIVE_ROW  # what its assignment rows are (utils.assign.result.ROW_KINDS)
 
@@ -91,16 +93,23 @@ class LossStrategy(abc.ABC):
         return cls.Hyp().assigner
 
     @classmethod
+    def assigners(cls) -> tuple[str, ...]:
+        """Every rule of ``ASSIGNERS`` this loss can train on, in registry order."""
+        if cls.only_rules:
+            return cls.only_rules
+        return tuple(n for n, r in ASSIGNERS.items() if cls.head in r.heads and r.row_kind in cls.consumes)
+
+    @classmethod
     def rule_class(cls, name: Any) -> type[AssignRule]:
         """The rule ``name`` when this loss can consume it, else ValueError in one line naming the rules it takes."""
         loss = cls.name or cls.__name__
-        takes = ", ".join(cls.assigners)
+        takes = ", ".join(cls.assigners())
         if not isinstance(name, str) or name not in ASSIGNERS:
             close = difflib.get_close_matches(str(name), list(ASSIGNERS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(f"hyp key 'assigner': unknown rule {short_repr(name)}{hint}; loss '{loss}' takes {takes}")
         rule = ASSIGNERS[name]
-        if name not in cls.assigners:
+        if name not in cls.assigners():
             why = (f"rule '{name}' matches for the {'/'.join(rule.heads)} head, loss '{loss}' trains the {cls.head} head"
                    if cls.head not in rule.heads else f"loss '{loss}' cannot consume rule '{name}' (docs/strategy_api.md)")
             raise ValueError(f"hyp key 'assigner': {why}; it takes {takes}")
@@ -110,14 +119,14 @@ class LossStrategy(abc.ABC):
     def hyp_keys(cls, assigner: Any = None) -> set[str]:
         """Every hyp key this loss reads with rule ``assigner`` (None: its own): its Hyp's and the rule's."""
         name = cls.default_assigner() if assigner is None else assigner
-        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners else None
+        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners() else None
         return cls.Hyp.keys() | (rule.Hyp.keys() if rule else set())
 
     @classmethod
     def hyp_ranges(cls, assigner: Any = None) -> dict[str, str]:
         """The intervals of :meth:`hyp_keys`."""
         name = cls.default_assigner() if assigner is None else assigner
-        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners else None
+        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners() else None
         return {**(rule.Hyp.ranges() if rule else {}), **cls.Hyp.ranges()}
 
     @classmethod

@@ -95,7 +95,6 @@ class DFLLossStrategy(LossStrategy):
 
     head: ClassVar[str] = "dfl"
     Hyp: ClassVar[type[StrategyHyp]] = DFLHyp
-    assigners: ClassVar[tuple[str, ...]] = ("atss", "tal", "simota", "max_iou")
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any]):
         super().__init__(model, hyp)

@@ -120,7 +120,7 @@ class ComputeLossDW(AnchorLossStrategy):
     names = ("loc", "cls_pos", "cls_neg")
     Hyp = DWHyp
     name = "dw"
-    assigners = ("dw",)
+    only_rules = ("dw",)  # its weights need the candidates' own extras
     row_kind = WEIGHTED_CANDIDATE_ROW
     hyp_file = "hyp.dw.yaml"
 

@@ -151,7 +151,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     """FreeAnchor on the YOLOv5 head; ``names = ('pos', 'neg')`` (recall and precision terms)."""
 
     name = "freeanchor"
-    assigners = ("freeanchor",)  # its bags (utils/assign/free_anchor.py), weighed by its likelihoods here
+    only_rules = ("freeanchor",)  # its bags (utils/assign/free_anchor.py), weighed by its likelihoods here
     names = ("pos", "neg")
     Hyp = FreeAnchorHyp
     row_kind = BAG_MEMBER_ROW

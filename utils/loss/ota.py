@@ -49,7 +49,7 @@ class ComputeLossOTA(ComputeLoss):
     """YOLOv7's OTA loss; ``names = ('box', 'obj', 'cls')``; the ``yolov5`` loss with the ``simota`` rule."""
 
     name = "ota"
-    assigners = ("simota",)  # another rule on this loss is yolov5+<rule>
+    only_rules = ("simota",)  # another rule on this loss is yolov5+<rule>
     Hyp = OTAHyp
     hyp_file = "hyp.ota.yaml"
 

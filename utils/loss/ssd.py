@@ -85,14 +85,13 @@ class SSDHyp(StrategyHyp):
     ssd_min_neg: int = 16
     ssd_obj_iou: bool = True
     ssd_neg_iou_thr: float = 1.0
-    assigner: str = "max_iou"  # SSD's matching (its key ssd_iou_thr); any rule of hard positives: see assigners
+    assigner: str = "max_iou"  # SSD's matching (its key ssd_iou_thr); any rule of positives on the anchor head
 
 
 class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
     """SSD matching + hard negative mining; ``names = ('box', 'obj', 'cls')``."""
 
     name = "ssd"
-    assigners = ("max_iou", "yolov5", "simota", "atss", "tal")
     names = ("box", "obj", "cls")
     Hyp = SSDHyp
     hyp_file = "hyp.ssd.yaml"

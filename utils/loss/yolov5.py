@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from utils.assign.result import AssignResult
+from utils.assign.result import POSITIVE_ROW, WEIGHTED_CANDIDATE_ROW, AssignResult
 from utils.boxes import bbox_iou
 from utils.loss.base import FRACTION, NON_NEGATIVE, POSITIVE, AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, smooth_bce_targets
@@ -72,7 +72,7 @@ class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
     """
 
     name = "yolov5"
-    assigners = ("yolov5", "simota", "atss", "tal", "max_iou", "dw")
+    consumes = (POSITIVE_ROW, WEIGHTED_CANDIDATE_ROW)  # a weighted candidate is a hard positive here
     names = ("box", "obj", "cls")
     hyp_file = "hyp.scratch.yaml"
     Hyp = YOLOv5Hyp
