@@ -91,3 +91,20 @@ def test_ota_is_yolov5_with_simota_to_the_bit():
         (a, ia, ga, ra), (b, ib, gb, rb) = out
         assert torch.equal(a, b) and torch.equal(ia, ib) and all(torch.equal(x, y) for x, y in zip(ga, gb))
         assert ra.num_rows == rb.num_rows > 0
+
+
+def test_show_assign_draws_every_pair():
+    """show_assign's strategies (utils/eval/assign_view.py) for every ``loss+rule``: the rows of the very
+    call the loss trained on, titled with the rule."""
+    from utils.compare.driver import hyp_for
+    from utils.eval import assign_view as av
+
+    imgs = torch.rand(2, 3, 64, 64)
+    for loss, rule in PAIRS:
+        base = model_for(LOSSES[loss].head)
+        s = av.strategy_for(f"{loss}+{rule}", hyp_for(loss), base, 3, ROOT / "models" / "yolov5n.yaml", 64)
+        assert s.model is base and s.title == f"{loss}+{rule} (assigner {rule})"
+        result = av.positives(s, imgs, TARGETS)
+        assert result is s.loss.last_assignment and result.num_rows > 0 and result.row_kind == s.loss.rule.row_kind
+    for m in _models.values():  # strategy_for put them in eval mode
+        m.train()
