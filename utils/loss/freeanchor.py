@@ -79,10 +79,11 @@ import dataclasses
 
 import torch
 
-from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors, cell_frame
+from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors
 from utils.assign.free_anchor import (Bags, anchor_bags, decode_xyxy, matched_class_prob, paired_iou,  # noqa: F401
                                       prior_iou, reachable_pairs)
-from utils.assign.result import BAG_MEMBER_ROW, AssignResult, LevelCandidates
+from utils.assign.result import BAG_MEMBER_ROW, AssignResult
+from utils.assign.rule import HeadPriors, level_rows
 from utils.assign.targets import Targets
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss
@@ -244,15 +245,8 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         w = 1.0 / (1.0 - p).clamp(min=1e-12)
         w = (w / w.sum(1, keepdim=True)).reshape(-1)
         target = torch.arange(nt, device=j.device).repeat_interleave(k)
-        out = []
-        for i in range(len(preds)):
-            sel = (pri.level[j] == i).nonzero().squeeze(1)
-            ji, ti = j[sel], target[sel]
-            box = cell_frame(bags.box_xywh_px[ti] / pri.stride_px[ji, None], pri.gi[ji], pri.gj[ji])
-            a = pri.anchor[ji]
-            out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
-                                       target=ti, cls=bags.cls[ti], box_xywh_cell=box,
-                                       anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
+        order = torch.sort(pri.level[j], stable=True).indices  # by level, then object and rank
+        out = level_rows(target[order], j[order], targets, HeadPriors.of(self.head, self.priors, preds), w[order])
         return AssignResult(out, nt, {"bags": bags, "matched": matched}, self.row_kind)
 
     def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
