@@ -144,7 +144,7 @@ def test_default_assigner_of_each_loss(loss):
     ({"loss": "dw", "assigner": "atss"}, ["'assigner'", "'dw'", "it takes dw"]),
     ({"loss": "gfl", "assigner": "tal", "atss_topk": 9}, ["'atss_topk'", "rule 'atss'", "assigner: atss"]),
     ({"loss": "ssd", "tal_topk": 10}, ["'tal_topk'", "'gfl'", "'tal'"]),
-    ({"loss": "tal", "tal_topk": 0}, ["'tal_topk'", "(0, inf)"]),  # ranges beside the Hyp (DFLHyp.RANGES)
+    ({"loss": "tal", "tal_topk": 0}, ["'tal_topk'", "(0, inf)"]),  # ranges beside the rule's Hyp (utils/assign/tal.py)
     ({"loss": "tal", "box": -1.0}, ["'box'", "[0, inf)"]),
 ])
 def test_bad_assigner_is_one_line_naming_the_key(hyp, words):
