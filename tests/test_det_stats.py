@@ -92,3 +92,12 @@ def test_cli_names_a_missing_checkpoint_and_a_wrong_class_count(tiny_data, tmp_p
     assert cli.cli(["--weights", str(two), "--data", str(tiny_data), "--img", "64", "--out", str(tmp_path)]) == 1
     assert "2 classes" in caplog.text
     assert not (tmp_path / "det_stats.md").exists()
+
+
+def test_strategy_of_a_checkpoint_names_loss_and_rule():
+    from tools.det_stats import strategy_of
+
+    assert strategy_of({"hyp": {"loss": "yolov5", "assigner": "simota"}}) == "yolov5+simota"
+    assert strategy_of({"hyp": {"loss": "gfl", "assigner": "atss"}}) == "gfl"  # gfl's own rule
+    assert strategy_of({"hyp": {"loss": "tal", "assigner": "max_iou"}}) == "tal+max_iou"
+    assert strategy_of({"hyp": None}) == "yolov5"  # an official YOLOv5 checkpoint

@@ -374,11 +374,12 @@ def test_hyp_file_and_keys():
     hyp = load_hyp("hyp.ota.yaml")
     assert hyp["loss"] == "ota" and hyp["ota_topk"] == 10 and hyp["ota_iou_weight"] == 3.0
     scratch = load_hyp("hyp.scratch.yaml")
-    assert {k: v for k, v in hyp.items() if not k.startswith("ota_") and k != "loss"} == \
-        {k: v for k, v in scratch.items() if k != "loss"}
+    assert hyp["assigner"] == "simota" and scratch["assigner"] == "yolov5"  # filled in: runs record the rule
+    assert {k: v for k, v in hyp.items() if not k.startswith("ota_") and k not in ("loss", "assigner")} == \
+        {k: v for k, v in scratch.items() if k not in ("loss", "assigner")}
     anchors = ANCHORS_PX / torch.tensor(STRIDES, dtype=torch.float32).view(3, 1, 1)
     loss_fn = build_loss(fake_model(3, anchors), {**hyp, "ota_topk": 5.0})
-    assert loss_fn.hyp.ota_topk == 5 and isinstance(loss_fn.hyp.ota_topk, int)
+    assert loss_fn.rule.hyp.ota_topk == 5 and isinstance(loss_fn.rule.hyp.ota_topk, int)
     with pytest.raises(HypError, match=r"'ota_topk' must be a whole number"):
         validate_hyp({"loss": "ota", "ota_topk": 2.5})
     with pytest.raises(HypError, match=r"'ota_topk' must be >= 1"):

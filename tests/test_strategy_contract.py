@@ -39,3 +39,23 @@ def test_panels_name_what_their_rows_are(tmp_path):
     file = draw_panels(np.zeros((32, 32, 3)), np.array([[0.0, 0.0, 16.0, 16.0]]), {"dw": levels, "tal": levels},
                        tmp_path / "p.png", {"dw": "weighted candidates"})
     assert file.is_file()
+
+
+@pytest.mark.parametrize("name", list(__import__("utils.assign", fromlist=["ASSIGNERS"]).ASSIGNERS))
+def test_each_rule_declares_its_heads_keys_and_rows(name):
+    import dataclasses
+
+    from utils.assign import ASSIGNERS
+    from utils.assign.rule import HEADS
+
+    rule = ASSIGNERS[name]
+    assert rule.name == name and set(rule.heads) <= set(HEADS) and rule.row_kind in ROW_KINDS
+    assert set(rule.Hyp.ranges()) <= rule.Hyp.keys() and rule.Hyp.__dataclass_params__.frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(rule.Hyp(), next(iter(rule.Hyp.keys())), 0)
+    assert any(name in cls.assigners() for cls in LOSSES.values())  # some loss trains on it
+
+
+def test_each_loss_default_rule_is_one_it_takes():
+    for name, cls in LOSSES.items():
+        assert cls.default_assigner() in cls.assigners(), name

@@ -8,7 +8,9 @@ For each checkpoint and class (see :mod:`utils.eval.det_stats`): labels, detecti
 (IoU < --stray-iou with every label of their class), recall at IoU >= --match-iou, the median best
 score of the right box per label and the median score of the stray boxes. A second table counts,
 before NMS, the stray (output, class) pairs at score >= --conf per image by head level and anchor:
-where a strategy fails to push background down. Writes det_stats.md into --out and prints it.
+where a strategy fails to push background down. Any strategy's checkpoint (every ``loss+rule`` pair;
+its loss and rule are read from the checkpoint and named in the first line) on either head. Writes
+det_stats.md into --out and prints it.
 """
 from __future__ import annotations
 
@@ -49,8 +51,17 @@ def run_name(weights: str) -> str:
     return w.parent.parent.name if w.parent.name == "weights" else w.stem
 
 
+def strategy_of(meta: dict) -> str:
+    """The strategy a checkpoint was trained with, as compare.py names it (``yolov5+simota``; an official
+    YOLOv5 checkpoint without a hyp is ``yolov5``)."""
+    from utils.loss import strategy_label
+
+    hyp = meta.get("hyp") or {}
+    return strategy_label(hyp.get("loss", "yolov5"), hyp.get("assigner"))
+
+
 def analyse(weights: str, opt: argparse.Namespace, data: dict):
-    """(DetectionStats, stray sources summed over images, images) of one checkpoint."""
+    """(DetectionStats, stray sources summed over images, images, strategy) of one checkpoint."""
     import torch
     from tqdm import tqdm
 
@@ -60,7 +71,7 @@ def analyse(weights: str, opt: argparse.Namespace, data: dict):
     from utils.eval.det_stats import DetectionStats, stray_sources
     from utils.eval.nms import non_max_suppression
 
-    model, _ = load_checkpoint(weights)
+    model, meta = load_checkpoint(weights)
     if model.nc != data["nc"]:
         raise ValueError(f"{weights} was trained for {model.nc} classes but {opt.data} has {data['nc']}")
     model.float().eval()
@@ -82,8 +93,8 @@ def analyse(weights: str, opt: argparse.Namespace, data: dict):
             sources = s if sources is None else sources + s
             seen += 1
             if opt.max_images and seen >= opt.max_images:
-                return stats, sources, seen
-    return stats, sources, seen
+                return stats, sources, seen, strategy_of(meta)
+    return stats, sources, seen, strategy_of(meta)
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -92,19 +103,20 @@ def _fmt(v: float, spec: str) -> str:
 
 
 def markdown(results: dict, names: list[str], opt: argparse.Namespace) -> str:
+    trained = ", ".join(f"{run} = {r[3]}" for run, r in results.items())
     lines = [f"conf {opt.conf}, NMS {opt.nms_conf}/{opt.iou_thres}, match IoU {opt.match_iou}, "
-             f"stray IoU < {opt.stray_iou}", "",
+             f"stray IoU < {opt.stray_iou}; strategies (loss+rule): {trained}", "",
              "| run | class | labels | dets | dets/label | stray | recall | best score | stray score |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for run, (stats, _, _) in results.items():
+    for run, (stats, *_) in results.items():
         for name, r in zip(names, stats.table()):
             lines.append(f"| {run} | {name} | {r['labels']} | {r['dets']} | {_fmt(r['dets_per_label'], '.2f')} | "
                          f"{_fmt(r['stray'], '.0%')} | {_fmt(r['recall'], '.2f')} | {_fmt(r['best_score'], '.2f')} | "
                          f"{_fmt(r['stray_score'], '.2f')} |")
     lines += ["", f"Stray (output, class) pairs with score >= {opt.conf} per image, before NMS, by level / anchor:", ""]
-    width = max(s.shape[1] for _, s, _ in results.values())
+    width = max(r[1].shape[1] for r in results.values())
     lines += ["| run | level | " + " | ".join(f"a{a}" for a in range(width)) + " |", "|---|---|" + "---|" * width]
-    for run, (_, sources, seen) in results.items():
+    for run, (_, sources, seen, _) in results.items():
         for lv, row in enumerate(sources.tolist()):
             lines.append(f"| {run} | P{lv + 3} | " + " | ".join(f"{v / max(seen, 1):.1f}" for v in row)
                          + " |" * (width - len(row) + 1))

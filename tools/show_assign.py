@@ -2,6 +2,7 @@
 
     python tools/show_assign.py --data data/bccd.yaml --img 320 --index 0 --losses yolov5,ota,ssd,dw
     python tools/show_assign.py --data data/bccd.yaml --img 320 --losses gfl,gfl+tal,tal,tal+atss
+    python tools/show_assign.py --data data/bccd.yaml --img 320 --losses yolov5,yolov5+simota,yolov5+atss,yolov5+tal
     python tools/show_assign.py --weights runs/train/exp/weights/best.pt --data data/bccd.yaml --img 320
     python tools/show_assign.py --data data/bccd.yaml --img 320 --stats --max-images 50
 
@@ -10,7 +11,8 @@ Picture mode: one PNG with a panel per strategy — ground-truth boxes, a dot on
 Stats mode: assigned rows per object per strategy by object size (COCO small < 32², medium < 96²,
 large, in pixels of the letterboxed image), as a Markdown table and a bar chart; rows that are not
 positives are labelled with what they are (freeanchor's bag members, dw's weighted candidates).
-A strategy is a loss or loss+assigner (gfl+tal); panel titles name the assigner where there is a choice.
+A strategy is a loss or loss+assigner, any pair the loss takes (yolov5+simota, gfl+tal; README's grid);
+panel titles name the assigner.
 Predictions come from --weights (the strategies whose head differs get a fresh model) or a fresh
 --cfg model; the dynamic strategies (ota, freeanchor, dw, tal) depend on them.
 """
@@ -35,7 +37,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default="", help="checkpoint for the predictions (default: a fresh --cfg model)")
     p.add_argument("--cfg", default=str(ROOT / "models/yolov5n.yaml"), help="model YAML for fresh models")
     p.add_argument("--img", "--imgsz", type=image_size, default=320, help="image size")
-    p.add_argument("--losses", default="", help="comma-separated strategies, loss or loss+assigner (gfl+tal); "
+    p.add_argument("--losses", default="", help="comma-separated strategies, loss or loss+assigner (yolov5+simota, gfl+tal); "
                                                 "default: every one in utils.loss.LOSSES")
     p.add_argument("--index", type=int, default=0, help="image index in the split (picture mode)")
     p.add_argument("--stats", action="store_true", help="statistics over the split instead of a picture")

@@ -17,6 +17,7 @@ from utils.core.errors import UserError
 from utils.core.text import short_repr
 from utils.core.yaml_file import YamlFileError, load_yaml
 from utils.data.augmentations import HYP_DEFAULTS
+from utils.assign import ASSIGNERS
 from utils.loss import LOSSES, loss_class
 from utils.loss.base import BELOW_ONE, FRACTION, NON_NEGATIVE, POSITIVE
 
@@ -97,29 +98,51 @@ def _owners_of(key: str) -> list[str]:
     return [name for name, cls in LOSSES.items() if key in cls.Hyp.keys()]
 
 
+def _foreign_key_error(key: str, hyp: dict[str, Any], strategy: type, source: str) -> str | None:
+    """The one line for a key that belongs to another loss or to another matching rule, else None."""
+    loss, assigner = hyp.get("loss", "yolov5"), hyp.get("assigner", strategy.default_assigner())
+    owners = _owners_of(key)
+    if owners:
+        also = ", ".join(f"'{o}'" for o in owners[1:])
+        names = f"'{owners[0]}'" + (f" (also {also})" if also else "")
+        return (f"{source}: key '{key}' belongs to loss {names}, but this file trains "
+                f"loss '{loss}'; remove it or set loss: {' | '.join(owners)}")
+    rules = [name for name, rule in ASSIGNERS.items() if key in rule.Hyp.keys()]
+    if not rules:
+        return None
+    rule = rules[0]
+    own = [n for n, cls in LOSSES.items() if cls.default_assigner() == rule]
+    takers = ", ".join(f"'{n}'" for n, cls in LOSSES.items() if rule in cls.assigners() and n not in own)
+    whose = f"loss '{own[0]}' (its rule '{rule}'" if own else f"rule '{rule}' ("
+    return (f"{source}: key '{key}' belongs to {whose}{', also taken by ' + takers if takers else ''}), but this "
+            f"file trains loss '{loss}' with assigner '{assigner}'; remove it or set assigner: {rule}")
+
+
 def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
     """Check every key and value type; return a new dict with defaults filled in.
 
-    The strategy's own defaults are not filled in here: its dataclass holds them.
+    The keys are the trainer's, the augmentations' and those of the chosen strategy: the loss's own
+    and its matching rule's (``assigner``, the loss's default when absent, is filled in so that a run
+    records both). The strategy's other defaults are not filled in here: its dataclasses hold them.
     """
     if not isinstance(hyp, dict):
         raise HypError(f"{source}: expected a mapping of hyp keys, got {type(hyp).__name__}")
     try:
         strategy = loss_class(hyp.get("loss"))
+        if "assigner" in hyp:
+            strategy.rule_class(hyp["assigner"])
     except ValueError as e:
         raise HypError(f"{source}: {e}") from None
-    known = set(TRAINER_DEFAULTS) | set(AUG_DEFAULTS) | strategy.Hyp.keys()
-    ranges = {**HYP_RANGES, **strategy.Hyp.ranges()}
+    assigner = hyp.get("assigner", strategy.default_assigner())
+    known = set(TRAINER_DEFAULTS) | set(AUG_DEFAULTS) | strategy.hyp_keys(assigner)
+    ranges = {**HYP_RANGES, **strategy.hyp_ranges(assigner)}
     for key, value in hyp.items():
         if not isinstance(key, str):
             raise HypError(f"{source}: hyp key {key!r} is a {type(key).__name__}; hyp keys are names such as 'lr0'")
         if key not in known:
-            owners = _owners_of(key)
-            if owners:
-                also = ", ".join(f"'{o}'" for o in owners[1:])
-                names = f"'{owners[0]}'" + (f" (also {also})" if also else "")
-                raise HypError(f"{source}: key '{key}' belongs to loss {names}, but this file trains "
-                               f"loss '{hyp.get('loss', 'yolov5')}'; remove it or set loss: {' | '.join(owners)}")
+            foreign = _foreign_key_error(key, hyp, strategy, source)
+            if foreign:
+                raise HypError(foreign)
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise HypError(f"{source}: unknown hyp key '{key}'{hint}")
@@ -127,9 +150,10 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
         if generic and key != "loss" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise HypError(f"{source}: hyp key '{key}' must be a number, got {short_repr(value)}")
         _check_value(key, value, source, ranges)
-    out = {**TRAINER_DEFAULTS, **AUG_DEFAULTS, **hyp}
+    out = {**TRAINER_DEFAULTS, **AUG_DEFAULTS, **hyp, "assigner": assigner}
     try:
         strategy.Hyp.from_hyp(out)
+        strategy.rule_class(assigner).Hyp.from_hyp(out)
     except ValueError as e:
         raise HypError(f"{source}: {e}") from None
     return out

@@ -25,12 +25,17 @@ only step 4 looks at which image an object belongs to.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import torch
 
-from models.geometry import cell_centres
-from utils.assign.common import resolve_cell_conflicts, rows_by_level
-from utils.assign.result import LevelCandidates
-from utils.boxes import xywh2xyxy
+from models.geometry import CELL_CENTRE, PriorGenerator
+from utils.assign.common import resolve_cell_conflicts
+from utils.assign.params import POSITIVE, HypParams
+from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.rule import AssignRule, HeadPriors, level_rows
+from utils.assign.targets import Targets
 
 INSIDE_EPS = 0.01  # pixels a centre must lie inside the object (mmdetection's ATSSAssigner)
 
@@ -63,37 +68,61 @@ def _level_candidates(centres: torch.Tensor, ny: int, nx: int, stride: float, to
     return wy.gather(1, local // wx.shape[1]) * nx + wx.gather(1, local % wx.shape[1])
 
 
-def _candidates(centres: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float],
-                topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per object the topk nearest cells of every level.
-
-    Returns (cand (nt, K) global cell index, points (N, 2) pixel centres, point_stride (N,)),
-    K = sum over levels of min(topk, ny * nx), cells numbered level by level in raster order.
-    """
-    device = centres.device
-    cand, points, point_stride, offset = [], [], [], 0
-    for (ny, nx), s in zip(grid_shapes, strides):
-        cand.append(_level_candidates(centres, ny, nx, s, topk) + offset)
-        points.append(cell_centres(ny, nx, s, device))
-        point_stride.append(torch.full((ny * nx,), float(s), device=device))
-        offset += ny * nx
-    return torch.cat(cand, 1), torch.cat(points), torch.cat(point_stride)
-
-
-def _virtual_box_iou(pts: torch.Tensor, side: torch.Tensor, boxes_xyxy: torch.Tensor) -> torch.Tensor:
-    """IoU of square boxes (centre pts (nt, K, 2), side (nt, K)) with boxes_xyxy (nt, 1, 4) -> (nt, K)."""
-    half = side[..., None] / 2
+def _virtual_box_iou(pts: torch.Tensor, wh: torch.Tensor, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+    """IoU of prior boxes (centre pts (nt, K, 2), size wh (nt, K, 2)) with boxes_xyxy (nt, 1, 4) -> (nt, K)."""
+    half = wh / 2
     lt = torch.maximum(pts - half, boxes_xyxy[..., :2])
     rb = torch.minimum(pts + half, boxes_xyxy[..., 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
     area = (boxes_xyxy[..., 2:] - boxes_xyxy[..., :2]).clamp(min=0).prod(-1)
-    return inter / (side * side + area - inter)
+    return inter / (wh[..., 0] * wh[..., 1] + area - inter)
+
+
+def _candidates(targets: Targets, priors: HeadPriors, prior_wh_px: list[torch.Tensor],
+                topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per object, every prior at the ``topk`` cells of every level nearest to its centre.
+
+    Returns (cand (nt, K) global prior index, centre (nt, K, 2) px, wh (nt, K, 2) px of the prior box),
+    K = sum over levels of na * min(topk, ny * nx), anchor-major within a level.
+    """
+    nt = len(targets)
+    cand, pts, whs = [], [], []
+    for lv, wh in zip(priors.levels, prior_wh_px):
+        cells = _level_candidates(targets.xywh_px[:, :2], lv.ny, lv.nx, lv.stride, topk)  # (nt, k) raster
+        k = cells.shape[1]
+        centre = (torch.stack((cells % lv.nx, cells // lv.nx), -1).float() + CELL_CENTRE) * lv.stride
+        a = torch.arange(lv.na, device=cells.device)
+        cand.append((lv.start + a[:, None] * (lv.ny * lv.nx) + cells[:, None, :]).reshape(nt, -1))
+        pts.append(centre[:, None].expand(nt, lv.na, k, 2).reshape(nt, -1, 2))
+        whs.append(wh.to(cells.device)[:, None].expand(lv.na, k, 2)[None].expand(nt, -1, -1, -1).reshape(nt, -1, 2))
+    return torch.cat(cand, 1), torch.cat(pts, 1), torch.cat(whs, 1)
+
+
+@torch.no_grad()
+def atss_pairs(targets: Targets, priors: HeadPriors, prior_wh_px: list[torch.Tensor],
+               topk: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+    """ATSS positives: (object row (p,), global prior (p,)), one per (image, prior), by image then prior.
+
+    ``prior_wh_px``: per level the (na, 2) size of the prior boxes in pixels (the anchors, or the
+    dfl head's virtual square).
+    """
+    boxes_xyxy = targets.xyxy_px
+    cand, cand_pts, cand_wh = _candidates(targets, priors, prior_wh_px, topk)  # (nt, K)
+    iou = _virtual_box_iou(cand_pts, cand_wh, boxes_xyxy[:, None])  # (nt, K)
+    std = iou.std(1) if iou.shape[1] > 1 else torch.zeros_like(iou[:, 0])
+    thr = iou.mean(1) + std  # (nt,)
+    ltrb = torch.cat((cand_pts - boxes_xyxy[:, None, :2], boxes_xyxy[:, None, 2:] - cand_pts), -1)
+    pos = (iou >= thr[:, None]) & (ltrb.min(-1).values > INSIDE_EPS)  # (nt, K)
+    t, k = pos.nonzero(as_tuple=True)
+    prior = cand[t, k]
+    keep = resolve_cell_conflicts(t, prior, targets.image[t], iou[t, k], priors.count)
+    return t[keep], prior[keep]
 
 
 @torch.no_grad()
 def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float] | torch.Tensor,
                 img_hw: tuple[int, int], topk: int = 9, anchor_scale: float = 8.0) -> list[LevelCandidates]:
-    """ATSS positives of every level (see the module docstring for the rule).
+    """ATSS positives of every level of the anchor-free head (see the module docstring for the rule).
 
     Args:
         targets (Tensor[nt, 6]): ``[image, class, x, y, w, h]``, xywh normalised 0..1 of the image.
@@ -109,22 +138,39 @@ def atss_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strid
         xy relative to the cell's top-left corner (so the cell centre is (0.5, 0.5)); ``anchor_wh``
         is the virtual box (anchor_scale, anchor_scale) in grid units.
     """
-    device = targets.device
-    strides = [float(s) for s in strides]
-    nt = targets.shape[0]
-    if nt == 0:
-        return [LevelCandidates.empty(device) for _ in grid_shapes]
-    h, w = img_hw
-    boxes_xywh = targets[:, 2:6].float() * torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
-    boxes_xyxy = xywh2xyxy(boxes_xywh)  # (nt, 4) pixels
-    cand, points, point_stride = _candidates(boxes_xywh[:, :2], grid_shapes, strides, topk)  # (nt, K)
-    cand_pts = points[cand]  # (nt, K, 2)
-    iou = _virtual_box_iou(cand_pts, point_stride[cand] * anchor_scale, boxes_xyxy[:, None])  # (nt, K)
-    std = iou.std(1) if iou.shape[1] > 1 else torch.zeros_like(iou[:, 0])
-    thr = iou.mean(1) + std  # (nt,)
-    ltrb = torch.cat((cand_pts - boxes_xyxy[:, None, :2], boxes_xyxy[:, None, 2:] - cand_pts), -1)
-    pos = (iou >= thr[:, None]) & (ltrb.min(-1).values > INSIDE_EPS)  # (nt, K)
-    t, k = pos.nonzero(as_tuple=True)
-    cell = cand[t, k]
-    keep = resolve_cell_conflicts(t, cell, targets[t, 0].long(), iou[t, k], points.shape[0])
-    return rows_by_level(t[keep], cell[keep], targets, boxes_xywh, grid_shapes, strides, anchor_scale)
+    bs = int(targets[:, 0].max()) + 1 if targets.shape[0] else 1
+    t = Targets.of_size(targets, img_hw, bs)
+    gen = PriorGenerator(torch.tensor([float(s) for s in strides]))
+    priors = HeadPriors("dfl", gen.levels(list(grid_shapes), targets.device), gen)
+    return ATSSRule({"atss_topk": topk, "atss_scale": anchor_scale})(priors, None, t).levels
+
+
+@dataclasses.dataclass(frozen=True)
+class ATSSHyp(HypParams):
+    RANGES: ClassVar[dict[str, str]] = dict.fromkeys(("atss_topk", "atss_scale"), POSITIVE)
+
+    atss_topk: int = 9  # ATSS candidates per level per object (nearest cell centres)
+    atss_scale: float = 8.0  # dfl head: side of ATSS's virtual prior box, in strides (GFL 8)
+
+
+class ATSSRule(AssignRule):
+    """``assigner: atss``: geometry only. On the anchor head the prior boxes are the anchors (cell
+    centre + anchor w, h) and every anchor at the ``atss_topk`` nearest cells of a level is a candidate
+    (mmdetection ranks anchors, so at equal distance it takes ``topk`` anchors, i.e. topk / na cells);
+    on the dfl head one virtual square of ``atss_scale`` strides per cell."""
+
+    name = "atss"
+    Hyp = ATSSHyp
+
+    @torch.no_grad()
+    def __call__(self, priors: HeadPriors, view: object, targets: Targets) -> AssignResult:
+        if len(targets) == 0:
+            return self.empty(priors, targets)
+        h = self.hyp
+        if priors.kind == "anchor":
+            wh = [lv.anchor_wh_px for lv in priors.levels]
+        else:
+            wh = [torch.full((1, 2), lv.stride * h.atss_scale) for lv in priors.levels]
+        obj, prior = atss_pairs(targets, priors, wh, h.atss_topk)
+        scale = None if priors.kind == "anchor" else h.atss_scale
+        return AssignResult(level_rows(obj, prior, targets, priors, anchor_wh=scale), len(targets))

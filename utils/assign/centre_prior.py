@@ -12,10 +12,16 @@ anchors the first object gets three rows (gi=1, gj=1, anchor 0, 1, 2).
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import torch
 
 from models.geometry import cell_frame
-from utils.assign.result import LevelCandidates
+from utils.assign.params import POSITIVE, HypParams
+from utils.assign.result import WEIGHTED_CANDIDATE_ROW, AssignResult, LevelCandidates
+from utils.assign.rule import AssignRule, HeadPriors
+from utils.assign.targets import Targets
 from utils.boxes import xywh2xyxy
 
 
@@ -106,3 +112,32 @@ def centre_candidates(targets: torch.Tensor, anchors_grid: torch.Tensor,
                                    gi=gi, target=t, cls=cls, box_xywh_cell=cell_box[:, None].expand(-1, na, 4).reshape(-1, 4),
                                    anchor_wh=anchors[i].repeat(len(obj), 1)))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CentrePriorHyp(HypParams):
+    RANGES: ClassVar[dict[str, str]] = {"dw_sigma": POSITIVE}
+
+    dw_sigma: float = 1.11  # Gaussian centre prior sigma, in strides (DW's official 1.11)
+
+
+class CentrePriorRule(AssignRule):
+    """``assigner: dw``: DW's candidates, every anchor of every cell whose centre lies inside the object
+    (:func:`centre_candidates`), weighted by the Gaussian centre prior of the cell (``weight``).
+
+    The prediction-dependent part of DW's weighting (class-localisation consistency, negative
+    importance) is the ``dw`` loss's own: it re-weighs these candidates. A loss of hard positives
+    (``yolov5``) takes every candidate as a positive and does not read the prior.
+    """
+
+    name = "dw"
+    heads = ("anchor",)
+    Hyp = CentrePriorHyp
+    row_kind = WEIGHTED_CANDIDATE_ROW
+
+    @torch.no_grad()
+    def __call__(self, priors: HeadPriors, view: object, targets: Targets) -> AssignResult:
+        levels = centre_candidates(targets.normalised, priors.anchors_grid, priors.grid_shapes)
+        for m in levels:
+            m.weight = gaussian_centre_prior(m.box_xywh_cell[:, :2] - 0.5, self.hyp.dw_sigma)
+        return AssignResult(levels, len(targets), row_kind=self.row_kind)

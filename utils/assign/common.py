@@ -8,18 +8,16 @@ A new rule in ``utils/assign/`` should find here what two rules already needed:
   ``torch.topk`` leaves that order unspecified and it differs between devices, while exact ties are
   common in matching (every cell wholly inside a large object has the same IoU with it);
 * one (image, cell) claimed by several objects (:func:`resolve_cell_conflicts`): it goes to the
-  claimant with the largest score, the lowest object row on an exact tie;
-* rows of several levels, numbered globally, split back into one
-  :class:`~utils.assign.result.LevelCandidates` per level (:func:`rows_by_level`).
+  claimant with the largest score, the lowest object row on an exact tie.
+
+(Rows of several levels, numbered globally, become one :class:`~utils.assign.result.LevelCandidates`
+per level in :func:`utils.assign.rule.level_rows`.)
 
 Everything is pure and no-grad.
 """
 from __future__ import annotations
 
 import torch
-
-from models.geometry import cell_frame
-from utils.assign.result import LevelCandidates
 
 
 @torch.no_grad()
@@ -91,31 +89,3 @@ def resolve_cell_conflicts(obj: torch.Tensor, cell: torch.Tensor, image: torch.T
     keep &= obj == first[inv]
     idx = keep.nonzero().squeeze(1)
     return idx[key[idx].argsort()]
-
-
-@torch.no_grad()
-def rows_by_level(obj: torch.Tensor, cell: torch.Tensor, targets: torch.Tensor, boxes_xywh_px: torch.Tensor,
-                  grid_shapes: list[tuple[int, int]], strides: list[float], anchor_wh: float = 0.0,
-                  weight: torch.Tensor | None = None) -> list[LevelCandidates]:
-    """Rows of an anchor-free head (``anchor`` 0) split into one :class:`LevelCandidates` per level.
-
-    Args:
-        obj (Tensor[p] long): target row of each assigned pair; cell (Tensor[p] long): its cell,
-            numbered level by level in raster order; order is kept within each level.
-        targets (Tensor[nt, 6]): the loader's ``[image, class, x, y, w, h]``.
-        boxes_xywh_px (Tensor[nt, 4]): the targets' boxes in pixels.
-        anchor_wh: side of the rows' ``anchor_wh`` in grid units (a virtual box, or 0 for none).
-        weight (Tensor[p] or None): per-pair soft weight, kept in the rows' ``weight``.
-    """
-    out, offset = [], 0
-    for (ny, nx), s in zip(grid_shapes, strides):
-        on = (cell >= offset) & (cell < offset + ny * nx)
-        tl, local = obj[on], cell[on] - offset
-        gj, gi = local // nx, local % nx
-        out.append(LevelCandidates(
-            image=targets[tl, 0].long(), anchor=torch.zeros_like(tl), gj=gj, gi=gi, target=tl,
-            cls=targets[tl, 1].long(), box_xywh_cell=cell_frame(boxes_xywh_px[tl] / s, gi, gj),
-            anchor_wh=torch.full((tl.shape[0], 2), float(anchor_wh), device=obj.device),
-            weight=None if weight is None else weight[on]))
-        offset += ny * nx
-    return out

@@ -20,12 +20,17 @@ lowest-index two of the eight with IoU 0.103: 1 and 2.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
 from models.geometry import AnchorPriors, LevelPriors, YOLOBoxCoder
 from utils.assign.centre_prior import cells_in_ranges
 from utils.assign.common import highest_first
+from utils.assign.params import POSITIVE, HypParams
+from utils.assign.result import BAG_MEMBER_ROW, AssignResult
+from utils.assign.rule import AssignRule, HeadPriors, level_rows
+from utils.assign.targets import Targets
 from utils.boxes import xywh2xyxy
 
 
@@ -198,3 +203,31 @@ def matched_class_prob(box_logits: torch.Tensor, pri: AnchorPriors, levels: list
     unique, inverse = keys.unique(return_inverse=True)
     values = prob.new_zeros(len(unique)).scatter_reduce(0, inverse, prob[keep], reduce="amax")
     return unique, values
+
+
+@dataclasses.dataclass(frozen=True)
+class BagHyp(HypParams):
+    RANGES: ClassVar[dict[str, str]] = {"fa_bag_size": POSITIVE}
+
+    fa_bag_size: int = 9  # priors per object bag, highest IoU first, all levels (FreeAnchor 50 with 9 anchors)
+
+
+class BagRule(AssignRule):
+    """``assigner: freeanchor``: every object's bag, the ``fa_bag_size`` anchor boxes (cell centre +
+    anchor w, h) with the highest IoU with it over all levels (:func:`anchor_bags`), rows ordered by
+    object then IoU. The ``freeanchor`` loss weighs the members by its likelihoods."""
+
+    name = "freeanchor"
+    heads = ("anchor",)
+    Hyp = BagHyp
+    row_kind = BAG_MEMBER_ROW
+    max_pair_elems = 1 << 22  # objects x priors per chunk of the pairwise IoU tensors
+
+    @torch.no_grad()
+    def __call__(self, priors: HeadPriors, view: object, targets: Targets) -> AssignResult:
+        k = min(self.hyp.fa_bag_size, priors.count)
+        member = anchor_bags(targets.xywh_px, priors.levels, k, self.max_pair_elems)  # (nt, k)
+        obj = torch.arange(len(targets), device=member.device).repeat_interleave(k)
+        prior = member.reshape(-1)
+        order = torch.sort(priors.locate(prior)[0], stable=True).indices  # by level, then object and rank
+        return AssignResult(level_rows(obj[order], prior[order], targets, priors), len(targets), row_kind=self.row_kind)

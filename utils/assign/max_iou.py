@@ -17,9 +17,16 @@ best anchor A1. Result: ``gt_index = [0, 1, 1]``, ``iou = [0.30, 0.70, 0.55]``.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import torch
 
-from utils.boxes import box_iou
+from utils.assign.params import FRACTION, POSITIVE, HypParams
+from utils.assign.result import AssignResult
+from utils.assign.rule import AssignRule, HeadPriors, level_rows
+from utils.assign.targets import Targets
+from utils.boxes import box_iou, xywh2xyxy
 
 
 @torch.no_grad()
@@ -94,3 +101,38 @@ def max_iou_assign(gt_xyxy: torch.Tensor, gt_image: torch.Tensor, anchors_xyxy: 
     empty = torch.zeros(0, dtype=torch.long, device=anchors_xyxy.device)
     return ((torch.cat(anchor_idx) if anchor_idx else empty), (torch.cat(target_idx) if target_idx else empty),
             iou)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxIoUHyp(HypParams):
+    RANGES: ClassVar[dict[str, str]] = {"ssd_iou_thr": FRACTION, "max_iou_scale": POSITIVE}
+
+    ssd_iou_thr: float = 0.5  # a prior is positive when its IoU with some object is >= this (SSD 0.5)
+    max_iou_scale: float = 8.0  # dfl head: side of the square prior box of a cell, in strides (as ATSS's)
+
+
+class MaxIoURule(AssignRule):
+    """``assigner: max_iou``: SSD's MultiBox matching of the prior boxes, per image.
+
+    Prior boxes: the anchor boxes (cell centre + anchor w, h) on the anchor head; a square of
+    ``max_iou_scale`` strides around each cell centre on the dfl head. ``extras['prior_iou']``
+    (Tensor[bs, N], prior order) is :func:`max_iou_assign`'s ``iou``, from which ``ssd`` cuts its
+    ignore band.
+    """
+
+    name = "max_iou"
+    Hyp = MaxIoUHyp
+
+    @torch.no_grad()
+    def __call__(self, priors: HeadPriors, view: object, targets: Targets) -> AssignResult:
+        device = targets.normalised.device
+        boxes = priors.anchor_boxes(device)
+        xyxy = boxes.xyxy_px
+        if priors.kind != "anchor":
+            side = boxes.stride_px[:, None] * self.hyp.max_iou_scale
+            xyxy = xywh2xyxy(torch.cat((boxes.xywh_px[:, :2], side, side), 1))
+        prior, obj, iou = max_iou_assign(targets.xyxy_px, targets.image, xyxy, targets.bs, self.hyp.ssd_iou_thr)
+        order = torch.sort(boxes.level[prior], stable=True).indices  # by level, then image and prior
+        scale = None if priors.kind == "anchor" else self.hyp.max_iou_scale
+        return AssignResult(level_rows(obj[order], prior[order], targets, priors, anchor_wh=scale), len(targets),
+                            extras={"prior_iou": iou})

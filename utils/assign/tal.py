@@ -32,14 +32,20 @@ top 13.
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, ClassVar
 
 import torch
 
+from models.geometry import PriorGenerator
 from utils.assign.centre_prior import cells_inside_boxes
-from utils.assign.common import highest_first, resolve_cell_conflicts, rows_by_level
-from utils.assign.result import LevelCandidates
-from utils.boxes import bbox_iou, xywh2xyxy
+from utils.assign.common import highest_first, resolve_cell_conflicts
+from utils.assign.params import NON_NEGATIVE, POSITIVE, HypParams
+from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.rule import AssignRule, HeadPriors, level_rows
+from utils.assign.targets import Targets
+from utils.assign.view import PredictionView
+from utils.boxes import bbox_iou
 
 TAL_EPS = 1e-9  # YOLOv8's eps: the soft-target denominator's guard (and its inside margin in pixels)
 
@@ -55,37 +61,33 @@ def dense_predictor(scores: torch.Tensor, pred_xyxy_px: torch.Tensor) -> PairPre
 
 
 @torch.no_grad()
-def alignment(targets: torch.Tensor, boxes_xyxy_px: torch.Tensor, grid_shapes: list[tuple[int, int]],
-              strides: list[float], predict: PairPredictor, alpha: float,
-              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Steps 1-2 for every (object, cell) pair of the batch.
-
-    Args:
-        targets (Tensor[nt, 6]): ``[image, class, x, y, w, h]``; boxes_xyxy_px (Tensor[nt, 4]) their boxes.
-        grid_shapes, strides: the levels; predict: the scores and boxes at pairs.
+def alignment(targets: Targets, priors: HeadPriors, predict: PairPredictor, alpha: float,
+              beta: float) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Steps 1-2 for every (object, prior) pair of the batch (every anchor of a cell is a prior).
 
     Returns:
-        pairs (object (k,), cell (k,)): every candidate, cells numbered level by level; align t and
-        overlap u (Tensor[nt, N] float32, 0 at non-candidates).
+        pairs (object (k,), prior (k,)): every candidate, priors numbered globally; align t and
+        overlap u (Tensor[nt, N] float32, 0 at non-candidates), N = priors of one image.
     """
-    nt, n = boxes_xyxy_px.shape[0], sum(ny * nx for ny, nx in grid_shapes)
+    boxes_xyxy_px = targets.xyxy_px
+    nt = boxes_xyxy_px.shape[0]
     # strictly inside: for cell centres on a power-of-2 stride grid "> 0" and YOLOv8's "> 1e-9 px" agree
     # (float32 differences of two coordinates above 1 px are 0 or far above 1e-9); ranges per level
     # instead of a (nt, N, 4) distance tensor
-    obj, cell, start = [], [], 0
-    for (ny, nx), s in zip(grid_shapes, strides):
-        o, gj, gi = cells_inside_boxes(boxes_xyxy_px / s, (ny, nx))
-        obj.append(o)
-        cell.append(start + gj * nx + gi)
-        start += ny * nx
-    obj, cell = torch.cat(obj), torch.cat(cell)
-    s_pair, pred_pair = predict(targets[obj, 0].long(), cell, targets[obj, 1].long())
+    obj, prior = [], []
+    for lv in priors.levels:
+        o, gj, gi = cells_inside_boxes(boxes_xyxy_px / lv.stride, (lv.ny, lv.nx))
+        a = torch.arange(lv.na, device=o.device)[:, None]
+        obj.append(o.expand(lv.na, -1).reshape(-1))
+        prior.append((lv.start + (a * lv.ny + gj) * lv.nx + gi).reshape(-1))
+    obj, prior = torch.cat(obj), torch.cat(prior)
+    s_pair, pred_pair = predict(targets.image[obj], prior, targets.cls[obj])
     u_pair = bbox_iou(boxes_xyxy_px[obj], pred_pair, xywh=False, CIoU=True).squeeze(-1).clamp_(0)
-    u = torch.zeros((nt, n), device=boxes_xyxy_px.device)
+    u = torch.zeros((nt, priors.count), device=boxes_xyxy_px.device)
     align = torch.zeros_like(u)
-    u[obj, cell] = u_pair
-    align[obj, cell] = s_pair.pow(alpha) * u_pair.pow(beta)
-    return (obj, cell), align, u
+    u[obj, prior] = u_pair
+    align[obj, prior] = s_pair.pow(alpha) * u_pair.pow(beta)
+    return (obj, prior), align, u
 
 
 @torch.no_grad()
@@ -129,7 +131,7 @@ def soft_targets(obj: torch.Tensor, t: torch.Tensor, u: torch.Tensor, nt: int, e
 def tal_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], strides: list[float] | torch.Tensor,
                img_hw: tuple[int, int], predict: PairPredictor, bs: int, topk: int = 10,
                alpha: float = 0.5, beta: float = 6.0) -> list[LevelCandidates]:
-    """Task-aligned positives of every level (see the module docstring for the rule).
+    """Task-aligned positives of every level of the anchor-free head (see the module docstring).
 
     Args:
         targets (Tensor[nt, 6]): ``[image, class, x, y, w, h]``, xywh normalised 0..1 of the image.
@@ -145,14 +147,41 @@ def tal_assign(targets: torch.Tensor, grid_shapes: list[tuple[int, int]], stride
         one :class:`LevelCandidates` per level, one row per positive, ordered by image, then cell;
         ``anchor`` 0, ``anchor_wh`` 0 (no prior box), ``weight`` the soft target (step 5).
     """
-    device = targets.device
-    strides = [float(s) for s in strides]
-    if targets.shape[0] == 0:
-        return [LevelCandidates.empty(device) for _ in grid_shapes]
-    h, w = img_hw
-    boxes_xywh = targets[:, 2:6].float() * torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
-    boxes_xyxy = xywh2xyxy(boxes_xywh)  # (nt, 4) pixels
-    pairs, align, u = alignment(targets, boxes_xyxy, grid_shapes, strides, predict, alpha, beta)
-    obj, cell = select_positives(targets[:, 0].long(), pairs, align, u, topk, bs)
-    weight = soft_targets(obj, align[obj, cell], u[obj, cell], targets.shape[0])
-    return rows_by_level(obj, cell, targets, boxes_xywh, grid_shapes, strides, 0.0, weight)
+    gen = PriorGenerator(torch.tensor([float(s) for s in strides]))
+    priors = HeadPriors("dfl", gen.levels(list(grid_shapes), targets.device), gen)
+    rule = TALRule({"tal_topk": topk, "tal_alpha": alpha, "tal_beta": beta})
+    return rule.match(priors, predict, Targets.of_size(targets, img_hw, bs)).levels
+
+
+@dataclasses.dataclass(frozen=True)
+class TALHyp(HypParams):
+    RANGES: ClassVar[dict[str, str]] = {"tal_topk": POSITIVE, **dict.fromkeys(("tal_alpha", "tal_beta"), NON_NEGATIVE)}
+
+    tal_topk: int = 10  # task-aligned positives per object (YOLOv8 10; TOOD 13)
+    tal_alpha: float = 0.5  # exponent of the class score in t = s^alpha * u^beta (YOLOv8 0.5; TOOD 1.0)
+    tal_beta: float = 6.0  # exponent of the CIoU (YOLOv8 and TOOD 6.0)
+
+
+class TALRule(AssignRule):
+    """``assigner: tal``: task-aligned positives with their soft targets in ``weight``. On the anchor
+    head every anchor of a cell inside the object is a candidate and ``s`` is the joint probability
+    ``sigmoid(cls) * sigmoid(obj)`` (:class:`utils.assign.view.AnchorView`)."""
+
+    name = "tal"
+    Hyp = TALHyp
+    reads_predictions = True
+
+    @torch.no_grad()
+    def __call__(self, priors: HeadPriors, view: PredictionView, targets: Targets) -> AssignResult:
+        return self.match(priors, view.pair, targets)
+
+    def match(self, priors: HeadPriors, predict: PairPredictor, targets: Targets) -> AssignResult:
+        """The rule with the predictions read through ``predict`` (image, prior, class) -> (score, box px)."""
+        if len(targets) == 0:
+            return self.empty(priors, targets)
+        h = self.hyp
+        pairs, align, u = alignment(targets, priors, predict, h.tal_alpha, h.tal_beta)
+        obj, prior = select_positives(targets.image, pairs, align, u, h.tal_topk, targets.bs)
+        weight = soft_targets(obj, align[obj, prior], u[obj, prior], len(targets))
+        anchor_wh = None if priors.kind == "anchor" else 0.0
+        return AssignResult(level_rows(obj, prior, targets, priors, weight, anchor_wh), len(targets))

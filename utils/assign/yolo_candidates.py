@@ -13,10 +13,16 @@ x % 1 = 0.3 < 0.5 (near the left edge), and to (1, 3) because y is in the lower 
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import torch
 
 from models.geometry import cell_frame
-from utils.assign.result import LevelCandidates
+from utils.assign.params import POSITIVE, HypParams
+from utils.assign.result import AssignResult, LevelCandidates
+from utils.assign.rule import AssignRule, HeadPriors
+from utils.assign.targets import Targets
 
 # Offsets of the own cell and the 4 neighbour directions, in cells; multiplied by the 0.5 rule.
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
@@ -77,3 +83,24 @@ def yolo_candidates(targets: torch.Tensor, anchors_grid: torch.Tensor, grid_shap
             image=t[:, 0].long(), anchor=a, gj=gij[:, 1], gi=gij[:, 0], target=t[:, 7].long(),
             cls=t[:, 1].long(), box_xywh_cell=cell_frame(t[:, 2:6], gij[:, 0], gij[:, 1]), anchor_wh=anchors[a]))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class YOLOv5RuleHyp(HypParams):
+    RANGES: ClassVar[dict[str, str]] = {"anchor_t": POSITIVE}
+
+    anchor_t: float = 4.0  # w/h ratio limit between a target and an anchor (YOLOv5 4.0)
+
+
+class YOLOv5Rule(AssignRule):
+    """``assigner: yolov5``: :func:`yolo_candidates`, every candidate a positive (anchor head only)."""
+
+    name = "yolov5"
+    heads = ("anchor",)
+    Hyp = YOLOv5RuleHyp
+
+    @torch.no_grad()
+    def __call__(self, priors: HeadPriors, view: object, targets: Targets) -> AssignResult:
+        anchors = priors.anchors_grid.to(targets.normalised.device)
+        return AssignResult(yolo_candidates(targets.normalised, anchors, priors.grid_shapes, self.hyp.anchor_t),
+                            len(targets))

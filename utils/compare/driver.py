@@ -36,7 +36,7 @@ from utils.compare.stats import ALPHA, Look, auto_rounds, seed_schedule, spendin
 from utils.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
 from utils.io.paths import write_atomic
-from utils.loss import canonical_strategies, loss_class, split_strategy
+from utils.loss import canonical_strategies, loss_class, split_strategy, with_assigner
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def hyp_for(name: str, folder: Path | None = None) -> Path:
         raise ValueError(f"strategy '{name}' needs a folder for its hyp file")
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"hyp.{name}.yaml"
-    out.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "assigner": assigner}, sort_keys=False))
+    out.write_text(yaml.safe_dump(with_assigner(yaml.safe_load(path.read_text()), assigner), sort_keys=False))
     return out
 
 

@@ -19,7 +19,7 @@ from models.geometry import CELL_CENTRE
 from models.yolo import Model
 from utils.assign.result import POSITIVE_ROW, AssignResult, LevelCandidates
 from utils.hyp import load_hyp
-from utils.loss import loss_class, split_strategy
+from utils.loss import loss_class, split_strategy, with_assigner
 
 LOGGER = logging.getLogger(__name__)
 LEVEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")
@@ -57,7 +57,7 @@ def strategy_for(name: str, hyp_file: str | Path, base: Model | None, nc: int, c
     ``cfg`` with the strategy's head) and the strategy's loss built as train.py builds it; ``name`` may
     be ``loss+assigner`` (the assigner replaces the hyp file's)."""
     loss, assigner = split_strategy(name)
-    hyp = load_hyp(hyp_file if assigner is None else {**load_hyp(hyp_file), "assigner": assigner})
+    hyp = load_hyp(hyp_file if assigner is None else with_assigner(load_hyp(hyp_file), assigner))
     strategy = loss_class(loss)
     head = strategy.head
     if base is not None and base.head_kind == head:

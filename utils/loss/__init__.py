@@ -6,29 +6,25 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from typing import Any
 
 from torch import nn
 
+from utils.assign import ASSIGNERS
 from utils.core.text import short_repr
-from utils.loss.base import LossStrategy
-from utils.loss.yolov5 import ComputeLoss
-from utils.loss.ota import ComputeLossOTA
-from utils.loss.ssd import ComputeLossSSD
-from utils.loss.freeanchor import ComputeLossFreeAnchor
-from utils.loss.gfl import ComputeLossGFL
-from utils.loss.dw import ComputeLossDW
-from utils.loss.tal import ComputeLossTAL
+from utils.loss.base import STRATEGIES, LossStrategy
 
-LOSSES: dict[str, type[LossStrategy]] = {
-    "yolov5": ComputeLoss,
-    "ota": ComputeLossOTA,
-    "ssd": ComputeLossSSD,
-    "freeanchor": ComputeLossFreeAnchor,
-    "gfl": ComputeLossGFL,
-    "dw": ComputeLossDW,
-    "tal": ComputeLossTAL,
-}
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
+
+from utils.loss.yolov5 import ComputeLoss  # noqa: E402  (YOLOv5's name, importable from here)
+
+# name -> strategy class: every module of this package that defines a LossStrategy with a ``name`` is
+# registered (adding a loss is one file); the project's own first, in a fixed order, then any added
+LOSSES: dict[str, type[LossStrategy]] = {n: STRATEGIES[n] for n in (
+    "yolov5", "ota", "ssd", "freeanchor", "gfl", "dw", "tal") if n in STRATEGIES} | dict(sorted(STRATEGIES.items()))
 
 DEFAULT_LOSS = "yolov5"
 
@@ -44,20 +40,27 @@ def loss_class(name: str | None) -> type[LossStrategy]:
 
 
 def split_strategy(name: str) -> tuple[str, str | None]:
-    """A strategy as compare.py and show_assign name it, ``loss`` or ``loss+assigner`` (``gfl+tal``), ->
-    ``(loss, assigner or None)``; an unknown loss, or an assigner the loss cannot use -> ValueError."""
+    """A strategy as compare.py and show_assign name it, ``loss`` or ``loss+assigner`` (``yolov5+simota``),
+    -> ``(loss, assigner or None)``; an unknown loss, or a rule the loss cannot consume -> ValueError."""
     loss, _, assigner = name.partition("+")
     strategy = loss_class(loss)
     if assigner:
-        if "assigner" not in strategy.Hyp.keys():
-            raise ValueError(f"loss '{loss}' has one matching rule (no 'assigner' key): use '{loss}'")
-        strategy.Hyp.from_hyp({"assigner": assigner})
+        strategy.rule_class(assigner)
     return loss, assigner or None
+
+
+def with_assigner(hyp: dict[str, Any], assigner: str) -> dict[str, Any]:
+    """A copy of a loss's hyp dict with ``assigner`` set and the keys of its other rules left out, so a
+    bundled file (``hyp.gfl.yaml`` lists ATSS's keys) trains with another rule it takes."""
+    strategy = loss_class(hyp.get("loss"))
+    strategy.rule_class(assigner)
+    others = set().union(*(ASSIGNERS[r].Hyp.keys() for r in strategy.assigners())) - strategy.hyp_keys(assigner)
+    return {**{k: v for k, v in hyp.items() if k not in others}, "assigner": assigner}
 
 
 def strategy_label(loss: str, assigner: str | None = None) -> str:
     """``loss``, or ``loss+assigner`` when the assigner is not the loss's own: one row of compare's tables."""
-    default = getattr(LOSSES[loss].Hyp(), "assigner", None) if loss in LOSSES else None
+    default = LOSSES[loss].default_assigner() if loss in LOSSES else None
     return loss if assigner is None or assigner == default else f"{loss}+{assigner}"
 
 
@@ -71,4 +74,5 @@ def build_loss(model: nn.Module, hyp: dict[str, Any]) -> LossStrategy:
     return loss_class(hyp.get("loss"))(model, hyp)
 
 
-__all__ = ["LOSSES", "build_loss", "loss_class", "split_strategy", "strategy_label", "canonical_strategies", "LossStrategy", "ComputeLoss"]
+__all__ = ["LOSSES", "build_loss", "loss_class", "split_strategy", "strategy_label", "canonical_strategies",
+           "with_assigner", "LossStrategy", "ComputeLoss"]

@@ -9,76 +9,34 @@ is given::
     # loss: scalar, multiplied by the batch size (YOLOv5 convention)
     # items: detached (len(compute_loss.names),) tensor
 
-``__call__`` is the same for every strategy: ``losses(preds, assign(preds, targets, imgs))``, with
-``assign`` run under ``torch.no_grad``; the assignment it trained on is kept as ``last_assignment``
-(what ``tools/show_assign.py`` draws). A new strategy writes ``assign`` (usually a rule from
-``utils/assign/`` plus the strategy's hyper-parameters) and ``losses``.
+``__call__`` is the same for every strategy: it builds the batch's
+:class:`~utils.assign.targets.Targets` once, runs :meth:`LossStrategy.match` under ``torch.no_grad``
+(the rule the hyp key ``assigner`` names, from ``utils.assign.ASSIGNERS``, on the head's priors and,
+for rules that read them, a view of the predictions) and returns ``losses(preds, assignment)``; the
+assignment it trained on is kept as ``last_assignment`` (what ``tools/show_assign.py`` draws). A new
+strategy sets ``name``, ``Hyp`` (with an ``assigner`` default), ``consumes`` and writes ``losses``.
 """
 from __future__ import annotations
 
 import abc
-import dataclasses
-import numbers
+import difflib
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from utils.assign import ASSIGNERS, AssignRule
 from utils.assign.result import POSITIVE_ROW, AssignResult
+from utils.assign.rule import HeadPriors
+from utils.assign.targets import Targets
+from utils.assign.view import AnchorView, PredictionView
 from utils.core.text import short_repr
+from utils.assign.params import BELOW_ONE, FRACTION, NON_NEGATIVE, POSITIVE, HypParams  # noqa: F401
 
 
-# Allowed values of a hyp key as interval notation: zero is refused where the code divides by the value,
-# a negative where it has no meaning, 1 where a momentum would never forget.
-POSITIVE, NON_NEGATIVE, FRACTION, BELOW_ONE = "(0, inf)", "[0, inf)", "[0, 1]", "[0, 1)"
-
-
-@dataclasses.dataclass(frozen=True)
-class StrategyHyp:
-    """Base of the per-strategy hyper-parameter dataclasses; fields are hyp-YAML keys.
-
-    ``RANGES`` (key -> interval) sits beside the fields it bounds and is merged down the class
-    hierarchy (:meth:`ranges`); ``utils.hyp`` checks it once for the whole file. Rules that
-    an interval cannot say go in ``__post_init__``.
-    """
-
-    RANGES: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def keys(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def ranges(cls) -> dict[str, str]:
-        """Every key's interval, a subclass's entries over its bases'."""
-        out: dict[str, str] = {}
-        for klass in reversed(cls.__mro__):
-            out.update(vars(klass).get("RANGES", {}))
-        return out
-
-    @classmethod
-    def from_hyp(cls, hyp: dict[str, Any]) -> "StrategyHyp":
-        """Pick this strategy's keys out of a hyp dict (absent keys take the defaults).
-
-        A value of the wrong type is a ``ValueError`` naming the key.
-        """
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in hyp:
-                continue
-            v = hyp[f.name]
-            if isinstance(f.default, bool):
-                if not isinstance(v, bool) and "str" not in str(f.type):  # ``bool | str`` keys check in __post_init__
-                    raise ValueError(f"hyp key '{f.name}' must be true or false, got {short_repr(v)}")
-            elif isinstance(f.default, int):
-                if isinstance(v, bool) or not (isinstance(v, numbers.Integral)
-                                               or (isinstance(v, float) and v.is_integer())):
-                    raise ValueError(f"hyp key '{f.name}' must be a whole number, got {short_repr(v)}")
-                v = int(v)
-            elif isinstance(f.default, numbers.Real) and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
-                raise ValueError(f"hyp key '{f.name}' must be a number, got {short_repr(v)}")
-            values[f.name] = type(f.default)(v) if isinstance(f.default, float) else v
-        return cls(**values)
+# the base of every Hyp dataclass lives below utils/assign and utils/loss (rules have their own keys too)
+StrategyHyp = HypParams
+STRATEGIES: dict[str, type["LossStrategy"]] = {}  # filled as strategy modules are imported; read it as LOSSES
 
 
 def head_of(model: nn.Module) -> nn.Module:
@@ -92,15 +50,27 @@ class LossStrategy(abc.ABC):
     """Base class of the strategies in ``utils.loss.LOSSES``.
 
     Subclasses set ``head`` (the head kind the model must be built with), ``names`` (the loss
-    components reported in ``items``), ``Hyp`` (their :class:`StrategyHyp` dataclass) and ``hyp_file``
-    (their bundled file in ``hyp/``), and implement :meth:`assign` and :meth:`losses`.
+    components reported in ``items``), ``Hyp`` (their :class:`StrategyHyp` dataclass, with an
+    ``assigner`` field whose default is the loss's own rule), ``consumes`` (the row kinds
+    :meth:`losses` can train on: it takes every rule of ``utils.assign.ASSIGNERS`` for its head whose
+    ``row_kind`` is one of them, so a new rule file feeds the existing losses) or ``only_rules`` (a
+    closed list) and ``hyp_file`` (their bundled file in ``hyp/``), and implement :meth:`losses`. The rule is built from the hyp (its own keys) and
+    run by :meth:`match`; a strategy whose rule needs the loss's own state overrides :meth:`match`.
     """
 
+    name: ClassVar[str] = ""  # the ``loss:`` value; a class that sets it is registered in utils.loss.LOSSES
     head: ClassVar[str] = "anchor"
     names: ClassVar[tuple[str, ...]] = ()
     Hyp: ClassVar[type[StrategyHyp]] = StrategyHyp
+    consumes: ClassVar[tuple[str, ...]] = (POSITIVE_ROW,)  # row kinds it trains on, from any rule for its head
+    only_rules: ClassVar[tuple[str, ...]] = ()  # else a closed list: a loss that needs its own rule's extras
     hyp_file: ClassVar[str] = ""  # its bundled hyp file in hyp/ (compare.py and show_assign train with it)
     row_kind: ClassVar[str] = POSITIVE_ROW  # what its assignment rows are (utils.assign.result.ROW_KINDS)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if vars(cls).get("name"):
+            STRATEGIES[cls.name] = cls
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any]):
         det = head_of(model)
@@ -109,12 +79,55 @@ class LossStrategy(abc.ABC):
             raise ValueError(f"loss '{type(self).__name__}' trains a '{self.head}' head, but the model "
                              f"has a '{kind}' head; build the model with head='{self.head}'")
         self.hyp = self.Hyp.from_hyp(hyp)
+        self.rule: AssignRule = self.rule_class(self.hyp.assigner)(hyp)
         self.nc: int = det.nc
         self.nl: int = det.nl
         self.stride: torch.Tensor = det.stride.detach().clone()  # (nl,) pixels per cell
         self.priors = det.prior_generator()  # models/geometry.py: the head's cells, strides, anchors
         self.box_coder = det.box_coder  # the head's own decode
         self.last_assignment: AssignResult | None = None
+
+    @classmethod
+    def default_assigner(cls) -> str:
+        """The loss's own rule (its Hyp's ``assigner`` default)."""
+        return cls.Hyp().assigner
+
+    @classmethod
+    def assigners(cls) -> tuple[str, ...]:
+        """Every rule of ``ASSIGNERS`` this loss can train on, in registry order."""
+        if cls.only_rules:
+            return cls.only_rules
+        return tuple(n for n, r in ASSIGNERS.items() if cls.head in r.heads and r.row_kind in cls.consumes)
+
+    @classmethod
+    def rule_class(cls, name: Any) -> type[AssignRule]:
+        """The rule ``name`` when this loss can consume it, else ValueError in one line naming the rules it takes."""
+        loss = cls.name or cls.__name__
+        takes = ", ".join(cls.assigners())
+        if not isinstance(name, str) or name not in ASSIGNERS:
+            close = difflib.get_close_matches(str(name), list(ASSIGNERS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"hyp key 'assigner': unknown rule {short_repr(name)}{hint}; loss '{loss}' takes {takes}")
+        rule = ASSIGNERS[name]
+        if name not in cls.assigners():
+            why = (f"rule '{name}' matches for the {'/'.join(rule.heads)} head, loss '{loss}' trains the {cls.head} head"
+                   if cls.head not in rule.heads else f"loss '{loss}' cannot consume rule '{name}' (docs/strategy_api.md)")
+            raise ValueError(f"hyp key 'assigner': {why}; it takes {takes}")
+        return rule
+
+    @classmethod
+    def hyp_keys(cls, assigner: Any = None) -> set[str]:
+        """Every hyp key this loss reads with rule ``assigner`` (None: its own): its Hyp's and the rule's."""
+        name = cls.default_assigner() if assigner is None else assigner
+        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners() else None
+        return cls.Hyp.keys() | (rule.Hyp.keys() if rule else set())
+
+    @classmethod
+    def hyp_ranges(cls, assigner: Any = None) -> dict[str, str]:
+        """The intervals of :meth:`hyp_keys`."""
+        name = cls.default_assigner() if assigner is None else assigner
+        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners() else None
+        return {**(rule.Hyp.ranges() if rule else {}), **cls.Hyp.ranges()}
 
     @classmethod
     def train_hyp(cls, hyp: dict[str, Any], *, nl: int, nc: int, imgsz: int,
@@ -133,20 +146,30 @@ class LossStrategy(abc.ABC):
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor,
                  imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss * bs, items)`` = :meth:`losses` of the head outputs under :meth:`assign`."""
+        """``(loss * bs, items)`` = :meth:`losses` of the head outputs under :meth:`match`.
+
+        ``targets`` (Tensor[n, 6]) ``[image, class, x, y, w, h]`` normalised and ``imgs`` (Tensor[bs, 3,
+        H, W]) become one :class:`~utils.assign.targets.Targets` here, the only place they are scaled.
+        """
         with torch.no_grad():
-            self.last_assignment = self.assign(preds, targets, imgs)
+            self.last_assignment = self.match(preds, Targets.build(targets.to(preds[0].device), imgs))
         return self.losses(preds, self.last_assignment)
 
-    @abc.abstractmethod
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
-        """The rows each level trains (no gradient).
+        """The rows each level trains for the loader's ``targets`` (n, 6) and ``imgs`` (bs, 3, H, W):
+        :meth:`match` of the same call :meth:`__call__` makes (for tools and tests)."""
+        with torch.no_grad():
+            return self.match(preds, Targets.build(targets.to(preds[0].device), imgs))
 
-        Args:
-            preds: per level the head's raw ``(bs, na, ny, nx, no)`` outputs (read, never trained here).
-            targets (Tensor[n, 6]): ``[image, class, x, y, w, h]``, xywh normalised 0..1.
-            imgs (Tensor[bs, 3, H, W]): the batch (its shape gives the pixel scale).
-        """
+    def match(self, preds: list[torch.Tensor], targets: Targets) -> AssignResult:
+        """The rows each level trains (no gradient): the rule on the head's priors and, for rules that
+        read them, a view of ``preds`` (per level the raw ``(bs, na, ny, nx, no)`` outputs)."""
+        priors = HeadPriors.of(self.head, self.priors, preds)
+        return self.rule(priors, self.view(preds, priors) if self.rule.reads_predictions else None, targets)
+
+    @abc.abstractmethod
+    def view(self, preds: list[torch.Tensor], priors: HeadPriors) -> PredictionView:
+        """A read-only view of the head outputs for the rules that weigh predictions."""
 
     @abc.abstractmethod
     def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,3 +185,6 @@ class AnchorLossStrategy(LossStrategy):
         super().__init__(model, hyp)
         self.na: int = self.priors.na
         self.anchors: torch.Tensor = self.priors.anchors_grid  # (nl, na, 2) grid units
+
+    def view(self, preds: list[torch.Tensor], priors: HeadPriors) -> PredictionView:
+        return AnchorView(preds, priors, self.box_coder)

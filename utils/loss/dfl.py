@@ -1,9 +1,9 @@
 """The base of every strategy on the anchor-free ``dfl`` head (models/dfl_head.py): ``gfl``, ``tal``.
 
 Their losses consume plain positives (one row per (image, cell)) and compute or read a soft target, so
-the matching rule is a hyp choice, ``assigner: atss | tal`` (defaults: gfl -> atss, tal -> tal), with
-both rules' keys known to both losses. The rows of ``tal`` carry their soft targets in ``weight``;
-ATSS gives none, and a loss that needs one uses the IoU of the decoded box instead.
+the matching rule is a hyp choice, ``assigner: atss | tal | simota | max_iou`` (defaults: gfl -> atss,
+tal -> tal). The rows of ``tal`` carry their soft targets in ``weight``; the other rules give none, and a
+loss that needs one uses the IoU of the decoded box instead.
 
 What such a strategy shares, written once: the check that its ``reg_max`` hyp key equals the head's,
 the layout of a head row (``4 * (reg_max + 1)`` distance logits, then ``nc`` class logits), gathering
@@ -15,18 +15,16 @@ so positives of all levels are processed in one pass.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from models.geometry import CELL_CENTRE
-from utils.assign.atss import atss_assign
 from utils.assign.result import AssignResult, LevelCandidates
-from utils.assign.tal import PairPredictor, tal_assign
+from utils.assign.rule import HeadPriors
+from utils.assign.view import DFLView, PredictionView
 from utils.boxes import xywh2xyxy
-from utils.loss.base import NON_NEGATIVE, POSITIVE, LossStrategy, StrategyHyp, head_of
+from utils.loss.base import POSITIVE, LossStrategy, StrategyHyp, head_of
 from utils.loss.functional import distribution_focal_loss
 
 
@@ -79,40 +77,13 @@ class BackgroundFocalAndRows(torch.autograd.Function):
 
 @dataclasses.dataclass(frozen=True)
 class DFLHyp(StrategyHyp):
-    """Keys every dfl-head strategy has: the head's size and both matching rules' parameters."""
+    """Keys every dfl-head strategy has: the head's size and its matching rule (whose own keys, such as
+    ``atss_topk`` or ``tal_topk``, live with the rule in ``utils/assign/``)."""
 
-    RANGES: ClassVar[dict[str, str]] = {**dict.fromkeys(("reg_max", "atss_topk", "atss_scale", "tal_topk"), POSITIVE),
-                                        **dict.fromkeys(("tal_alpha", "tal_beta"), NON_NEGATIVE)}
+    RANGES: ClassVar[dict[str, str]] = {"reg_max": POSITIVE}
 
     reg_max: int = 16  # must equal the dfl head's reg_max (bins 0..reg_max per side)
-    assigner: str = "atss"  # matching rule: atss | tal (see ASSIGNER_HEADS)
-    atss_topk: int = 9  # ATSS candidates per level per object
-    atss_scale: float = 8.0  # side of ATSS's virtual prior box, in strides
-    tal_topk: int = 10  # task-aligned positives per object (YOLOv8 10; TOOD 13)
-    tal_alpha: float = 0.5  # exponent of the class score in t = s^alpha * u^beta (YOLOv8 0.5; TOOD 1.0)
-    tal_beta: float = 6.0  # exponent of the CIoU (YOLOv8 and TOOD 6.0)
-
-    def __post_init__(self) -> None:
-        check_assigner(self.assigner, "dfl")
-
-
-# every matching rule of utils/assign/ by the name a hyp file may give, and the head it assigns for
-ASSIGNER_HEADS: dict[str, str] = {
-    "atss": "dfl", "tal": "dfl",
-    "yolov5": "anchor", "simota": "anchor", "max_iou": "anchor", "freeanchor": "anchor", "dw": "anchor",
-}
-
-
-def check_assigner(name: Any, head: str) -> None:
-    """ValueError naming the key when ``name`` is no rule, or a rule for another head."""
-    usable = [n for n, hd in ASSIGNER_HEADS.items() if hd == head]
-    if not isinstance(name, str) or name not in ASSIGNER_HEADS:
-        close = difflib.get_close_matches(str(name), usable, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"hyp key 'assigner': unknown rule {name!r}{hint}; choose from {', '.join(usable)}")
-    if ASSIGNER_HEADS[name] != head:
-        raise ValueError(f"hyp key 'assigner': rule '{name}' matches for the {ASSIGNER_HEADS[name]} head, "
-                         f"this loss trains the {head} head; choose from {', '.join(usable)}")
+    assigner: str = "atss"  # matching rule: atss | tal | simota | max_iou
 
 
 class DFLLossStrategy(LossStrategy):
@@ -133,47 +104,8 @@ class DFLLossStrategy(LossStrategy):
         self.reg_max: int = det.reg_max
         self.n_dist: int = 4 * (det.reg_max + 1)
 
-    @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
-        """The positives of every level under the rule the hyp's ``assigner`` names."""
-        rule: Callable[..., list[LevelCandidates]] = getattr(self, f"_assign_{self.hyp.assigner}")
-        shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        return AssignResult(rule(preds, targets.float(), shapes, tuple(imgs.shape[-2:])), targets.shape[0])
-
-    def _assign_atss(self, preds: list[torch.Tensor], targets: torch.Tensor, shapes: list[tuple[int, int]],
-                     img_hw: tuple[int, int]) -> list[LevelCandidates]:
-        """ATSS (:mod:`utils.assign.atss`): geometry only, the predictions are not read."""
-        h = self.hyp
-        return atss_assign(targets, shapes, self.stride.tolist(), img_hw, h.atss_topk, h.atss_scale)
-
-    def _assign_tal(self, preds: list[torch.Tensor], targets: torch.Tensor, shapes: list[tuple[int, int]],
-                    img_hw: tuple[int, int]) -> list[LevelCandidates]:
-        """Task-aligned assignment (:mod:`utils.assign.tal`) on the current scores and boxes."""
-        h = self.hyp
-        return tal_assign(targets, shapes, self.stride.tolist(), img_hw, self.pair_predictor(preds), preds[0].shape[0],
-                          h.tal_topk, h.tal_alpha, h.tal_beta)
-
-    def pair_predictor(self, preds: list[torch.Tensor]) -> PairPredictor:
-        """(image, cell, class) -> (class score (sigmoid), decoded box xyxy pixels), float32, read from the
-        head outputs at those pairs only; cells are numbered level by level in raster order."""
-
-        @torch.no_grad()
-        def predict(image: torch.Tensor, cell: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            score = torch.empty(cell.shape[0], device=cell.device)
-            box = torch.empty((cell.shape[0], 4), device=cell.device)
-            start = 0
-            for p, s in zip(preds, self.stride.tolist()):
-                bs, _, ny, nx, no = p.shape
-                on = ((cell >= start) & (cell < start + ny * nx)).nonzero().squeeze(1)
-                local = cell[on] - start
-                rows = p.detach().reshape(bs, ny * nx, no)[image[on], local].float()  # (k, no)
-                centre = torch.stack((local % nx, local // nx), 1).float() + CELL_CENTRE  # grid units
-                box[on] = self.box_coder.decode(rows[:, :self.n_dist], centre) * s
-                score[on] = rows[:, self.n_dist:].gather(1, cls[on, None]).squeeze(1).sigmoid()
-                start += ny * nx
-            return score, box
-
-        return predict
+    def view(self, preds: list[torch.Tensor], priors: HeadPriors) -> PredictionView:
+        return DFLView(preds, priors, self.box_coder, self.n_dist)
 
     @staticmethod
     def concat_levels(assignment: AssignResult | list[LevelCandidates]) -> LevelCandidates:

@@ -72,6 +72,7 @@ import torch.nn.functional as F
 
 from utils.assign.centre_prior import centre_candidates, gaussian_centre_prior
 from utils.assign.result import WEIGHTED_CANDIDATE_ROW, AssignResult, LevelCandidates
+from utils.assign.targets import Targets
 from utils.boxes import bbox_iou
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.assign.dw_weights import dw_neg_iou_weights_pairs, dw_pos_weights_pairs
@@ -86,6 +87,7 @@ class DWHyp(StrategyHyp):
     dw_neg_weight: float = 1.0  # weight of the negative term (official 1.0)
     dw_gain: float = 0.1  # overall gain, for YOLOv5's loss x batch-size convention
     dw_best_object: bool | str = False  # false, true (among all objects) or 'class' (among objects of its class)
+    assigner: str = "dw"  # its centre-prior candidates (utils/assign/centre_prior.py), re-weighed here
 
     def __post_init__(self):
         if self.dw_best_object not in (False, True, "class"):
@@ -117,6 +119,8 @@ class ComputeLossDW(AnchorLossStrategy):
 
     names = ("loc", "cls_pos", "cls_neg")
     Hyp = DWHyp
+    name = "dw"
+    only_rules = ("dw",)  # its weights need the candidates' own extras
     row_kind = WEIGHTED_CANDIDATE_ROW
     hyp_file = "hyp.dw.yaml"
 
@@ -176,9 +180,10 @@ class ComputeLossDW(AnchorLossStrategy):
         return w_pos, w_neg_iou
 
     @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
+    def match(self, preds: list[torch.Tensor], targets: Targets) -> AssignResult:
         """All candidates of every level, with ``weight`` = their DW positive weight ``w_pos``; the
         negative IoU factor of every candidate is ``extras['w_neg_iou']`` (k,), levels concatenated."""
+        targets = targets.normalised
         cands = self.candidates(preds, targets)
         w_pos, w_neg_iou = self.weights(self.pair_terms(self.candidate_rows(preds, cands), cands, preds),
                                         targets.shape[0])

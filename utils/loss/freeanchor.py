@@ -79,10 +79,12 @@ import dataclasses
 
 import torch
 
-from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors, cell_frame
+from models.geometry import CELL_CENTRE, AnchorPriors, LevelPriors
 from utils.assign.free_anchor import (Bags, anchor_bags, decode_xyxy, matched_class_prob, paired_iou,  # noqa: F401
                                       prior_iou, reachable_pairs)
-from utils.assign.result import BAG_MEMBER_ROW, AssignResult, LevelCandidates
+from utils.assign.result import BAG_MEMBER_ROW, AssignResult
+from utils.assign.rule import HeadPriors, level_rows
+from utils.assign.targets import Targets
 from utils.loss.base import AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import focal_negative_sum, negative_bag_loss, pick_row_class, positive_bag_loss
 
@@ -98,6 +100,7 @@ class FreeAnchorHyp(StrategyHyp):
     fa_gamma: float = 2.0
     fa_bbox_beta: float = 0.11
     fa_bbox_weight: float = 0.75
+    assigner: str = "freeanchor"  # its bags; fa_bag_size is also the rule's key (utils/assign/free_anchor.py)
 
     def __post_init__(self):
         if self.fa_bag_size < 1:
@@ -148,6 +151,8 @@ def smooth_l1(diff: torch.Tensor, beta: float) -> torch.Tensor:
 class ComputeLossFreeAnchor(AnchorLossStrategy):
     """FreeAnchor on the YOLOv5 head; ``names = ('pos', 'neg')`` (recall and precision terms)."""
 
+    name = "freeanchor"
+    only_rules = ("freeanchor",)  # its bags (utils/assign/free_anchor.py), weighed by its likelihoods here
     names = ("pos", "neg")
     Hyp = FreeAnchorHyp
     row_kind = BAG_MEMBER_ROW
@@ -165,15 +170,14 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
     # --- assignment (no grad) -------------------------------------------------------------------
 
     @torch.no_grad()
-    def bags(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> Bags:
-        """Every object's bag (:func:`utils.assign.free_anchor.anchor_bags`), all levels together."""
-        height, width = imgs.shape[-2:]
-        t = targets.to(device=preds[0].device, dtype=torch.float32)
-        box = t[:, 2:6] * t.new_tensor([width, height, width, height])  # (nt, 4) xywh px
+    def bags(self, preds: list[torch.Tensor], targets: torch.Tensor | Targets, imgs: torch.Tensor | None = None) -> Bags:
+        """Every object's bag (:func:`utils.assign.free_anchor.anchor_bags`), all levels together, for
+        :class:`~utils.assign.targets.Targets` or the loader's ``targets`` (n, 6) and ``imgs``."""
+        t = targets if isinstance(targets, Targets) else Targets.build(targets.to(preds[0].device), imgs)
         levels = self.levels(preds)
         k = min(self.hyp.fa_bag_size, sum(lv.na * lv.ny * lv.nx for lv in levels))
-        member = anchor_bags(box, levels, k, self.max_pair_elems)
-        return Bags(image=t[:, 0].long(), cls=t[:, 1].long(), box_xywh_px=box, member=member)
+        member = anchor_bags(t.xywh_px, levels, k, self.max_pair_elems)
+        return Bags(image=t.image, cls=t.cls, box_xywh_px=t.xywh_px, member=member)
 
     @torch.no_grad()
     def matched_class_prob(self, flat: _FlatPreds, pri: AnchorPriors, bags: Bags) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,7 +224,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         return total, rows
 
     @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
+    def match(self, preds: list[torch.Tensor], targets: Targets) -> AssignResult:
         """Every bag member of every object, per level (``fa_bag_size`` rows per object in all).
 
         Rows are ordered by object, then by prior IoU (highest first) within the object; ``box_xywh_cell``
@@ -232,7 +236,7 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         """
         flat = _FlatPreds(preds)
         pri = self.anchor_boxes(preds)
-        bags = self.bags(preds, targets, imgs)
+        bags = self.bags(preds, targets)
         matched = self.matched_class_prob(flat, pri, bags)
         nt, k = bags.member.shape
         j = bags.member.reshape(-1)
@@ -241,15 +245,8 @@ class ComputeLossFreeAnchor(AnchorLossStrategy):
         w = 1.0 / (1.0 - p).clamp(min=1e-12)
         w = (w / w.sum(1, keepdim=True)).reshape(-1)
         target = torch.arange(nt, device=j.device).repeat_interleave(k)
-        out = []
-        for i in range(len(preds)):
-            sel = (pri.level[j] == i).nonzero().squeeze(1)
-            ji, ti = j[sel], target[sel]
-            box = cell_frame(bags.box_xywh_px[ti] / pri.stride_px[ji, None], pri.gi[ji], pri.gj[ji])
-            a = pri.anchor[ji]
-            out.append(LevelCandidates(image=bags.image[ti], anchor=a, gj=pri.gj[ji], gi=pri.gi[ji],
-                                       target=ti, cls=bags.cls[ti], box_xywh_cell=box,
-                                       anchor_wh=self.anchors.to(j.device)[i, a].float(), weight=w[sel]))
+        order = torch.sort(pri.level[j], stable=True).indices  # by level, then object and rank
+        out = level_rows(target[order], j[order], targets, HeadPriors.of(self.head, self.priors, preds), w[order])
         return AssignResult(out, nt, {"bags": bags, "matched": matched}, self.row_kind)
 
     def losses(self, preds: list[torch.Tensor], assignment: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:

@@ -64,6 +64,7 @@ class ComputeLossGFL(DFLLossStrategy):
     :class:`models.dfl_head.DFLDetect`).
     """
 
+    name = "gfl"
     names = ("qfl", "box", "dfl")
     Hyp = GFLHyp
     hyp_file = "hyp.gfl.yaml"

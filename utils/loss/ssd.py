@@ -1,9 +1,12 @@
 """Strategy ``ssd``: SSD MultiBox matching with hard negative mining, on the YOLOv5 head.
 
 Priors: one anchor box per (level, anchor, cell) = the cell centre plus the level's anchor w/h, in
-pixels of the input image, all levels together. Assignment: :func:`utils.assign.max_iou.match_max_iou`
-per image (each object forced onto its best-IoU anchor, then every anchor with IoU >= ``ssd_iou_thr``
-takes its best object). Losses, all summed and divided by the number of positives in the batch N
+pixels of the input image, all levels together. Assignment: ``assigner: max_iou`` by default
+(:class:`utils.assign.max_iou.MaxIoURule`: :func:`~utils.assign.max_iou.match_max_iou` per image, each
+object forced onto its best-IoU anchor, then every anchor with IoU >= ``ssd_iou_thr`` takes its best
+object); any other rule of hard positives on the anchor head (``yolov5``, ``simota``, ``atss``, ``tal``:
+their rows are the positives, a soft weight is not read) feeds the same mining, without the ignore band,
+which is cut from max_iou's prior IoUs. Losses, all summed and divided by the number of positives in the batch N
 (at least 1, so a batch without objects gives a finite loss):
 
 - box: 1 - CIoU of the YOLOv5-decoded prediction and the object, at positives;
@@ -58,10 +61,9 @@ from typing import ClassVar
 
 import torch
 
-from utils.assign.max_iou import max_iou_assign
-from utils.assign.result import AssignResult, LevelCandidates
-from models.geometry import AnchorPriors, cell_frame
-from utils.boxes import bbox_iou, xywh2xyxy
+from utils.assign.result import AssignResult
+from models.geometry import AnchorPriors
+from utils.boxes import bbox_iou
 from utils.loss.base import FRACTION, NON_NEGATIVE, AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, hard_negative_mask, smooth_bce_targets
 from utils.loss.yolov5 import YOLOv5GainScaling
@@ -71,7 +73,7 @@ from utils.loss.yolov5 import YOLOv5GainScaling
 class SSDHyp(StrategyHyp):
     RANGES: ClassVar[dict[str, str]] = {
         **dict.fromkeys(("box", "obj", "cls", "cls_pw", "obj_pw", "ssd_neg_pos_ratio", "ssd_min_neg"), NON_NEGATIVE),
-        **dict.fromkeys(("label_smoothing", "ssd_iou_thr", "ssd_neg_iou_thr"), FRACTION)}
+        **dict.fromkeys(("label_smoothing", "ssd_neg_iou_thr"), FRACTION)}
 
     box: float = 0.15
     obj: float = 1.0
@@ -79,16 +81,17 @@ class SSDHyp(StrategyHyp):
     cls_pw: float = 1.0
     obj_pw: float = 1.0
     label_smoothing: float = 0.0
-    ssd_iou_thr: float = 0.5
     ssd_neg_pos_ratio: float = 30.0
     ssd_min_neg: int = 16
     ssd_obj_iou: bool = True
     ssd_neg_iou_thr: float = 1.0
+    assigner: str = "max_iou"  # SSD's matching (its key ssd_iou_thr); any rule of positives on the anchor head
 
 
 class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
     """SSD matching + hard negative mining; ``names = ('box', 'obj', 'cls')``."""
 
+    name = "ssd"
     names = ("box", "obj", "cls")
     Hyp = SSDHyp
     hyp_file = "hyp.ssd.yaml"
@@ -100,35 +103,6 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
     def anchor_boxes(self, grid_shapes: list[tuple[int, int]], device: torch.device) -> AnchorPriors:
         """The anchor boxes of every level for these grid shapes (cached for the last shape seen)."""
         return self.priors.anchor_boxes(grid_shapes, device)
-
-    @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
-        """The positive (object, anchor, cell) rows of every level under SSD matching.
-
-        ``box_xywh_cell`` is in the cell frame (:func:`models.geometry.cell_frame`): xy relative to the cell's top-left
-        corner, wh in grid units of the level.
-        """
-        device = preds[0].device
-        bs = preds[0].shape[0]
-        height, width = imgs.shape[-2:]
-        shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        pri = self.anchor_boxes(shapes, device)
-        targets = targets.to(device=device, dtype=torch.float32)
-        gt_xyxy = xywh2xyxy(targets[:, 2:6] * targets.new_tensor([width, height, width, height]))
-        image_of = targets[:, 0].long()
-        anchor_idx, target_idx, iou = max_iou_assign(gt_xyxy, image_of, pri.xyxy_px, bs, self.hyp.ssd_iou_thr)
-        level = pri.level[anchor_idx]
-        out = []
-        for i, (ny, nx) in enumerate(shapes):
-            k = level == i
-            a, gj, gi, t = pri.anchor[anchor_idx[k]], pri.gj[anchor_idx[k]], pri.gi[anchor_idx[k]], target_idx[k]
-            box = cell_frame(targets[t, 2:6] * targets.new_tensor([nx, ny, nx, ny]), gi, gj)  # (n, 4) grid units
-            out.append(LevelCandidates(image=image_of[t], anchor=a, gj=gj, gi=gi, target=t,
-                                       cls=targets[t, 1].long(), box_xywh_cell=box,
-                                       anchor_wh=self.anchors.to(device)[i, a].float()))
-        # background anchors this close to an object are never mined (positives never are); (bs, m) in
-        # prior order, as losses() concatenates the objectness of the levels
-        return AssignResult(out, targets.shape[0], extras={"ignore": iou >= self.hyp.ssd_neg_iou_thr})
 
     def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """Box / cls at the positives and objectness with hard negatives, all divided by N."""
@@ -159,8 +133,9 @@ class ComputeLossSSD(YOLOv5GainScaling, AnchorLossStrategy):
             positive.append(pos.reshape(bs, -1))
         obj_logits, obj_target, positive = (torch.cat(x, 1) for x in (obj_logits, obj_target, positive))
         obj_loss = bce_with_logits(obj_logits, obj_target, h.obj_pw, reduction="none")  # (bs, m)
-        negative = hard_negative_mask(obj_loss, positive, h.ssd_neg_pos_ratio, h.ssd_min_neg,
-                                      matches.extras.get("ignore"))
+        prior_iou = matches.extras.get("prior_iou")  # max_iou's; other rules give no ignore band
+        ignore = None if prior_iou is None else prior_iou >= h.ssd_neg_iou_thr
+        negative = hard_negative_mask(obj_loss, positive, h.ssd_neg_pos_ratio, h.ssd_min_neg, ignore)
         lobj = (obj_loss * (positive | negative)).sum().view(1)
         lbox = lbox * h.box / n_pos
         lobj = lobj * h.obj / n_pos

@@ -52,6 +52,7 @@ class ComputeLossTAL(DFLLossStrategy):
     preds: per level ``(bs, 1, ny, nx, 4 * (reg_max + 1) + nc)`` raw logits.
     """
 
+    name = "tal"
     names = ("box", "cls", "dfl")
     Hyp = TALHyp
     hyp_file = "hyp.tal.yaml"

@@ -1,7 +1,13 @@
 """Strategy ``yolov5``: YOLOv5 v7.0's ComputeLoss.
 
-Assignment: :func:`utils.assign.yolo_candidates.yolo_candidates` (w/h ratio < ``anchor_t``, own cell
-plus the two nearest neighbours). Losses on the matched rows: CIoU box loss (mean of 1 - CIoU),
+Assignment: the rule the hyp key ``assigner`` names, by default YOLOv5's own
+(:func:`utils.assign.yolo_candidates.yolo_candidates`: w/h ratio < ``anchor_t``, own cell plus the two
+nearest neighbours); ``simota`` (YOLOv7's ComputeLossOTA is this loss on SimOTA's positives: ``loss:
+ota``), ``atss``, ``tal``, ``max_iou`` and ``dw`` (its centre-prior candidates) give other positives on
+the same anchor head. The loss consumes hard positives: every row of the rule is a positive, and a
+rule's soft weight (``tal``'s aligned target, ``dw``'s centre prior) is not read -- the objectness
+target stays YOLOv5's own, the CIoU of the prediction -- so the rule changes *which* anchors train,
+never the terms. Losses on the matched rows: CIoU box loss (mean of 1 - CIoU),
 class BCE against (label-smoothed) one-hot, skipped when ``nc == 1``; objectness BCE over every
 anchor with the detached, clamped CIoU as target at matched rows, levels weighted 4.0/1.0/0.4.
 ``box``, ``obj`` and ``cls`` are used as given; :meth:`YOLOv5GainScaling.train_hyp` (which train.py
@@ -15,8 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from utils.assign.result import AssignResult
-from utils.assign.yolo_candidates import yolo_candidates
+from utils.assign.result import POSITIVE_ROW, WEIGHTED_CANDIDATE_ROW, AssignResult
 from utils.boxes import bbox_iou
 from utils.loss.base import FRACTION, NON_NEGATIVE, POSITIVE, AnchorLossStrategy, StrategyHyp
 from utils.loss.functional import bce_with_logits, smooth_bce_targets
@@ -35,6 +40,7 @@ class YOLOv5Hyp(StrategyHyp):
     anchor_t: float = 4.0
     fl_gamma: float = 0.0
     label_smoothing: float = 0.0
+    assigner: str = "yolov5"  # matching rule (utils/assign): yolov5 | simota | atss | tal | max_iou | dw
 
 
 def level_balance(nl: int) -> list[float]:
@@ -62,10 +68,11 @@ class YOLOv5GainScaling:
 class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
     """YOLOv5 v7.0 loss; ``names = ('box', 'obj', 'cls')``.
 
-    Subclasses that only change the assignment (``ota``) override :meth:`assign` and reuse
-    :meth:`losses`.
+    ``ota`` is this class with SimOTA as its rule.
     """
 
+    name = "yolov5"
+    consumes = (POSITIVE_ROW, WEIGHTED_CANDIDATE_ROW)  # a weighted candidate is a hard positive here
     names = ("box", "obj", "cls")
     hyp_file = "hyp.scratch.yaml"
     Hyp = YOLOv5Hyp
@@ -74,18 +81,6 @@ class ComputeLoss(YOLOv5GainScaling, AnchorLossStrategy):
         super().__init__(model, hyp)
         self.balance = level_balance(self.nl)
         self.cp, self.cn = smooth_bce_targets(self.hyp.label_smoothing)
-
-    def _anchors_on(self, ref: torch.Tensor) -> torch.Tensor:
-        if self.anchors.device != ref.device or self.anchors.dtype != ref.dtype:
-            self.anchors = self.anchors.to(device=ref.device, dtype=ref.dtype)
-        return self.anchors
-
-    @torch.no_grad()
-    def assign(self, preds: list[torch.Tensor], targets: torch.Tensor, imgs: torch.Tensor) -> AssignResult:
-        """The matched rows of every level (see :mod:`utils.assign.yolo_candidates`)."""
-        anchors = self._anchors_on(targets.float())
-        shapes = [(p.shape[2], p.shape[3]) for p in preds]
-        return AssignResult(yolo_candidates(targets.float(), anchors, shapes, self.hyp.anchor_t), targets.shape[0])
 
     def losses(self, preds: list[torch.Tensor], matches: AssignResult) -> tuple[torch.Tensor, torch.Tensor]:
         """YOLOv5's box/obj/cls losses given the matched rows of each level.
