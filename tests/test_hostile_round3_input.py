@@ -1,0 +1,217 @@
+"""Hostile input, third round (issue 36's data, converter, model YAML, ONNX, export and detect cases; issue
+38's val fraction): each case ends in a run that does what was asked or in one line naming the file, key
+or flag, and no source file is ever lost (the converter cases compare file hashes before and after)."""
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from data.converters import coco2yolo, voc2yolo
+from data.converters.common import _unit_hash, hash_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _image(path: Path, w: int = 32, h: int = 24, value: int = 90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((h, w, 3), value, np.uint8))
+    return path
+
+
+def _coco_json(path: Path, files: list[str], names: tuple[str, ...] = ("cell",)) -> Path:
+    """One 8x8 box of class 0 in each 32x24 image."""
+    data = {"images": [{"id": i, "file_name": f, "width": 32, "height": 24} for i, f in enumerate(files)],
+            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 8, 8], "iscrowd": 0}
+                            for i in range(len(files))]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err.strip()
+
+
+# ---- LOST: converting in place, a second split into one --out ---------------------------------------------
+
+def test_coco_images_inside_out_are_never_touched_by_a_refused_split(tmp_path, capsys):
+    """The hash split would link some of out/images/train's images into val: refused before any write."""
+    out = tmp_path / "out"
+    files = [f"{i}.jpg" for i in range(5)]
+    for i, f in enumerate(files):
+        _image(out / "images" / "train" / f, value=10 * i)
+    jf = _coco_json(tmp_path / "train.json", files)
+    before = _hashes(tmp_path)
+    assert "val" in hash_splits(files, 0.2, 0.0)  # the default split moves one of them
+    rc, _, err = _main(coco2yolo.main, ["--json", jf, "--images", out / "images" / "train", "--out", out], capsys)
+    assert rc == 1 and err.count("\n") == 0 and err.startswith(f"error: {out / 'images' / 'train'}/")
+    assert "converting in place works only where every image already sits in its split's folder" in err
+    assert _hashes(tmp_path) == before and sorted(p.name for p in out.iterdir()) == ["images"]
+
+
+def test_coco_in_place_with_the_folders_split_writes_labels_beside_the_images(tmp_path, capsys):
+    out = tmp_path / "out"
+    files = [f"{i}.jpg" for i in range(5)]
+    for i, f in enumerate(files):
+        _image(out / "images" / "train" / f, value=10 * i)
+    jf = _coco_json(tmp_path / "train.json", files)
+    images_before = _hashes(out / "images")
+    rc, _, _ = _main(coco2yolo.main, ["--json", jf, "--images", out / "images" / "train", "--out", out,
+                                      "--split", "train"], capsys)
+    assert rc == 0 and _hashes(out / "images") == images_before
+    assert sorted(p.name for p in (out / "labels" / "train").iterdir()) == [f"{i}.txt" for i in range(5)]
+    assert (out / "labels" / "train" / "3.txt").read_text() == "0 0.250000 0.333333 0.250000 0.333333\n"
+    assert yaml.safe_load((out / "data.yaml").read_text())["train"] == "images/train"
+
+
+def test_coco_second_split_keeps_the_users_data_yaml(tmp_path, capsys):
+    src = tmp_path / "src"
+    for f in ("t0.jpg", "t1.jpg", "v0.jpg"):
+        _image(src / f)
+    out = tmp_path / "out"
+    train_json = _coco_json(tmp_path / "train.json", ["t0.jpg", "t1.jpg"])
+    assert _main(coco2yolo.main, ["--json", train_json, "--images", src, "--out", out, "--split", "train"],
+                 capsys)[0] == 0
+    written = (out / "data.yaml").read_text()
+    assert "val: images/train\n" in written  # no val yet: val reads train
+    edited = ("# my blood cells, 2026\n" + written.replace("epochs: 100", "epochs: 30  # enough here")
+              + "download: no  # an extra key\n")
+    (out / "data.yaml").write_text(edited)
+    before = _hashes(src)
+    val_json = _coco_json(tmp_path / "val.json", ["v0.jpg"])
+    assert _main(coco2yolo.main, ["--json", val_json, "--images", src, "--out", out, "--split", "val"],
+                 capsys)[0] == 0
+    assert (out / "data.yaml").read_text() == edited.replace("val: images/train\n", "val: images/val\n")
+    assert _hashes(src) == before and (out / "labels" / "val" / "v0.txt").is_file()
+
+    # a JSON of other classes would give the same ids other meanings: refused, nothing written
+    other = _coco_json(tmp_path / "test.json", ["v0.jpg"], names=("rbc", "wbc"))
+    state = _hashes(tmp_path)
+    rc, _, err = _main(coco2yolo.main, ["--json", other, "--images", src, "--out", out, "--split", "test"], capsys)
+    assert rc == 1 and err.count("\n") == 0
+    assert err.startswith(f"error: {out / 'data.yaml'} names the classes {{0: 'cell'}}, this conversion "
+                          "['rbc', 'wbc']: their ids would not match")
+    assert _hashes(tmp_path) == state and not (out / "images" / "test").exists()
+
+
+def test_coco_data_yaml_in_flow_style_is_refused_untouched(tmp_path, capsys):
+    src = tmp_path / "src"
+    _image(src / "a.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "data.yaml").write_text("{path: ., train: images/train, names: {0: cell}, epochs: 3}\n")
+    state = _hashes(tmp_path)
+    rc, _, err = _main(coco2yolo.main, ["--json", _coco_json(tmp_path / "v.json", ["a.jpg"]), "--images", src,
+                                        "--out", out, "--split", "val"], capsys)
+    assert rc == 1 and err == (f"error: {out / 'data.yaml'}: cannot set val without touching the rest of it "
+                               "(written in flow style?); set them by hand, or convert into another --out")
+    assert _hashes(tmp_path) == {**state, "v.json": _hashes(tmp_path)["v.json"]}
+    assert not (out / "images").exists()
+
+
+def _labelimg(folder: Path, n: int) -> Path:
+    for i in range(n):
+        _image(folder / f"im{i}.jpg", value=5 * i)
+        (folder / f"im{i}.xml").write_text(
+            "<annotation><size><width>32</width><height>24</height></size><object><name>cell</name>"
+            "<bndbox><xmin>5</xmin><ymin>5</ymin><xmax>13</xmax><ymax>13</ymax></bndbox></object></annotation>")
+    return folder
+
+
+def test_voc_into_an_existing_out_or_onto_its_own_images_is_refused_untouched(tmp_path, capsys):
+    src = _labelimg(tmp_path / "labelimg", 4)
+    out = tmp_path / "out"
+    before = _hashes(src)
+    assert _main(voc2yolo.main, ["--source", src, "--out", out], capsys)[0] == 0
+    assert _hashes(src) == before
+    (out / "data.yaml").write_text((out / "data.yaml").read_text() + "# mine\n")
+    state = _hashes(tmp_path)
+    for source in (src, out / "images" / "train", out):
+        rc, _, err = _main(voc2yolo.main, ["--source", source, "--out", out], capsys)
+        assert rc == 1 and err == f"error: {out} exists; remove it first"
+    assert _hashes(tmp_path) == state
+
+
+# ---- issue 38: --val-fraction is exact --------------------------------------------------------------------
+
+def test_val_fraction_is_exact_and_adding_images_moves_few_and_only_at_the_cut():
+    names = [f"IMG_{i:04d}.jpg" for i in range(200)]
+    splits = hash_splits(names, 0.2, 0.0)
+    assert splits.count("val") == 40 and sum(_unit_hash(n, 0) < 0.2 for n in names) == 48  # a cut at 0.2: 48
+    assert hash_splits(names, 0.2, 0.1).count("test") == 20
+    grown = hash_splits(names + [f"new_{i}.jpg" for i in range(5)], 0.2, 0.0)
+    moved = [n for n, a, b in zip(names, splits, grown) if a != b]
+    assert grown.count("val") == 41 and len(moved) == 1  # at most 5 + 1
+    # the moved images lie between the old and the new cut of the hash; every other image kept its split
+    ranked = sorted(names, key=lambda n: _unit_hash(n, 0))
+    old_cut = {n for n in ranked[:40]}
+    new_val = {n for n, s in zip(names, grown) if s == "val"}
+    assert new_val == set(ranked[:len(new_val)]) and set(moved) == old_cut ^ new_val
+
+
+def test_voc_val_fraction_gives_round_f_n(tmp_path):
+    st = voc2yolo.convert_voc(_labelimg(tmp_path / "src", 12), tmp_path / "out", val_fraction=0.25)
+    assert st.per_split == {"train": 9, "val": 3}
+    assert len(list((tmp_path / "out" / "images" / "val").iterdir())) == 3
+
+
+# ---- data: a label path that is a folder; a mosaic tile that cannot be decoded ------------------------------
+
+def test_a_label_path_that_is_a_folder_is_skipped_named_and_counted(tmp_path, caplog):
+    from conftest import write_tiny_dataset
+    from utils.data.dataset import LoadImagesAndLabels
+
+    write_tiny_dataset(tmp_path / "ds")
+    label = tmp_path / "ds/labels/train/000003.txt"
+    label.unlink()
+    label.mkdir()
+    with caplog.at_level("INFO"):
+        ds = LoadImagesAndLabels(str(tmp_path / "ds/images/train"), 64, 4, prefix="train: ")
+    assert ds.n == 7 and not any(f.endswith("000003.png") for f in ds.im_files)
+    lines = [ln for ln in caplog.text.splitlines() if str(label) in ln]
+    assert len(lines) == 1 and lines[0].endswith(
+        f"train: WARNING: {label}: ignoring image and labels: the label path is a folder, not a file")
+    assert "train: 7 images, 0 backgrounds, 1 corrupt" in caplog.text
+
+
+def test_an_undecodable_mosaic_tile_costs_the_tile_not_the_item(tmp_path, caplog):
+    import random
+
+    from conftest import write_tiny_dataset
+    from test_hostile_round2_runs import corrupt_png_pixels
+    from utils.data.dataset import LoadImagesAndLabels
+
+    write_tiny_dataset(tmp_path / "ds")
+    bad = tmp_path / "ds/images/train/000001.png"
+    corrupt_png_pixels(bad)
+    ds = LoadImagesAndLabels(str(tmp_path / "ds/images/train"), 64, 4, augment=True, hyp={"mosaic": 1.0},
+                             prefix="train: ", use_label_cache=False)
+    bad_i = ds.im_files.index(str(bad))
+    loaded: list[int] = []
+    real_load = ds.load_image
+    ds.load_image = lambda i: (loaded.append(i), real_load(i))[1]
+    with_bad = 0
+    for k in range(ds.n):
+        loaded.clear()
+        assert ds[k] is not None
+        random.seed(ds.item_seed(k))  # the tiles the item drew: _get_item's first draws
+        random.random()
+        drawn = [k] + random.choices(range(ds.n), k=3)
+        random.shuffle(drawn)
+        tiles = [i for i in loaded if i != bad_i]  # the images decoded, in tile order
+        assert len(tiles) == 4 and all(t == d for t, d in zip(tiles, drawn) if d != bad_i)
+        with_bad += bad_i in drawn
+    assert with_bad >= 2 and ds.unreadable == 1
+    assert sum(str(bad) in ln for ln in caplog.text.splitlines()) == 1
