@@ -3,6 +3,7 @@
 or flag, and no source file is ever lost (the converter cases compare file hashes before and after)."""
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -215,3 +216,156 @@ def test_an_undecodable_mosaic_tile_costs_the_tile_not_the_item(tmp_path, caplog
         with_bad += bad_i in drawn
     assert with_bad >= 2 and ds.unreadable == 1
     assert sum(str(bad) in ln for ln in caplog.text.splitlines()) == 1
+
+
+# ---- ONNX: metadata that does not describe its graph; detect --precision bf16 ------------------------------
+
+@pytest.fixture(scope="module")
+def static_onnx(tmp_path_factory) -> Path:
+    """The tiny anchor model of test_export (strides 4, 8; 3 anchors) exported with a fixed 64x64 input:
+    960 output rows."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install -r requirements-export.txt")
+    from test_export import tiny_checkpoint
+    from utils.io.export import export
+
+    _, weights = tiny_checkpoint(tmp_path_factory.mktemp("onnx") / "w.pt", "anchor")
+    (file,) = export(weights, ["onnx"], dynamic=False)
+    return file
+
+
+def _with_metadata(src: Path, dst: Path, **changes: str) -> Path:
+    import onnx
+    proto = onnx.load(str(src))
+    for entry in proto.metadata_props:
+        if entry.key in changes:
+            entry.value = changes[entry.key]
+    onnx.save(proto, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"stride": "[1e-300, 8]"}, "metadata 'stride' must be a list of whole numbers of pixels (8, 16, 32), got "
+                                "[1e-300, 8]"),
+    ({"stride": "[4, 1e300]"}, "metadata 'imgsz' [64, 64] is not a multiple of the largest 'stride' 1e+300"),
+    ({"stride": "[5, 8]"}, "metadata 'stride' [5, 8] does not fit the graph: 960 output rows for a 64x64 input"),
+    ({"imgsz": "[320, 320]"}, "metadata 'imgsz' is [320, 320], but the graph's input is fixed at 64x64"),
+    ({"dynamic": "true"}, "metadata 'dynamic' is true, but the graph's input is fixed at 64x64"),
+    ({"dynamic": '"no"'}, "metadata 'dynamic' must be true or false, got 'no'"),
+])
+def test_onnx_metadata_is_checked_against_the_graph(changes, message, static_onnx, tmp_path, capsys, caplog):
+    import detect
+    from test_hostile_cli import run_cli
+    from utils.io.onnx_backend import OnnxModel
+
+    assert OnnxModel(static_onnx).imgsz == [64, 64]
+    bad = _with_metadata(static_onnx, tmp_path / "bad.onnx", **changes)
+    _image(tmp_path / "a.jpg", 64, 48)
+    code, text = run_cli(detect.cli, ["--weights", str(bad), "--source", str(tmp_path / "a.jpg"),
+                                      "--project", str(tmp_path / "runs")], capsys, caplog)
+    errors = [ln for ln in text.splitlines() if "error:" in ln]
+    assert code == 1 and len(errors) == 1 and f"error: --weights {bad}: {message}" in errors[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_onnx_fixed_to_another_batch_is_one_line(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install -r requirements-export.txt")
+    import torch
+    from test_export import tiny_checkpoint
+    from utils.io.export import export
+    from utils.io.onnx_backend import OnnxModel
+
+    _, weights = tiny_checkpoint(tmp_path / "w.pt", "anchor")
+    (file,) = export(weights, ["onnx"], dynamic=False, batch_size=2)
+    model = OnnxModel(file)
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 960, 7)
+    with pytest.raises(ValueError, match=f"^{file} was exported for batches of 2, got 1 image"):
+        model(torch.zeros(1, 3, 64, 64))
+
+
+def test_detect_bf16_with_onnx_says_it_runs_float32(static_onnx, tmp_path, capsys):
+    import detect
+
+    _image(tmp_path / "a.jpg", 64, 48)
+    kw = dict(weights=static_onnx, source=str(tmp_path / "a.jpg"), device="cpu", conf_thres=0.0, max_det=3,
+              save_txt=True, save_conf=True, nosave=True, project=tmp_path / "runs")
+    bf16_dir = detect.run(precision="bf16", **kw)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln for ln in lines if "precision" in ln] == [
+        "WARNING: --precision bf16 does not apply to an .onnx model: onnxruntime runs it in float32, the precision "
+        "it was exported in (give the .pt file for bf16)"]
+    fp32_dir = detect.run(precision="fp32", **kw)
+    assert "--precision" not in capsys.readouterr().out
+    assert (bf16_dir / "labels/a.txt").read_text() == (fp32_dir / "labels/a.txt").read_text()
+
+
+# ---- export: --opset, a read-only folder, a full disk --------------------------------------------------------
+
+@pytest.fixture()
+def tiny_weights(tmp_path) -> Path:
+    pytest.importorskip("onnx", reason="onnx not installed: pip install -r requirements-export.txt")
+    from test_export import tiny_checkpoint
+    return tiny_checkpoint(tmp_path / "w" / "best.pt", "anchor")[1]
+
+
+def test_export_opset_outside_what_onnx_and_torch_support(tiny_weights, capsys, caplog):
+    import onnx
+    import export as export_cli
+    from test_hostile_cli import run_cli
+    from torch.onnx import _constants
+    from utils.io.export import opset_range
+
+    high = min(onnx.defs.onnx_opset_version(), _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    assert opset_range() == (11, high)
+    for opset in ("1", "10", str(high + 1), "99"):
+        code, text = run_cli(lambda argv: export_cli.main(export_cli.parse_opt(argv)),
+                             ["--weights", str(tiny_weights), "--opset", opset], capsys, caplog)
+        assert code == 1 and f"error: --opset {opset}: choose from 11 to {high} (from 11, where ONNX's Resize " in text
+    assert sorted(p.name for p in tiny_weights.parent.iterdir()) == ["best.pt"]
+    from utils.io.export import export
+    (file,) = export(tiny_weights, ["onnx"], opset=high)
+    assert onnx.load(str(file)).opset_import[0].version == high
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full to fill a disk")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_onto_a_full_disk_keeps_the_earlier_file_and_leaves_no_partial_one(fmt, tiny_weights):
+    """The temporary file the export writes is made a link to /dev/full: every write to it fails with ENOSPC,
+    as on a full disk (torch's own TorchScript writer aborted the process there)."""
+    from utils.io.export import ExportError, export
+
+    (file,) = export(tiny_weights, [fmt])
+    before = _hashes(tiny_weights.parent)
+    os.symlink("/dev/full", file.with_name(f".{file.name}.tmp-{os.getpid()}"))
+    with pytest.raises(ExportError) as e:
+        export(tiny_weights, [fmt], imgsz=[32, 32])
+    assert str(e.value) == (f"cannot write {file} (No space left on device); nothing was written there: free "
+                            "space, or write elsewhere with --out-dir DIR")
+    assert _hashes(tiny_weights.parent) == before and sorted(p.name for p in tiny_weights.parent.iterdir()) == \
+        sorted(["best.pt", file.name])
+
+
+def test_export_out_dir_writes_elsewhere(tiny_weights, tmp_path):
+    from utils.io.export import ExportError, export
+
+    out = tmp_path / "exports"
+    out.mkdir()
+    assert export(tiny_weights, ["onnx", "torchscript"], out_dir=out) == [out / "best.onnx", out / "best.torchscript"]
+    assert sorted(p.name for p in tiny_weights.parent.iterdir()) == ["best.pt"]
+    with pytest.raises(ExportError, match=f"^--out-dir {tmp_path / 'nowhere'} is not a folder$"):
+        export(tiny_weights, ["onnx"], out_dir=tmp_path / "nowhere")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only folders (checked by hand on a read-only mount)")
+def test_export_from_a_read_only_folder_is_one_line(tiny_weights):
+    from utils.io.export import ExportError, export
+
+    tiny_weights.parent.chmod(0o555)
+    try:
+        with pytest.raises(ExportError) as e:
+            export(tiny_weights, ["onnx"])
+    finally:
+        tiny_weights.parent.chmod(0o755)
+    assert str(e.value) == (f"cannot write {tiny_weights.parent / 'best.onnx'} (Permission denied); nothing was "
+                            "written there: write elsewhere with --out-dir DIR")
+    assert sorted(p.name for p in tiny_weights.parent.iterdir()) == ["best.pt"]
