@@ -369,3 +369,65 @@ def test_export_from_a_read_only_folder_is_one_line(tiny_weights):
     assert str(e.value) == (f"cannot write {tiny_weights.parent / 'best.onnx'} (Permission denied); nothing was "
                             "written there: write elsewhere with --out-dir DIR")
     assert sorted(p.name for p in tiny_weights.parent.iterdir()) == ["best.pt"]
+
+
+# ---- model YAMLs: one check against the schema, naming the file, the layer and the field --------------------
+
+def _yolov5n() -> dict:
+    return yaml.safe_load((ROOT / "models/yolov5n.yaml").read_text())
+
+
+def _set(path: tuple, value) -> dict:
+    d = _yolov5n()
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return d
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (_set(("depth_multiple",), 1e308), "layer 2 (C3): 'number' 3 x depth_multiple 1e+308 = inf repeats; at most 1000"),
+    (_set(("width_multiple",), 1e308), "layer 0 (Conv): 'args'[0] 64 x width_multiple 1e+308 channels; at most 65536"),
+    (_set(("backbone", 1, 3, 0), 0), "layer 1 (Conv): 'args'[0] (output channels) must be a positive integer, got 0"),
+    (_set(("head", 0, 3, 0), -512), "layer 10 (Conv): 'args'[0] (output channels) must be a positive integer, got -512"),
+    (_set(("backbone", 3, 3, 1), 0), "layer 3 (Conv): 'args'[1] (kernel) must be a positive integer, got 0"),
+    (_set(("anchors", 1), [30, 61, 62]), "'anchors' row 1 must be w, h pairs of positive numbers, got [30, 61, 62]"),
+    (_set(("anchors",), "P3/8"), "'anchors' must be a list of rows of w, h pixel pairs (one row per level), or a "
+                                 "count, got 'P3/8'"),
+    (_set(("anchors", 2), "big"), "'anchors' row 2 must be w, h pairs of positive numbers, got 'big'"),
+    (_set(("anchors",), [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119]]),
+     "layer 24 (Detect): 'from' reads 3 levels, but 'anchors' has 2 rows (one per level)"),
+    (_set(("backbone", 2, 1), "3"), "layer 2 (C3): 'number' (repeats) must be a positive integer, got '3'"),
+    (_set(("backbone", 4, 0), 30), "layer 4 (C3): 'from' 30 must be an earlier layer: 0..3, or -4..-1 counting back, "
+                                   "or a list of those"),
+    (_set(("head", 2, 0), [-1, 60]), "layer 12 (Concat): 'from' [-1, 60] must be an earlier layer: 0..11, or "
+                                     "-12..-1 counting back, or a list of those"),
+    (_set(("head", 14, 0), [17, 20, 99]), "layer 24 (Detect): 'from' [17, 20, 99] must be an earlier layer: 0..23"),
+    (_set(("backbone",), []), "'backbone' must be a non-empty list of [from, number, module, args] rows, got []"),
+    (_set(("backbone", 1), [-1, 1, "Conv"]), "layer 1: expected a row [from, number, module, args], got "
+                                             "[-1, 1, 'Conv']"),
+    (_set(("nc",), 0), "'nc' must be a positive integer, got 0"),
+])
+def test_model_yaml_against_the_schema(cfg, message, tmp_path, tiny_data, capsys, caplog):
+    from models.parse import ModelYamlError
+    from models.yolo import Model
+    from test_hostile_cli import run_cli, train_args, train_main
+
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(ModelYamlError) as e:
+        Model(str(f))
+    assert str(e.value).startswith(f"bad.yaml: {message}")
+    if "1e+308" in message or "'3'" in message:  # the CLI: one line, no run folder
+        code, text = run_cli(train_main, train_args(tiny_data, tmp_path / "runs", "--cfg", str(f)), capsys, caplog)
+        assert code == 1 and f"error: bad.yaml: {message}" in text and not (tmp_path / "runs" / "exp").exists()
+
+
+def test_every_shipped_model_yaml_passes_the_schema():
+    from models.parse import validate_model_dict
+    from models.yolo import HEADS
+
+    for f in sorted((ROOT / "models").glob("yolov5*.yaml")):
+        for head in HEADS.values():
+            validate_model_dict(yaml.safe_load(f.read_text()), f.name, head)
