@@ -9,9 +9,10 @@ read-only weights folder, another disk); a write that fails leaves no partial fi
 ``images`` (B, 3, H, W) float 0..1 to ``output0`` (B, N, 5 + nc): x, y, w, h pixels, objectness,
 class probabilities, before NMS. Class names, strides, image size and head kind are stored in the
 file. The ONNX file takes any batch and image size by default (dynamic axes), so detect.py letterboxes
-for it exactly as for the .pt file and both give the same boxes; ``--static`` fixes the input to the
-export size, and detect.py then letterboxes every image to that square (a non-square image is padded
-more than on the .pt path, so boxes can differ). ONNX needs the optional packages of requirements-export.txt (onnx, onnxruntime).
+for it exactly as for the .pt file and both give the same boxes (the .pt in fp32; with the .pt in bf16
+they differ: README, Export); ``--static`` fixes the input to the export size, and detect.py then
+letterboxes every image to that square (a non-square image is padded more than on the .pt path, so
+boxes can differ). ONNX needs the optional packages of requirements-export.txt (onnx, onnxruntime).
 """
 from __future__ import annotations
 
