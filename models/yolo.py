@@ -29,7 +29,6 @@ from models.fuse import fuse_conv_and_bn
 from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid, float_under_autocast, head_conv
 from models.parse import count_yaml_params, parse_model, validate_model_dict
 from models.summary import count_params, gflops
-from utils.io.cli import short_repr
 from utils.io.yaml_file import load_yaml
 
 LOGGER = logging.getLogger(__name__)
