@@ -164,9 +164,16 @@ def load_model(weights: str | Path, device: torch.device) -> tuple[torch.nn.Modu
 
 def inference_precision(model: torch.nn.Module, precision: str, device: torch.device, half: bool) -> Precision:
     """The autocast of ``--precision`` for a torch model (printed), prepared in its memory format; fp32
-    for an ONNX model (its session has its own precision) and with ``--half``."""
-    if half or not isinstance(model, torch.nn.Module):
-        return Precision("fp32", device.type, "--half" if half else "ONNX")
+    for an ONNX model (its session runs in the precision it was exported in: said in one line where
+    ``--precision bf16`` asked otherwise) and with ``--half``."""
+    if not isinstance(model, torch.nn.Module):
+        exported = "float16 (export.py --half)" if getattr(model, "input_dtype", None) == np.float16 else "float32"
+        if precision == "bf16":
+            print(f"WARNING: --precision bf16 does not apply to an .onnx model: onnxruntime runs it in {exported}, "
+                  "the precision it was exported in (give the .pt file for bf16)")
+        return Precision("fp32", device.type, "ONNX")
+    if half:
+        return Precision("fp32", device.type, "--half")
     amp = resolve_precision(precision, device, inference=True)
     amp.prepare(model)
     print(amp.describe())

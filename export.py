@@ -4,13 +4,15 @@
     python export.py --weights best.pt --include onnx --img 320 --static
     python detect.py --weights runs/train/exp/weights/best.onnx --source path/to/images
 
-Files are written next to the weights (best.pt -> best.onnx, best.torchscript). The model maps
+Files are written next to the weights (best.pt -> best.onnx, best.torchscript), or into --out-dir (a
+read-only weights folder, another disk); a write that fails leaves no partial file. The model maps
 ``images`` (B, 3, H, W) float 0..1 to ``output0`` (B, N, 5 + nc): x, y, w, h pixels, objectness,
 class probabilities, before NMS. Class names, strides, image size and head kind are stored in the
 file. The ONNX file takes any batch and image size by default (dynamic axes), so detect.py letterboxes
-for it exactly as for the .pt file and both give the same boxes; ``--static`` fixes the input to the
-export size, and detect.py then letterboxes every image to that square (a non-square image is padded
-more than on the .pt path, so boxes can differ). ONNX needs the optional packages of requirements-export.txt (onnx, onnxruntime).
+for it exactly as for the .pt file and both give the same boxes (the .pt in fp32; with the .pt in bf16
+they differ: README, Export); ``--static`` fixes the input to the export size, and detect.py then
+letterboxes every image to that square (a non-square image is padded more than on the .pt path, so
+boxes can differ). ONNX needs the optional packages of requirements-export.txt (onnx, onnxruntime).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.io.cli import HelpFormatter, hw_imgsz, image_size, positive_int  # noqa: E402
-from utils.io.export import FORMATS, OPSET  # noqa: E402
+from utils.io.export import FORMATS, MIN_OPSET, OPSET  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +44,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     axes.add_argument("--static", action="store_true",
                       help="ONNX: input fixed to --batch-size x 3 x --img (detect.py letterboxes every image to that square)")
     p.add_argument("--half", action="store_true", help="FP16 model and input (needs a CUDA --device)")
-    p.add_argument("--opset", type=positive_int, default=OPSET, help="ONNX opset version")
+    p.add_argument("--opset", type=positive_int, default=OPSET,
+                   help=f"ONNX opset version, from {MIN_OPSET} to the newest the installed onnx and torch support")
+    p.add_argument("--out-dir", default=None, help="folder to write into (default: the weights' folder)")
     opt = p.parse_args(argv)
     opt.imgsz = hw_imgsz(p, opt.imgsz)
     return opt
@@ -54,7 +58,7 @@ def main(opt: argparse.Namespace) -> int:
 
     def run() -> None:
         files = export(opt.weights, opt.include, opt.imgsz, opt.device, not opt.static, opt.half, opt.batch_size,
-                       opt.opset)
+                       opt.opset, opt.out_dir)
         logging.getLogger("export").info("Export complete: %s", " ".join(map(str, files)))
 
     return run_cli(run, "export")

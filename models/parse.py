@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from models.common import C3, SPPF, Bottleneck, Concat, Conv
+from utils.core.text import short_repr
 
 # Blocks a YAML row may name. The detection head is not listed: its row ("Detect") is
 # replaced by the head class the Model was asked for (see models.yolo.HEADS).
@@ -28,11 +29,120 @@ BLOCKS: dict[str, type[nn.Module]] = {
 HEAD_ROW_NAMES = {"Detect"}
 _CONV_LIKE = (Conv, Bottleneck, C3, SPPF)
 _REPEAT_INSIDE = (C3,)  # these take the repeat count as their 3rd argument
+MAX_REPEATS = 1000  # repeats of one row after depth_multiple (yolov5x's largest: 12)
+MAX_CHANNELS = 65536  # output channels of one block after width_multiple (yolov5x's largest: 1280)
 
 
 def make_divisible(x: float, divisor: int = 8) -> int:
     """Smallest multiple of ``divisor`` that is >= x (YOLOv5 channel rounding)."""
     return int(math.ceil(x / divisor) * divisor)
+
+
+class ModelYamlError(ValueError):
+    """A model YAML that does not fit the schema; the message names the file, the layer and the field."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+
+
+def validate_model_dict(d: dict[str, Any], yaml_file: str, head_cls: type[nn.Module]) -> None:
+    """Check the model dict once against the schema :func:`parse_model` reads, before anything is built.
+
+    ``nc`` a positive integer; ``depth_multiple`` / ``width_multiple`` positive numbers; ``anchors`` rows of
+    w, h pixel pairs, as many per row, or a count; ``backbone`` and ``head`` non-empty lists of
+    ``[from, number, module, args]`` rows whose ``from`` names earlier layers (-1: the previous one),
+    ``number`` a positive integer, ``module`` a known block, conv-like blocks with positive channels,
+    kernel and stride; the last row, and only it, the detection head, reading one level per anchors row.
+    ModelYamlError naming ``yaml_file``, the layer and the field otherwise.
+    """
+    def fail(where: str, what: str) -> None:
+        raise ModelYamlError(f"{yaml_file}: {where}{what}")
+
+    if not _is_int(d.get("nc")) or d["nc"] < 1:
+        fail("", f"'nc' must be a positive integer, got {short_repr(d.get('nc'))}")
+    for key in ("depth_multiple", "width_multiple"):
+        if not _is_positive_number(d.get(key, 1.0)):
+            fail("", f"'{key}' must be a positive number, got {short_repr(d.get(key))}")
+    _check_anchors(d.get("anchors"), "'anchors'", fail)
+    for key in ("backbone", "head"):
+        if not isinstance(d.get(key), list) or not d[key]:
+            fail("", f"'{key}' must be a non-empty list of [from, number, module, args] rows, got "
+                     f"{short_repr(d.get(key))}")
+    rows = d["backbone"] + d["head"]
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != 4:
+            fail(f"layer {i}: ", f"expected a row [from, number, module, args], got {short_repr(row)}")
+        f, n, name, args = row
+        if not isinstance(name, str):
+            fail(f"layer {i}: ", f"'module' must be a block name, got {short_repr(name)}")
+        where = f"layer {i} ({name}): "
+        cls = _block_class(name, i, yaml_file, head_cls)
+        _check_from(f, i, where, fail)
+        if not isinstance(args, list):
+            fail(where, f"'args' must be a list, got {short_repr(args)}")
+        if (cls is head_cls) != (i == len(rows) - 1):
+            fail(where, f"the detection head ({', '.join(sorted(HEAD_ROW_NAMES))}) must be the last row, and only it")
+        _check_row(cls, f, n, args, d, where, fail, head_cls)
+
+
+def _check_anchors(anchors: Any, what: str, fail: Any) -> int | None:
+    """The number of levels ``anchors`` gives (None for a count of anchors per level)."""
+    if _is_int(anchors) and anchors >= 1:
+        return None
+    if not isinstance(anchors, list) or not anchors:
+        fail("", f"{what} must be a list of rows of w, h pixel pairs (one row per level), or a count, got "
+                 f"{short_repr(anchors)}")
+    for k, row in enumerate(anchors):
+        if not isinstance(row, list) or not row or len(row) % 2 or not all(map(_is_positive_number, row)):
+            fail("", f"{what} row {k} must be w, h pairs of positive numbers, got {short_repr(row)}")
+    if len({len(row) for row in anchors}) > 1:
+        fail("", f"{what} rows must all give the same number of pairs (anchors per level), got "
+                 f"{[len(row) // 2 for row in anchors]}")
+    return len(anchors)
+
+
+def _check_from(f: Any, i: int, where: str, fail: Any) -> None:
+    """``from``: -1 (the previous layer, the image for layer 0), an earlier layer, or a list of them."""
+    for x in f if isinstance(f, list) and f else [f]:
+        if not _is_int(x) or not (x == -1 if i == 0 else -i <= x < i):
+            allowed = "-1 (the image)" if i == 0 else f"an earlier layer: 0..{i - 1}, or -{i}..-1 counting back"
+            fail(where, f"'from' {short_repr(f)} must be {allowed}, or a list of those")
+
+
+def _check_row(cls: type[nn.Module], f: Any, n: Any, args: list[Any], d: dict[str, Any], where: str,
+               fail: Any, head_cls: type[nn.Module]) -> None:
+    """``number`` and the arguments of one row (its ``from`` and ``module`` are checked)."""
+    if not _is_int(n) or n < 1:
+        fail(where, f"'number' (repeats) must be a positive integer, got {short_repr(n)}")
+    repeats = n * d.get("depth_multiple", 1.0)
+    if n > 1 and repeats > MAX_REPEATS:
+        fail(where, f"'number' {n} x depth_multiple {d.get('depth_multiple')} = {repeats:.3g} repeats; at most "
+                    f"{MAX_REPEATS}")
+    if cls in _CONV_LIKE:
+        c2 = args[0] if args else None
+        if not _is_int(c2) or c2 < 1:
+            fail(where, f"'args'[0] (output channels) must be a positive integer, got {short_repr(c2)}")
+        if c2 * d.get("width_multiple", 1.0) > MAX_CHANNELS:
+            fail(where, f"'args'[0] {c2} x width_multiple {d.get('width_multiple')} channels; at most {MAX_CHANNELS}")
+        sizes = args[1:3] if cls is Conv else args[1:2] if cls is SPPF else []
+        for k, v in enumerate(sizes, 1):
+            if not _is_int(v) or v < 1:
+                fail(where, f"'args'[{k}] ({('kernel', 'stride')[k - 1]}) must be a positive integer, got "
+                            f"{short_repr(v)}")
+    elif cls is Concat and not isinstance(f, list):
+        fail(where, f"'from' must list the layers to concatenate, got {short_repr(f)}")
+    elif cls is head_cls:
+        if not isinstance(f, list) or len(args) < 2:
+            fail(where, "expected 'from' to list the levels it reads and 'args' [nc, anchors]")
+        anchors = d.get("anchors") if args[1] == "anchors" else args[1]
+        levels = _check_anchors(anchors, "'anchors'" if args[1] == "anchors" else f"{where}'args'[1]", fail)
+        if levels is not None and levels != len(f):
+            fail(where, f"'from' reads {len(f)} levels, but 'anchors' has {levels} rows (one per level)")
 
 
 def _resolve_args(args: list[Any], symbols: dict[str, Any]) -> list[Any]:

@@ -27,9 +27,8 @@ from models.common import Conv
 from models.dfl_head import DFLDetect
 from models.fuse import fuse_conv_and_bn
 from models.geometry import PriorGenerator, YOLOBoxCoder, cell_grid, float_under_autocast, head_conv
-from models.parse import count_yaml_params, parse_model
+from models.parse import count_yaml_params, parse_model, validate_model_dict
 from models.summary import count_params, gflops
-from utils.core.text import short_repr
 from utils.core.yaml_file import load_yaml
 
 LOGGER = logging.getLogger(__name__)
@@ -165,10 +164,7 @@ class Model(nn.Module):
         if nc is not None and nc != self.yaml["nc"]:
             LOGGER.info("overriding %s nc=%s with nc=%s", yaml_name, self.yaml["nc"], nc)
             self.yaml["nc"] = nc
-        for key in ("depth_multiple", "width_multiple"):
-            v = self.yaml.get(key, 1.0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-                raise ValueError(f"{yaml_name}: '{key}' must be a positive number, got {short_repr(v)}")
+        validate_model_dict(self.yaml, yaml_name, head_cls)
         n_params = count_yaml_params(self.yaml, ch, head_cls, yaml_name)
         if n_params > MAX_MODEL_PARAMS:
             raise ValueError(f"{yaml_name} describes a model of {n_params / 1e6:.0f}M parameters, more than the "

@@ -131,14 +131,17 @@ def test_parameter_count_from_the_yaml_equals_the_built_model():
 
 # ---- 10: sizes checked before allocation -------------------------------------------------------------
 
-@pytest.mark.parametrize("key, value", [("width_multiple", 64), ("depth_multiple", 1000)])
-def test_train_refuses_a_cfg_too_large_to_build(key, value, tiny_data, tmp_path, capsys, caplog):
+@pytest.mark.parametrize("key, value, message", [
+    ("width_multiple", 64, "big.yaml describes a model of"),
+    ("depth_multiple", 1000, "big.yaml: layer 2 (C3): 'number' 3 x depth_multiple 1000 = 3e+03 repeats; at most 1000"),
+])
+def test_train_refuses_a_cfg_too_large_to_build(key, value, message, tiny_data, tmp_path, capsys, caplog):
     cfg = yaml.safe_load((ROOT / "models/yolov5n.yaml").read_text())
     cfg[key] = value
     (tmp_path / "big.yaml").write_text(yaml.safe_dump(cfg))
     code, text = run_cli(train_main, train_args(tiny_data, tmp_path / "runs", "--cfg", str(tmp_path / "big.yaml")),
                          capsys, caplog)
-    assert code == 1 and "error: big.yaml describes a model of" in text and f"{key} {value}" in text
+    assert code == 1 and f"error: {message}" in text and f"{key} {value}" in text
     assert not (tmp_path / "runs" / "exp").exists()
 
 

@@ -5,8 +5,14 @@ Output:: <out>/images/{split}/<file_name> (hard links, or copies), <out>/labels/
 
 Rules:
 - ``--split NAME`` puts every image of the JSON into that split (one JSON per split, as COCO ships);
-  without it each image goes to train/val/test by a seeded hash of its file name
-  (``--val-fraction``, ``--test-fraction``, ``--seed``): adding images never moves the others.
+  without it the images are ranked by a seeded hash of their file names and the first
+  round(fraction * n) go to test / val (``--val-fraction``, ``--test-fraction``, ``--seed``): exact
+  counts, the same split for the same files, and adding m images moves at most m + 1 of the others.
+- source files are never moved, deleted or overwritten. ``--images`` inside ``--out``'s images/ works
+  only where each image already sits in its split's folder (``--images OUT/images/train --split train``:
+  labels are written beside them); anything else is refused before a file is written.
+- a second JSON converted into the same ``--out`` adds its split to the existing data.yaml and leaves
+  the rest as it is (comments, extra keys, edits); a data.yaml with other class names is refused.
 - category ids are mapped to contiguous 0..nc-1 in sorted id order (COCO's 1..90 -> 0..79);
   names come from the JSON ``categories``; an annotation of another id is dropped and counted.
 - ``iscrowd: 1`` annotations are skipped and counted: they mark a region of many instances, not
@@ -31,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.converters.common import (ConverterError, UniqueNames, check_fractions, hash_split, image_size,
-                                    place_image, run_cli, write_dataset_yaml, write_labels, yolo_row)
+from data.converters.common import (SPLITS, ConverterError, UniqueNames, check_fractions, check_in_place,
+                                    count_train_images, hash_splits, image_size, place_image, plan_dataset_yaml,
+                                    run_cli, write_dataset_yaml, write_labels, yolo_row)
 from utils.core.argtypes import HelpFormatter
 
 LOGGER = logging.getLogger(__name__)
@@ -129,10 +136,46 @@ def _image_rows(img: dict[str, Any], size: tuple[float, float], anns: list[dict[
     return rows
 
 
+@dataclass
+class _Planned:
+    """One image of the JSON: where it is, where it goes, its YOLO rows."""
+
+    src: Path
+    split: str
+    name: str
+    rows: list[str]
+
+
+def _plan(data: dict[str, Any], json_file: Path, images_dir: Path, id_map: dict[int, int], split: str | None,
+          fractions: tuple[float, float], seed: int, stats: CocoStats) -> list[_Planned]:
+    """Every image of the JSON that exists, with its split, output name and rows; reads, writes nothing."""
+    anns = defaultdict(list)
+    for a in data.get("annotations", []):
+        anns[a.get("image_id")].append(a)
+    found = []
+    for img in data["images"]:
+        src = images_dir / str(img.get("file_name", ""))
+        if not img.get("file_name") or not src.is_file():
+            stats.images_missing += 1
+            LOGGER.warning("%s: image %s not found, skipped", json_file, src)
+            continue
+        size = (img.get("width"), img.get("height"))
+        if not all(isinstance(v, (int, float)) and v > 0 for v in size):
+            size = image_size(src)  # COCO requires width/height; hand-made JSONs often omit them
+        found.append((src, _image_rows(img, tuple(map(float, size)), anns[img.get("id")], id_map, json_file, stats)))
+    splits = [split] * len(found) if split else hash_splits([src.name for src, _ in found], *fractions, seed)
+    unique = UniqueNames()
+    return [_Planned(src, to, unique.claim(to, src, src.name), rows) for (src, rows), to in zip(found, splits)]
+
+
 def convert_coco(json_file: str | Path, images_dir: str | Path, out: str | Path, split: str | None = None,
                  link: bool = True, val_fraction: float = 0.2, test_fraction: float = 0.0,
                  seed: int = 0) -> tuple[CocoStats, list[str]]:
-    """Convert one COCO JSON into ``out`` (``split`` for all its images, or the hash split). -> (stats, names)."""
+    """Convert one COCO JSON into ``out`` (``split`` for all its images, or the hash split). -> (stats, names).
+
+    Everything that can refuse the conversion (the JSON, the images, converting in place, an existing
+    data.yaml) is checked before the first file is written; source files are never modified.
+    """
     json_file, images_dir, out = Path(json_file), Path(images_dir), Path(out)
     check_fractions(val_fraction, test_fraction)
     if split is not None and (val_fraction, test_fraction) != (0.2, 0.0):
@@ -145,30 +188,21 @@ def convert_coco(json_file: str | Path, images_dir: str | Path, out: str | Path,
     cats = sorted(data.get("categories", []), key=lambda c: c["id"])
     id_map = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c["name"]) for c in cats]
-    anns = defaultdict(list)
-    for a in data.get("annotations", []):
-        anns[a.get("image_id")].append(a)
-    stats, unique = CocoStats(), UniqueNames()
-    for img in data["images"]:
-        src = images_dir / str(img.get("file_name", ""))
-        if not img.get("file_name") or not src.is_file():
-            stats.images_missing += 1
-            LOGGER.warning("%s: image %s not found, skipped", json_file, src)
-            continue
-        size = (img.get("width"), img.get("height"))
-        if not all(isinstance(v, (int, float)) and v > 0 for v in size):
-            size = image_size(src)  # COCO requires width/height; hand-made JSONs often omit them
-        rows = _image_rows(img, tuple(map(float, size)), anns[img.get("id")], id_map, json_file, stats)
-        to = split or hash_split(src.name, val_fraction, test_fraction, seed)
-        name = unique.claim(to, src, src.name)
-        stats.images_renamed += name != src.name
-        place_image(src, out / "images" / to / name, link)
-        write_labels(out, to, Path(name).stem, rows)
+    stats = CocoStats()
+    plan = _plan(data, json_file, images_dir, id_map, split, (val_fraction, test_fraction), seed, stats)
+    check_in_place(out, [(p.src, out / "images" / p.split / p.name) for p in plan])
+    splits = sorted({p.split for p in plan}, key=SPLITS.index)
+    n_train = count_train_images(out, [p.name for p in plan if p.split == "train"])
+    yaml_text = plan_dataset_yaml(out, names, splits, n_train)
+    for p in plan:
+        stats.images_renamed += p.name != p.src.name
+        place_image(p.src, out / "images" / p.split / p.name, link)
+        write_labels(out, p.split, Path(p.name).stem, p.rows)
         stats.images += 1
-        stats.backgrounds += not rows
-        stats.boxes_written += len(rows)
-        stats.per_split[to] = stats.per_split.get(to, 0) + 1
-    write_dataset_yaml(out, names, list(stats.per_split))
+        stats.backgrounds += not p.rows
+        stats.boxes_written += len(p.rows)
+        stats.per_split[p.split] = stats.per_split.get(p.split, 0) + 1
+    write_dataset_yaml(out, names, splits, yaml_text)
     LOGGER.info("COCO %s -> %s: %d images %s, %d boxes, %d crowd skipped, %d dropped", json_file, out,
                 stats.images, stats.per_split, stats.boxes_written, stats.crowd_skipped, stats.boxes_dropped)
     return stats, names

@@ -10,8 +10,9 @@ Output:: <out>/images/{split}/* (hard links, or copies), <out>/labels/{split}/*.
          <out>/data.yaml (takes ``train.py --data`` as is)
 
 Rules:
-- without ImageSets, each image goes to train/val/test by a seeded hash of its file name
-  (``--val-fraction``, ``--test-fraction``, ``--seed``): adding files never moves the others.
+- without ImageSets, the images are ranked by a seeded hash of their file names and the first
+  round(fraction * n) go to test / val (``--val-fraction``, ``--test-fraction``, ``--seed``): exact
+  counts, the same split for the same files, and adding m files moves at most m + 1 of the others.
   An image without an XML, or with no objects, is kept as a background image (empty label).
 - class order: ``names`` when given (objects of other classes are dropped with a warning),
   otherwise all names found, sorted. Names are case-sensitive, as in the XML.
@@ -25,7 +26,8 @@ Rules:
 - ``<difficult>1`` objects are kept by default (they are real objects; YOLOv5's VOC script
   drops them); ``--skip-difficult`` drops them.
 - an XML that does not parse, or a source without images or XMLs, stops the conversion with
-  one line naming the file; nothing is written.
+  one line naming the file; nothing is written. ``--out`` must not exist (a second conversion into
+  it is refused): source files are never moved, deleted or overwritten.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.converters.common import (ConverterError, UniqueNames, check_fractions, hash_split, image_size,
+from data.converters.common import (ConverterError, UniqueNames, check_fractions, hash_splits, image_size,
                                     place_image, run_cli, write_dataset_yaml, write_labels, yolo_row)
 from utils.core.images import IMG_FORMATS
 from utils.core.argtypes import HelpFormatter
@@ -191,7 +193,8 @@ def _folder_items(source: Path, val_fraction: float, test_fraction: float, seed:
     for stem in sorted(set(xmls) - {p.stem for p in images}):
         stats.images_missing += 1
         LOGGER.warning("%s: no image %s.* in %s, skipped", xmls[stem], stem, image_dir)
-    return [Item(hash_split(p.name, val_fraction, test_fraction, seed), p, xmls.get(p.stem)) for p in images]
+    splits = hash_splits([p.name for p in images], val_fraction, test_fraction, seed)
+    return [Item(split, p, xmls.get(p.stem)) for split, p in zip(splits, images)]
 
 
 def discover_names(items: list[Item]) -> list[str]:
@@ -206,7 +209,7 @@ def convert_voc(source: str | Path, out: str | Path, names: list[str] | None = N
     """Convert a VOC tree or LabelImg folder into ``out`` (built in a temporary sibling, then renamed).
 
     With ImageSets/Main, ``splits`` default to the lists among train/val/test that exist (trainval
-    only when none does); without, the split is ``hash_split`` of each file name. ``out`` must not exist.
+    only when none does); without, :func:`hash_splits` of the file names. ``out`` must not exist.
     """
     source, out = Path(source).resolve(), Path(out).resolve()
     if not source.is_dir():

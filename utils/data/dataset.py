@@ -12,7 +12,8 @@ One item is ``(img, labels, path, shapes)``:
 
 An image that passed the scan but fails to decode at load time (valid CRCs, corrupt pixel data) makes
 its item ``None``, which ``collate_fn`` leaves out: it is skipped with one warning naming it, once
-per run whichever worker meets it first, and counted (:attr:`LoadImagesAndLabels.unreadable`).
+per run whichever worker meets it first, and counted (:attr:`LoadImagesAndLabels.unreadable`). In a
+mosaic such an image costs only its tile: another image takes its place.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from utils.data.label_cache import load_labels
 from utils.data.verify import img2label_paths, list_images
 
 LOGGER = logging.getLogger(__name__)
+MOSAIC_TILE_TRIES = 10  # images drawn for a mosaic tile whose image cannot be decoded, before the item is skipped
 
 
 def _reduced_flag(r: float) -> tuple[int, int]:
@@ -241,13 +243,28 @@ class LoadImagesAndLabels(Dataset):
         """4-image mosaic + random_perspective -> (img (s, s, 3), labels (n, 5) cls,xyxy px)."""
         idx = [index] + random.choices(range(self.n), k=3)
         random.shuffle(idx)
-        ims = [self.load_image(i)[0] for i in idx]
+        ims = []
+        for k, i in enumerate(idx):
+            idx[k], im = self._mosaic_tile(i)
+            ims.append(im)
         img, labels = mosaic4(ims, [self.labels[i] for i in idx], self.img_size)
         h = self.hyp
         border = -self.img_size // 2
         return random_perspective(img, labels, degrees=h["degrees"], translate=h["translate"],
                                   scale=h["scale"], shear=h["shear"], perspective=h["perspective"],
                                   border=(border, border))
+
+    def _mosaic_tile(self, i: int) -> tuple[int, np.ndarray]:
+        """(index, image) of one mosaic tile: image ``i``, or where it cannot be decoded (skipped with its
+        warning) another image drawn at random, so that one bad file costs a tile, not the whole item.
+        Which tiles fail is the same in every worker and epoch, so the draws stay reproducible."""
+        for _ in range(MOSAIC_TILE_TRIES):
+            try:
+                return i, self.load_image(i)[0]
+            except UndecodableImage:
+                self.skip_undecodable(i)
+                i = random.randrange(self.n)
+        return i, self.load_image(i)[0]  # mostly undecodable images: the item is skipped
 
     def _load_letterboxed(self, index: int) -> tuple[np.ndarray, np.ndarray, Any]:
         """Single image letterboxed to img_size (or its rect batch shape), labels cls,xyxy px."""

@@ -26,7 +26,7 @@ from utils.data import verify
 from utils.data.config import DatasetError
 
 LOGGER = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a label path that is a folder is corrupt, no longer a background
 NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
 
 

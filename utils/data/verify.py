@@ -18,6 +18,8 @@ centre outside [-0.5, 1.5] or w/h > 1.5         row dropped ("absurd")
 zero area (before or after clipping)            row dropped
 duplicate row                                   row dropped
 label file missing or empty                     background image (no objects)
+label path a folder or not a regular file       image skipped ("corrupt"): a background would
+                                                teach its objects as background
 =============================================  ==============================================
 """
 from __future__ import annotations
@@ -184,9 +186,14 @@ def parse_label_file(lb_file: str, nc: int | None = None) -> tuple[np.ndarray | 
     """Read and clean a YOLO label file.
 
     Returns ``(labels (n, 5) float32 or None if the file is corrupt, message, dropped, clipped)``.
-    A missing or empty file gives an empty (0, 5) array.
+    A missing or empty file gives an empty (0, 5) array; a folder (or a FIFO, a device) in its place is
+    corrupt: nothing says the image has no objects.
     """
     if not os.path.isfile(lb_file):
+        if os.path.isdir(lb_file):
+            return None, "the label path is a folder, not a file", 0, 0
+        if os.path.lexists(lb_file):
+            return None, "the label path is not a regular file (or a broken link)", 0, 0
         return np.zeros((0, 5), np.float32), "", 0, 0
     try:
         with open(lb_file, encoding="utf-8-sig") as f:  # -sig: a BOM (Windows editors) is not a value

@@ -9,12 +9,13 @@ detect.py stay head-agnostic. The metadata (ONNX ``metadata_props``, TorchScript
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 INSTALL_HINT = "pip install -r requirements-export.txt (onnx, onnxruntime)"
 OPSET = 17
+MIN_OPSET = 11  # ONNX Resize reproduces PyTorch's nearest upsampling from opset 11 on
 
 
 class ExportError(UserError):
@@ -60,55 +62,91 @@ def _fresh_grids(model: nn.Module) -> None:
             m._grids.clear()
 
 
-@contextmanager
-def _replace_when_done(file: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``file`` and move it onto ``file`` only when the block succeeds,
-    so a failed export never leaves a half-written file or destroys an earlier good one."""
+def write_export(file: Path, data: bytes) -> Path:
+    """Write ``data`` to ``file`` through a temporary file beside it, moved onto ``file`` only when complete:
+    a failed write (a read-only folder, a full disk) leaves neither a partial file nor a damaged earlier
+    one, and is an ExportError naming the file."""
     tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
     try:
-        yield tmp
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, file)
+    except OSError as e:
+        free = "free space, or " if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise ExportError(f"cannot write {file} ({e.strerror or e}); nothing was written there: {free}write "
+                          "elsewhere with --out-dir DIR") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only folder it was never created
+            tmp.unlink(missing_ok=True)
+    return file
+
+
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets an export can use: from 11, where Resize matches PyTorch's nearest upsampling, up to
+    the newest that both the installed onnx and torch's TorchScript-based exporter support."""
+    import onnx
+    from torch.onnx import _constants
+
+    torch_max = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+    return MIN_OPSET, min(onnx.defs.onnx_opset_version(), torch_max)
 
 
 def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str], dynamic: bool,
                 opset: int = OPSET) -> Path:
-    """Write ``file`` from ``model`` (a ``DecodedOutput``) traced on ``im`` (B, 3, H, W); check it with onnx."""
+    """Write ``file`` from ``model`` (a ``DecodedOutput``) traced on ``im`` (B, 3, H, W); check it with onnx.
+
+    The graph is built and checked in memory; the file is written at the end by :func:`write_export`.
+    """
     try:
         import onnx
     except ImportError as e:
         raise ExportError(f"ONNX export needs the onnx package: {INSTALL_HINT}") from e
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "boxes"}} if dynamic else None
     _fresh_grids(model)
-    with _replace_when_done(file) as tmp, warnings.catch_warnings():
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
         # the TorchScript-based exporter is deprecated in favour of torch.export, which needs onnxscript
         # as well; this one covers these plain conv graphs with no extra dependency
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (im,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
+        torch.onnx.export(model, (im,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["output0"], dynamic_axes=axes, do_constant_folding=True)
-        proto = onnx.load(str(tmp))
-        for k, v in metadata.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-    return file
+    proto = onnx.load_model_from_string(buffer.getvalue())
+    for k, v in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(proto)
+    return write_export(file, proto.SerializeToString())
 
 
 def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str]) -> Path:
-    """Write ``file`` (``torch.jit`` traced on ``im``) with the metadata as extra file ``config.txt``."""
+    """Write ``file`` (``torch.jit`` traced on ``im``) with the metadata as extra file ``config.txt``.
+
+    Serialised in memory first: torch's own file writer aborts the process on a full disk."""
     _fresh_grids(model)
-    with _replace_when_done(file) as tmp, warnings.catch_warnings():
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still what C++/mobile load
         traced = torch.jit.trace(model, im, strict=False)
-        traced.save(str(tmp), _extra_files={"config.txt": json.dumps(metadata)})
-    return file
+        torch.jit.save(traced, buffer, _extra_files={"config.txt": json.dumps(metadata)})
+    return write_export(file, buffer.getvalue())
+
+
+def check_opset(opset: int) -> None:
+    """ExportError naming ``--opset`` and the supported range unless ``opset`` is in :func:`opset_range`."""
+    try:
+        low, high = opset_range()
+    except ImportError as e:
+        raise ExportError(f"ONNX export needs the onnx package: {INSTALL_HINT}") from e
+    if not low <= opset <= high:
+        raise ExportError(f"--opset {opset}: choose from {low} to {high} (from {MIN_OPSET}, where ONNX's Resize "
+                          f"matches PyTorch's upsampling, to the newest the installed onnx and torch export)")
 
 
 def export(weights: str | Path, include: list[str], imgsz: list[int] | None = None, device: str = "cpu",
-           dynamic: bool = True, half: bool = False, batch_size: int = 1, opset: int = OPSET) -> list[Path]:
-    """Export ``weights`` to each format in ``include``, next to it (``best.pt`` -> ``best.onnx``).
+           dynamic: bool = True, half: bool = False, batch_size: int = 1, opset: int = OPSET,
+           out_dir: str | Path | None = None) -> list[Path]:
+    """Export ``weights`` to each format in ``include``, next to it (``best.pt`` -> ``best.onnx``) or into
+    ``out_dir``.
 
     ``imgsz`` [h, w] defaults to the checkpoint's training size (else 640). ``dynamic`` (the default): ONNX
     batch, height and width axes are free, so detect.py pads as for the .pt file. Returns the files written.
@@ -120,6 +158,11 @@ def export(weights: str | Path, include: list[str], imgsz: list[int] | None = No
     unknown = [f for f in include if f not in FORMATS]
     if unknown:
         raise ExportError(f"--include {' '.join(unknown)}: unknown format; choose from {', '.join(FORMATS)}")
+    if "onnx" in include:
+        check_opset(opset)
+    folder = Path(weights).parent if out_dir is None else Path(out_dir)
+    if out_dir is not None and not folder.is_dir():
+        raise ExportError(f"--out-dir {folder} is not a folder")
     dev = select_device(device)
     if half and dev.type != "cuda":
         raise ExportError(f"--half needs a CUDA --device (FP16 inference is GPU-only here); got {dev.type}")
@@ -136,7 +179,7 @@ def export(weights: str | Path, include: list[str], imgsz: list[int] | None = No
     metadata = export_metadata(model, meta["names"], meta["head"], imgsz, dynamic, half)
     out = []
     for fmt in include:
-        file = Path(weights).with_suffix(SUFFIXES[fmt])
+        file = folder / (Path(weights).stem + SUFFIXES[fmt])
         if fmt == "onnx":
             out.append(export_onnx(wrapped, im, file, metadata, dynamic, opset))
         else:

@@ -49,10 +49,12 @@ class OnnxModel:
         width = self.session.get_outputs()[0].shape[-1]
         if isinstance(width, int):  # a symbolic width is checked on the first output instead
             self._check_width(width)
+        inp = self.session.get_inputs()[0]
+        self.fixed_batch = _check_against_graph(path, inp.shape, self.session.get_outputs()[0].shape, self.stride,
+                                                self.imgsz, self.dynamic)
         self.fixed_imgsz: list[int] | None = None if self.dynamic else self.imgsz
         # what detect.py reads from a checkpoint's meta: a dynamic export defaults to its exported size
         self.meta = {"names": self.names, "head": self.head, "opt": {"imgsz": max(self.imgsz)}, "path": str(path)}
-        inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
         LOGGER.info("loaded ONNX model %s (%d classes, head %s, %s input %s)", path, len(self.names), self.head,
@@ -65,6 +67,9 @@ class OnnxModel:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            raise ValueError(f"{self.path} was exported for batches of {self.fixed_batch}, got {x.shape[0]} "
+                             "image(s); export it with --batch-size 1, or without --static")
         if not self.dynamic and list(x.shape[2:]) != list(self.imgsz):
             raise ValueError(f"{self.path} was exported for {self.imgsz[0]}x{self.imgsz[1]} input, got "
                              f"{x.shape[2]}x{x.shape[3]}; use --img {self.imgsz[0]} or export with --dynamic")
@@ -91,11 +96,41 @@ def _read_metadata(meta: dict[str, str], path: Path) -> tuple[list[str], torch.T
     names, stride, imgsz, dynamic = value("names"), value("stride"), value("imgsz"), value("dynamic", "false")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"--weights {path}: metadata 'names' must be a non-empty list of class names")
-    if not isinstance(stride, list) or not stride or not all(_positive(v) for v in stride):
-        raise ValueError(f"--weights {path}: metadata 'stride' must be a list of positive numbers, got {stride!r:.60}")
+    if not isinstance(stride, list) or not stride or not all(_positive(v) and float(v).is_integer() for v in stride):
+        raise ValueError(f"--weights {path}: metadata 'stride' must be a list of whole numbers of pixels (8, 16, 32), "
+                         f"got {stride!r:.60}")
     if not isinstance(imgsz, list) or len(imgsz) != 2 or not all(_positive(v) and isinstance(v, int) for v in imgsz):
         raise ValueError(f"--weights {path}: metadata 'imgsz' must be two positive integers, got {imgsz!r:.60}")
-    return names, torch.tensor(stride, dtype=torch.float32), imgsz, bool(dynamic)
+    if any(v % max(stride) for v in imgsz):
+        raise ValueError(f"--weights {path}: metadata 'imgsz' {imgsz} is not a multiple of the largest 'stride' "
+                         f"{max(stride):g}; re-export it with export.py")
+    if not isinstance(dynamic, bool):
+        raise ValueError(f"--weights {path}: metadata 'dynamic' must be true or false, got {dynamic!r:.60}")
+    return names, torch.tensor(stride, dtype=torch.float32), imgsz, dynamic
+
+
+def _check_against_graph(path: Path, input_shape: list, output_shape: list, stride: torch.Tensor,
+                         imgsz: list[int], dynamic: bool) -> int | None:
+    """The metadata must describe the graph it travels with: an input fixed at H x W is ``imgsz`` and not
+    ``dynamic``, and a fixed output's N rows are a whole number of boxes per cell of the strides' grids.
+    ValueError naming the file and the key otherwise. Returns the fixed batch size (None when free)."""
+    if len(input_shape) != 4:
+        raise ValueError(f"--weights {path}: the graph's input has shape {input_shape}, expected (batch, 3, height, "
+                         "width); export it with export.py")
+    batch, hw = input_shape[0], input_shape[2:]
+    if all(isinstance(d, int) for d in hw):
+        if dynamic:
+            raise ValueError(f"--weights {path}: metadata 'dynamic' is true, but the graph's input is fixed at "
+                             f"{hw[0]}x{hw[1]}; re-export it with export.py")
+        if list(hw) != imgsz:
+            raise ValueError(f"--weights {path}: metadata 'imgsz' is {imgsz}, but the graph's input is fixed at "
+                             f"{hw[0]}x{hw[1]}; re-export it with export.py")
+        cells = sum((hw[0] // int(s)) * (hw[1] // int(s)) for s in stride.tolist())
+        rows = output_shape[1] if len(output_shape) == 3 else None
+        if isinstance(rows, int) and (cells == 0 or rows % cells):
+            raise ValueError(f"--weights {path}: metadata 'stride' {[int(s) for s in stride.tolist()]} does not fit "
+                             f"the graph: {rows} output rows for a {hw[0]}x{hw[1]} input; re-export it with export.py")
+    return batch if isinstance(batch, int) else None
 
 
 def _positive(v: object) -> bool:
