@@ -19,7 +19,7 @@ from utils.compare.driver import (Job, absolute_paths, comparison_lock, job_comm
 from utils.compare.pack import Progress
 from utils.compare.report import Context, by_strategy, write_report
 from utils.compare.state import read_state, write_state
-from utils.compare.stats import ALPHA, Round, auto_rounds, seed_schedule, settle, spending
+from utils.compare.stats import ALPHA, Round, auto_rounds, best_sentence, seed_schedule, settle, spending
 
 LOGGER = logging.getLogger(__name__)
 HOPELESS = "hopeless"  # the start of auto_rounds' reason for a futility stop
@@ -122,15 +122,28 @@ def cap_advice(todo: list[Job], rnd: Round, losses: list[str], max_seeds: int, c
             f"{found.runner} against {rnd.best.leader}. To go on: `{with_max_seeds(command, n)}`{reopen}.")
 
 
+def last_look_sentence(todo: list[Job], rnd: Round, losses: list[str], alpha: float) -> str:
+    """While a look trains: what the last complete one said, on the seeds it held ('' before the first)."""
+    if not rnd.looks:
+        return ""
+    seeds = {(loss, s) for look in rnd.looks for loss, held in look.seeds.items() for s in held}
+    runs = {k: v for k, v in by_strategy([j.record for j in todo if j.record and (j.loss, j.seed) in seeds],
+                                         losses).items() if v}
+    data = next((str(j.record.settings.get("dataset")) for j in todo if j.record), "the data")
+    return f"At look {len(rnd.looks)}: {best_sentence(runs, rnd.best, data, alpha, hopeless_of(rnd))}"
+
+
 def write_auto_report(exp: Path, todo: list[Job], losses: list[str], rnd: Round, max_seeds: int, command: str,
                       alpha: float, plots: bool = True, progress: Progress | None = None,
                       notes: list[str] | None = None) -> None:
     """The tables of an adaptive comparison: every run its looks asked for (the look in progress too),
     corrected over its complete looks; no verdict while a look is incomplete."""
     used = asked_jobs(todo, rnd, max_seeds)
+    advice = (last_look_sentence(todo, rnd, losses, alpha) if rnd.active
+              else cap_advice(todo, rnd, losses, max_seeds, command, alpha))
     context = Context(note=auto_note(rnd, max_seeds, alpha, notes or []), progress=progress,
                       pending_look=look_label(rnd, max_seeds) if rnd.active else "", hopeless=hopeless_of(rnd),
-                      advice=cap_advice(todo, rnd, losses, max_seeds, command, alpha))
+                      advice=advice)
     write_report(exp, [j.record for j in used if j.record is not None], losses, status_of(used), command,
                  plots, list(rnd.looks) or None, alpha, context=context)
 
@@ -152,6 +165,7 @@ def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[
             look = look_jobs(todo, rnd, max_seeds)
             label = look_label(rnd, max_seeds)
             LOGGER.info("--seeds auto: %s for %s", label, ", ".join(rnd.active))
+            write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha, plots=False, notes=notes)
             run_pending(look, train_args, workers, jobs, lambda p, rnd=rnd: write_auto_report(
                 exp, todo, losses, rnd, max_seeds, command, alpha, plots=False, progress=p, notes=notes), label)
             failed = {j.name for j in look if j.status == "failed"}
