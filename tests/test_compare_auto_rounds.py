@@ -3,6 +3,7 @@ tests/fake_train.py in place of train.py: each run ends at once with a given mAP
 import csv
 import io
 import re
+from pathlib import Path
 
 import pytest
 
@@ -29,11 +30,10 @@ def dataset(tmp_path):
     return folder / "data.yaml"
 
 
-def auto_args(tmp_path, losses="yolov5,gfl", *extra):
-    return compare_cli.parse_opt(["--data", str(dataset(tmp_path)) if not (tmp_path / "raccoon").exists()
-                                  else str(tmp_path / "raccoon/data.yaml"), "--img", "64", "--epochs", "1",
-                                  "--workers", "0", "--losses", losses, "--seeds", "auto", "--max-seeds", "5",
-                                  "--noplots", "--project", str(tmp_path / "runs"), *extra])
+def auto_args(tmp_path, losses="yolov5,gfl"):
+    return compare_cli.parse_opt(["--data", str(dataset(tmp_path)), "--img", "64", "--epochs", "1", "--workers", "0",
+                                  "--losses", losses, "--seeds", "auto", "--max-seeds", "5", "--noplots",
+                                  "--project", str(tmp_path / "runs")])
 
 
 def runs_column(md: str) -> dict[str, str]:
@@ -75,3 +75,54 @@ def test_tables_during_a_round_hold_every_finished_run(tmp_path, monkeypatch, ca
     final = (tmp_path / "runs/exp/results.md").read_text()
     assert final.startswith("Best on raccoon (5 seeds each): yolov5, resolved ahead of the other 1.")
     assert runs_column(final) == {"yolov5": "5/5", "gfl": "5/5"}
+
+
+# the case, shortened: gfl ahead of yolov5 but not resolved at 3 seeds, tal noisy and behind
+CAPPED = {"yolov5": [0.236, 0.25, 0.22, 0.24, 0.23], "gfl": [0.30, 0.26, 0.33, 0.28, 0.31],
+          "tal": [0.23, 0.16, 0.30, 0.20, 0.25]}
+
+
+def test_the_cap_says_what_to_do_next_and_raising_it_says_what_it_reopened(tmp_path, monkeypatch):
+    use_fake_trainer(monkeypatch, tmp_path, maps_table(CAPPED))
+    argv = ["--data", str(dataset(tmp_path)), "--img", "64", "--epochs", "1", "--workers", "0", "--losses",
+            "yolov5,gfl,tal", "--seeds", "auto", "--noplots", "--project", str(tmp_path / "runs")]
+    monkeypatch.setattr("sys.argv", ["compare.py", *argv, "--max-seeds", "3"])
+    assert compare_cli.main(compare_cli.parse_opt(argv + ["--max-seeds", "3"])) == 0
+    md = (tmp_path / "runs/exp/results.md").read_text()
+    rows = {r["loss"]: r for r in csv.DictReader(io.StringIO((tmp_path / "runs/exp/results.csv").read_text()))}
+    # tal: stopped as hopeless, so never `best: yes`, and the sentence does not count it as tied
+    assert (rows["tal"]["best"], rows["gfl"]["best"], rows["yolov5"]["best"]) == ("no (hopeless)", "yes", "yes")
+    assert md.startswith("Not resolved between gfl, yolov5 on raccoon (3 seeds each); tal stopped as hopeless "
+                         "(not resolved below gfl, but a gap this size would rarely be resolved by the cap); about ")
+    advice = re.search(r"The cap of 3 seeds per strategy was reached with the best not resolved: about (\d+) seeds per "
+                       r"strategy in all \((\d+) more\) would settle yolov5 against gfl\. To go on: `(.*)`; a higher "
+                       r"cap can also reopen strategies stopped as hopeless, which were judged against the cap\.", md)
+    assert advice and int(advice[1]) - 3 == int(advice[2]) and int(advice[1]) > 3
+    assert advice[3] == f"python compare.py {' '.join(argv)} --max-seeds {advice[1]}"
+    # the sentence's number and the advice's are one number with one meaning
+    assert f"about {advice[1]} seeds per strategy in all ({advice[2]} more) would settle" in md.splitlines()[0]
+    # raising the cap replays the calls against the new cap: tal is no longer hopeless, and results.md says so
+    monkeypatch.setattr("sys.argv", ["compare.py", *argv, "--max-seeds", "5"])
+    assert compare_cli.main(compare_cli.parse_opt(argv + ["--max-seeds", "5"])) == 0
+    md = (tmp_path / "runs/exp/results.md").read_text()
+    assert ("Raising --max-seeds from 3 to 5 reopened tal: stopped as hopeless at a cap of 3, where its gap to the "
+            "leader would rarely have been resolved; at 5 seeds it might be.") in md
+    assert not (tmp_path / "runs/exp2").exists()
+
+
+def record(loss, seed, value):
+    return RunRecord(loss=loss, seed=seed, epochs=1, map50=value, map=value, ap={}, recall={}, started=0.0,
+                     finished=1.0, train_s=1.0, folder=Path("."), settings={"dataset": "raccoon"})
+
+
+def test_hopeless_is_never_best_yes_in_the_tables():
+    runs = {k: dict(enumerate(v[:3])) for k, v in CAPPED.items()}
+    rnd = auto_rounds(runs, list(CAPPED), 3)
+    assert "tal" in rnd.best.best and rnd.stopped["tal"].startswith("hopeless")
+    records = [record(k, s, v) for k, seeds in runs.items() for s, v in seeds.items()]
+    decided = Decisions({}, rnd.best, {}, list(rnd.looks), 0.05)
+    rows = strategy_rows(records, list(CAPPED), {}, decided, Context(hopeless=("tal",)))
+    assert [r["best"] for r in rows] == ["yes", "yes", "no (hopeless)"]
+    assert "tal" not in best_sentence(runs, rnd.best, "raccoon", hopeless=("tal",)).split(" on ")[0]
+    # without the auto procedure's call, the same runs leave tal tied
+    assert best_sentence(runs, best_set(runs), "raccoon").startswith("Not resolved between gfl, yolov5, tal")
