@@ -208,7 +208,11 @@ def main(opt: argparse.Namespace) -> int:
             exp = experiment_dir(opt, create=auto)
             lines = (plan_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, opt.alpha) if auto
                      else plan(exp, opt.losses, opt.seeds, train_args, opt.workers))
-            print("\n".join(lines))
+            if lines:
+                print("\n".join(lines))
+            else:
+                logging.getLogger("compare").info("--plan: nothing left to train in %s; the same command without "
+                                                  "--plan writes the tables", exp)
             return 0
         exp = experiment_dir(opt)
         if auto:

@@ -1,7 +1,8 @@
 """A stand-in for train.py in compare's tests: takes the command compare builds, sleeps a moment, and
 leaves the files of a finished run (opt.yaml, results.csv, summary.json) with the mAP50-95 that
 ``$FAKE_MAPS`` (a JSON file: {"loss-sSEED": map}) gives the run; a run named in ``$FAKE_FAIL`` exits 1
-without a summary. No torch: a run costs a Python start."""
+without a summary, one named in ``$FAKE_FAIL_AFTER`` exits 2 after it (as a second train.py refused by
+the run lock of a first that finished meanwhile). No torch: a run costs a Python start."""
 import json
 import os
 import sys
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
     (run / "results.csv").write_text(f"epoch,metrics/mAP_0.5:0.95\n0,{value}\n")
     (run / "summary.json").write_text(json.dumps({"loss": loss, "seed": seed, "epochs": 1, "map50": value + 0.3,
                                                   "map": value, "per_class": {"a": {"ap": value, "r": 0.5}}}))
-    return 0
+    return 2 if run.name in os.environ.get("FAKE_FAIL_AFTER", "").split(",") else 0
 
 
 if __name__ == "__main__":

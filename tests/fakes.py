@@ -21,15 +21,17 @@ def fake_model(nc: int, anchors_grid: torch.Tensor, strides=(8, 16, 32)) -> Simp
 FAKE_TRAIN = Path(__file__).with_name("fake_train.py")
 
 
-def use_fake_trainer(monkeypatch, tmp_path: Path, maps: dict[str, float], fail: str = "") -> None:
+def use_fake_trainer(monkeypatch, tmp_path: Path, maps: dict[str, float], fail: str = "", fail_after: str = "") -> None:
     """Make compare launch ``tests/fake_train.py`` in place of train.py: each (strategy, seed) run ends at
-    once with the mAP50-95 ``maps["loss-sSEED"]``; runs named in ``fail`` (comma-separated) exit 1."""
+    once with the mAP50-95 ``maps["loss-sSEED"]``; runs named in ``fail`` (comma-separated) exit 1 with no
+    summary.json, those in ``fail_after`` exit 2 after writing it."""
     from utils.compare import driver, pack
 
     table = tmp_path / "fake_maps.json"
     table.write_text(json.dumps(maps))
     monkeypatch.setenv("FAKE_MAPS", str(table))
     monkeypatch.setenv("FAKE_FAIL", fail)
+    monkeypatch.setenv("FAKE_FAIL_AFTER", fail_after)
     real = driver.job_command
 
     def command(job, train_args, workers):
