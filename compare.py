@@ -15,14 +15,16 @@ map_vs_epoch.png, points.png, pr_curves.png. results.md opens with one sentence 
 
 --seeds auto adds seeds in rounds (3, 5, 8, 10 for a cap of 10) only to strategies that are neither
 resolved nor hopeless, with alpha spent over the rounds so the error of the whole procedure stays at
---alpha. Adding fixed --seeds by hand and rerunning is another look: compare.json records it and the
+--alpha. While a round trains, the tables hold every finished run asked for so far (runs as
+finished / asked) and no verdict until its look is complete; a cap that ends it unresolved is followed by
+the command with a higher --max-seeds. Adding fixed --seeds by hand and rerunning is another look: compare.json records it and the
 report splits alpha over the looks (see utils/compare/stats.py).
 
 Each run is a train.py process; runs go seed by seed (every strategy's first seed before any second
 one), --jobs of them at once per device, and the tables are rewritten after each run. A run that
 fails is reported as failed and the others go on. Rerunning with the same training settings
 continues in the same folder (more --seeds or --losses included): finished runs are read back,
-interrupted ones resume.
+interrupted ones resume. One compare at a time per folder; its train.py processes die with it.
 
 --precision (auto / fp32 / bf16) goes to every train.py run and is a compared setting: runs.csv records
 what each run resolved it to, a different --precision starts another folder, and --report refuses to

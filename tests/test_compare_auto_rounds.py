@@ -5,8 +5,6 @@ import io
 import re
 from pathlib import Path
 
-import pytest
-
 import compare as compare_cli
 from tests.fakes import use_fake_trainer
 from utils.compare import auto
@@ -70,8 +68,9 @@ def test_tables_during_a_round_hold_every_finished_run(tmp_path, monkeypatch, ca
     assert "At look 1: Not resolved between yolov5, gfl on raccoon (3 seeds each)" in md
     for _, _, rows in snaps:  # no p-value, verdict or best call before a look is complete
         assert all(r["map_p"] == r["map_p_adj"] == r["best"] == "" for r in rows)
-        assert [r["verdict"] for r in rows][1] in ("look 1 of 2 (3 seeds) not complete", "look 2 of 2 (5 seeds) not complete")
-    assert any(re.fullmatch(r"look 2 of 2 \(5 seeds\): \[#+\.*\] 7/10 runs, .* ETA \d+:\d\d:\d\d", m) for m in caplog.messages)
+        assert rows[1]["verdict"] in ("look 1 of 2 (3 seeds) not complete", "look 2 of 2 (5 seeds) not complete")
+    progress = r"look 2 of 2 \(5 seeds\): \[#+\.*\] 7/10 runs, .* ETA \d+:\d\d:\d\d"
+    assert any(re.fullmatch(progress, m) for m in caplog.messages)
     final = (tmp_path / "runs/exp/results.md").read_text()
     assert final.startswith("Best on raccoon (5 seeds each): yolov5, resolved ahead of the other 1.")
     assert runs_column(final) == {"yolov5": "5/5", "gfl": "5/5"}

@@ -66,7 +66,8 @@ def test_a_strategy_named_twice_is_one_strategy(losses, kept, tmp_path, capsys, 
     names = [run_name(line) for line in capsys.readouterr().out.splitlines()]
     assert names == [f"{kept}-s{s}" for s in range(3)]
     warned = [m for m in caplog.messages if "already listed" in m]
-    assert warned == [f"--losses: '{losses.split(',')[1]}' is the strategy '{kept}' already listed; it is compared once"]
+    twice = losses.split(",")[1]
+    assert warned == [f"--losses: '{twice}' is the strategy '{kept}' already listed; it is compared once"]
 
 
 # ---- the dataset YAML and compare's settings --------------------------------------------------------
@@ -160,7 +161,8 @@ import sys, pathlib
 from utils.compare.pack import Packer
 class Job:
     name, run_dir = "j", pathlib.Path(sys.argv[1])
-child = [sys.executable, "-c", "import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(120)"]
+child = [sys.executable, "-c",
+         "import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(120)"]
 Packer(1, [], 0, lambda job, w: child + [sys.argv[2]], pathlib.Path(".")).run([Job()], lambda *a: None)
 """
 
@@ -233,7 +235,8 @@ def test_compare_json_of_the_wrong_shape_is_one_line(content, problem, tmp_path,
     f.mkdir() if content == "DIR" else f.write_text(content)
     assert main(argv(tmp_path, "yolov5", "0", "--plan")) == 1
     line = one_error(caplog)
-    assert line.startswith(f"error: {f}") and problem in line and line.endswith("delete it (its runs are kept) or pass --new")
+    assert line.startswith(f"error: {f}") and problem in line
+    assert line.endswith("delete it (its runs are kept) or pass --new")
 
 
 @pytest.mark.parametrize("change, problem", [

@@ -11,9 +11,10 @@ Outputs in ``<exp>/`` (``utils.compare.report``): ``runs.csv`` (one row per fini
 strategy with Welch's interval, p, the family-wise adjusted p and a verdict, and whether it is among the
 best; per class; collapsed classes), ``map_vs_epoch.png``, ``points.png`` and ``pr_curves.png``.
 
-``compare_auto`` (``--seeds auto``) decides the seeds itself in rounds (``utils.compare.stats.auto_rounds``);
-``compare`` with fixed seeds records each completed set of runs as a look in ``compare.json`` so that the
-report can correct for seeds added by hand.
+``utils.compare.auto`` (``--seeds auto``) decides the seeds itself in rounds; ``compare`` with fixed seeds
+records each completed set of runs as a look in ``compare.json`` (``utils.compare.state``) so that the
+report can correct for seeds added by hand. One compare process owns a comparison folder at a time
+(``comparison_lock``); ``launch`` is the one place that starts runs.
 """
 from __future__ import annotations
 

@@ -272,5 +272,6 @@ class Packer:
                 finished(r.job, r.proc.returncode, Path(r.log.name))
 
 
-__all__ = ["Packer", "Progress", "die_with_parent", "parse_jobs", "choose_jobs", "split_workers", "child_threads", "eta_seconds",
+__all__ = ["Packer", "Progress", "die_with_parent", "parse_jobs", "choose_jobs",
+           "split_workers", "child_threads", "eta_seconds",
            "progress_line", "cpu_cores"]

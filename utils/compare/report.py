@@ -170,7 +170,8 @@ def interval(low: str, high: str) -> str:
     return f"[{low}, {high}]" if low else "-"
 
 
-def class_table(records: list[RunRecord], losses: list[str], c: str, decided: Decisions, pending: str = "") -> list[str]:
+def class_table(records: list[RunRecord], losses: list[str], c: str, decided: Decisions,
+                pending: str = "") -> list[str]:
     """results.md: one class's AP50-95 per strategy, against the baseline, and its collapsed runs."""
     base = [r.ap[c] for r in records if r.loss == losses[0] and c in r.ap]
     rows = []

@@ -496,4 +496,5 @@ def best_set_placeholder(strategies: Sequence[str]) -> BestSet:
 
 __all__ = ["ALPHA", "POWER", "MeanCI", "Difference", "mean_ci", "welch", "power", "seeds_needed", "holm",
            "Look", "one_look", "Pair", "Outcome", "adjust_family", "verdicts", "verdict", "BestSet", "best_set",
-           "best_sentence", "settle", "Settle", "seeds_phrase", "class_verdicts", "seed_schedule", "spending", "Round", "auto_rounds"]
+           "best_sentence", "settle", "Settle", "seeds_phrase", "class_verdicts",
+           "seed_schedule", "spending", "Round", "auto_rounds"]
