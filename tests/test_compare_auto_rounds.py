@@ -23,7 +23,7 @@ def maps_table(values: dict[str, list[float]]) -> dict[str, float]:
 def dataset(tmp_path):
     """A converted dataset: every converter names its YAML data.yaml, so the folder names the data."""
     folder = tmp_path / "raccoon"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     (folder / "data.yaml").write_text(f"path: {folder}\ntrain: images\nval: images\nnames: [a]\n")
     return folder / "data.yaml"
 
@@ -98,8 +98,9 @@ def test_the_cap_says_what_to_do_next_and_raising_it_says_what_it_reopened(tmp_p
                        r"cap can also reopen strategies stopped as hopeless, which were judged against the cap\.", md)
     assert advice and int(advice[1]) - 3 == int(advice[2]) and int(advice[1]) > 3
     assert advice[3] == f"python compare.py {' '.join(argv)} --max-seeds {advice[1]}"
-    # the sentence's number and the advice's are one number with one meaning
-    assert f"about {advice[1]} seeds per strategy in all ({advice[2]} more) would settle" in md.splitlines()[0]
+    # the sentence's, the advice's and gfl's row's (the same pair) are one number with one meaning
+    same = f"about {advice[1]} seeds per strategy in all ({advice[2]} more) would"
+    assert f"{same} settle" in md.splitlines()[0] and rows["gfl"]["verdict"].endswith(f"{same} resolve a difference this size)")
     # raising the cap replays the calls against the new cap: tal is no longer hopeless, and results.md says so
     monkeypatch.setattr("sys.argv", ["compare.py", *argv, "--max-seeds", "5"])
     assert compare_cli.main(compare_cli.parse_opt(argv + ["--max-seeds", "5"])) == 0
@@ -125,3 +126,15 @@ def test_hopeless_is_never_best_yes_in_the_tables():
     assert "tal" not in best_sentence(runs, rnd.best, "raccoon", hopeless=("tal",)).split(" on ")[0]
     # without the auto procedure's call, the same runs leave tal tied
     assert best_sentence(runs, best_set(runs), "raccoon").startswith("Not resolved between gfl, yolov5, tal")
+
+
+def test_a_failed_run_leaves_the_look_incomplete_and_the_same_command_retries_it(tmp_path, monkeypatch):
+    use_fake_trainer(monkeypatch, tmp_path, maps_table(MAPS), fail="gfl-s1")
+    assert compare_cli.main(auto_args(tmp_path)) == 2
+    md = (tmp_path / "runs/exp/results.md").read_text()
+    assert md.startswith("Look 1 of 2 (3 seeds) is not complete; the same command trains the rest (failed runs are "
+                         "tried again). Verdicts, p-values and the best column come when the look is complete")
+    assert runs_column(md) == {"yolov5": "3/3", "gfl": "2/3"} and "| gfl-s1 |" in md
+    monkeypatch.setenv("FAKE_FAIL", "")
+    assert compare_cli.main(auto_args(tmp_path)) == 0
+    assert runs_column((tmp_path / "runs/exp/results.md").read_text()) == {"yolov5": "5/5", "gfl": "5/5"}

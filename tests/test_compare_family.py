@@ -12,7 +12,7 @@ import pytest
 import compare as compare_cli
 from utils.compare.driver import Job, recorded_looks
 from utils.compare.stats import (Look, Pair, adjust_family, auto_rounds, best_sentence, best_set, holm,
-                                 look_statistic, seed_schedule, spending, verdicts, welch)
+                                 look_statistic, seed_schedule, seeds_needed, spending, verdicts, welch)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from compare_stats import NAMES, auto_calls, bccd_like, draw, fixed_calls, null_rates, power_at  # noqa: E402
@@ -42,9 +42,12 @@ def test_verdicts_are_holm_adjusted_over_the_family():
     runs.update(runs_of(d=[0.43, 0.39, 0.42, 0.40], e=[0.44, 0.40, 0.41, 0.45]))
     five = verdicts(runs, "base")
     # its uncorrected interval excludes 0, and the row says why that is not enough
-    assert five["b"][0].p_adj == pytest.approx(4 * raw["b"]) and five["b"][1] == (
+    # seeds estimated at the level of all 15 pairs of the six (the best set's family): 8 = 4 more
+    base, b = list(runs["base"].values()), list(runs["b"].values())
+    k = seeds_needed(np.mean(b) - np.mean(base), np.std(base, ddof=1), np.std(b, ddof=1), 0.05 / 15)
+    assert k == 8 and five["b"][0].p_adj == pytest.approx(4 * raw["b"]) and five["b"][1] == (
         f"not resolved (4 seeds each; its 95 % interval excludes 0 but is uncorrected: over the 5 comparisons "
-        f"(Holm) p_adj {4 * raw['b']:.3f} is not below 0.05; about 6 seeds per strategy in all (2 more) would "
+        f"(Holm) p_adj {4 * raw['b']:.3f} is not below 0.05; about 8 seeds per strategy in all (4 more) would "
         f"resolve a difference this size)")
     assert five["a"][1] == "better"
 

@@ -195,10 +195,11 @@ def headline(records: list[RunRecord], losses: list[str], decided: Decisions, co
     runs stand), what to do next, and the progress of the runs."""
     data = str(records[0].settings.get("dataset", "the data")) if records else "the data"
     if context.pending_look:
-        where = f": {context.progress.words()}" if context.progress else ""
-        lines = [f"{context.pending_look[0].upper()}{context.pending_look[1:]} in progress{where}. Verdicts, "
-                 "p-values and the best column come when the look is complete: alpha is spent only at the "
-                 "planned looks."]
+        look = context.pending_look[0].upper() + context.pending_look[1:]
+        where = (f"{look} in progress: {context.progress.words()}." if context.progress else
+                 f"{look} is not complete; the same command trains the rest (failed runs are tried again).")
+        lines = [f"{where} Verdicts, p-values and the best column come when the look is complete: alpha is spent "
+                 "only at the planned looks."]
     elif decided.best:
         lines = [best_sentence(by_strategy(records, losses), decided.best, data, decided.alpha, context.hopeless)]
     else:

@@ -43,10 +43,11 @@ long as the shares were fixed before the data were seen:
   earlier look was unresolved; the report says so.
 
 The seeds estimate of an unresolved verdict is the sample size of Welch's test at power 0.8 at the
-level the family's smallest p must reach (``alpha / m``, Bonferroni's, so it errs on the side of more
-seeds): the fewest seeds per strategy at which a true difference of the observed size, at the observed
-stds, is resolved in 80 % of repetitions (noncentral t). It is "about": the stds are themselves
-estimated from few seeds.
+level the smallest p of the pairs family must reach (``alpha / m``, m = S (S - 1) / 2, Bonferroni's, so
+it errs on the side of more seeds): the fewest seeds per strategy at which a true difference of the
+observed size, at the observed stds, is resolved in 80 % of repetitions (noncentral t). One level for
+the verdicts and for results.md's sentence, so a pair's estimate is one number wherever it is quoted.
+It is "about": the stds are themselves estimated from few seeds.
 """
 from __future__ import annotations
 
@@ -266,11 +267,11 @@ def seed_counts(a: str, b: str, na: int, nb: int) -> str:
 
 
 def words(outcome: Outcome, names: tuple[str, str], va: Sequence[float], vb: Sequence[float], alpha: float,
-          m: int) -> str:
+          m: int, level_m: int | None = None) -> str:
     """The verdict words of ``names[1]`` against ``names[0]``: ``better`` / ``worse`` when resolved, else
     ``not resolved (...)`` with the seeds on each side, why an interval that excludes 0 is not enough
     (it is uncorrected: over the family of ``m`` the adjusted p is not below alpha), and about how many
-    seeds would resolve a difference of the observed size at level alpha / m."""
+    seeds would resolve a difference of the observed size at level alpha / ``level_m`` (default ``m``)."""
     if outcome.call:
         return "better" if outcome.call > 0 else "worse"
     n = seed_counts(*names, len(va), len(vb))
@@ -282,7 +283,7 @@ def words(outcome: Outcome, names: tuple[str, str], va: Sequence[float], vb: Seq
     if outcome.p < ALPHA:  # the table's 95 % interval of the difference excludes 0
         why = (f"; its 95 % interval excludes 0 but is uncorrected: over the {m} comparisons (Holm) "
                f"p_adj {outcome.p_adj:.3f} is not below {alpha:g}")
-    k = seeds_needed(outcome.diff, mean_ci(va).std, mean_ci(vb).std, alpha / max(m, 1))
+    k = seeds_needed(outcome.diff, mean_ci(va).std, mean_ci(vb).std, alpha / max(level_m or m, 1))
     if k > 1000:
         return f"not resolved ({n}{why}; more than 1000 seeds per strategy would be needed for a difference this size)"
     return f"not resolved ({n}{why}; {seeds_phrase(k, min(len(va), len(vb)))} would resolve a difference this size)"
@@ -295,8 +296,10 @@ def verdicts(runs: Runs, baseline: str, looks: Sequence[Look] | None = None, alp
     others = [s for s in runs if s != baseline]
     pairs = [Pair(baseline, s, runs[baseline], runs[s]) for s in others]
     outcomes = adjust_family(pairs, looks, alpha)
-    return {s: (o, words(o, (baseline, s), list(runs[baseline].values()), list(runs[s].values()), alpha, len(pairs)))
-            for s, o in zip(others, outcomes)}
+    n = sum(1 for s in runs if runs[s])
+    level_m = max(len(pairs), n * (n - 1) // 2)  # the best set's family: one estimate per pair (docstring)
+    return {s: (o, words(o, (baseline, s), list(runs[baseline].values()), list(runs[s].values()), alpha, len(pairs),
+                         level_m)) for s, o in zip(others, outcomes)}
 
 
 def verdict(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> str:
