@@ -129,6 +129,8 @@ class Progress:
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# resolved here, in the parent: the child between fork and exec should only call it, not load libraries
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def die_with_parent(parent: int) -> None:
@@ -136,10 +138,9 @@ def die_with_parent(parent: int) -> None:
     started it dies, even by SIGKILL (which runs no clean-up of ours), so no train.py outlives its
     compare; SIGTERM, not SIGKILL, so that it still releases its run lock. ``parent``: the starting
     process's pid, taken before the fork. Elsewhere nothing."""
-    if not sys.platform.startswith("linux"):
+    if _PRCTL is None:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
