@@ -138,3 +138,19 @@ def test_a_failed_run_leaves_the_look_incomplete_and_the_same_command_retries_it
     monkeypatch.setenv("FAKE_FAIL", "")
     assert compare_cli.main(auto_args(tmp_path)) == 0
     assert runs_column((tmp_path / "runs/exp/results.md").read_text()) == {"yolov5": "5/5", "gfl": "5/5"}
+
+
+def test_only_a_hopeless_strategy_left_open_at_the_cap(tmp_path, monkeypatch):
+    """gfl resolved above yolov5; tal too noisy to place, stopped as hopeless: gfl is best, tal is named as
+    hopeless (not tied), and the advice is about the gap a higher cap would reopen."""
+    maps = {"yolov5": [0.20, 0.21, 0.205], "gfl": [0.30, 0.305, 0.31], "tal": [0.20, 0.36, 0.25]}
+    use_fake_trainer(monkeypatch, tmp_path, maps_table(maps))
+    args = auto_args(tmp_path, "yolov5,gfl,tal")
+    args.max_seeds = 3
+    assert compare_cli.main(args) == 0
+    md = (tmp_path / "runs/exp/results.md").read_text()
+    assert md.startswith("Best on raccoon (3 seeds each): gfl; tal stopped as hopeless (not resolved below gfl, "
+                         "but a gap this size would rarely be resolved by the cap).")
+    assert re.search(r"The cap of 3 seeds per strategy was reached with the best not resolved: about \d+ seeds per "
+                     r"strategy in all \(\d+ more\) would settle tal against gfl\. To go on: `.* --max-seeds \d+`; "
+                     r"a higher cap can also reopen strategies stopped as hopeless", md)

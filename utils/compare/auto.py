@@ -111,7 +111,8 @@ def cap_advice(todo: list[Job], rnd: Round, losses: list[str], max_seeds: int, c
         return ""
     used = asked_jobs(todo, rnd, max_seeds)
     runs = {s: v for s, v in by_strategy([j.record for j in used if j.record], losses).items() if v}
-    found = settle(runs, rnd.best, alpha, hopeless_of(rnd))
+    # the closest open gap; where only hopeless strategies are left open, theirs (a higher cap reopens them)
+    found = settle(runs, rnd.best, alpha, hopeless_of(rnd)) or settle(runs, rnd.best, alpha)
     cap = f"The cap of {max_seeds} seeds per strategy was reached with the best not resolved"
     reopen = ("; a higher cap can also reopen strategies stopped as hopeless, which were judged against the cap"
               if hopeless_of(rnd) else "")
