@@ -15,14 +15,16 @@ map_vs_epoch.png, points.png, pr_curves.png. results.md opens with one sentence 
 
 --seeds auto adds seeds in rounds (3, 5, 8, 10 for a cap of 10) only to strategies that are neither
 resolved nor hopeless, with alpha spent over the rounds so the error of the whole procedure stays at
---alpha. Adding fixed --seeds by hand and rerunning is another look: compare.json records it and the
+--alpha. While a round trains, the tables hold every finished run asked for so far (runs as
+finished / asked) and no verdict until its look is complete; a cap that ends it unresolved is followed by
+the command with a higher --max-seeds. Adding fixed --seeds by hand and rerunning is another look: compare.json records it and the
 report splits alpha over the looks (see utils/compare/stats.py).
 
 Each run is a train.py process; runs go seed by seed (every strategy's first seed before any second
 one), --jobs of them at once per device, and the tables are rewritten after each run. A run that
 fails is reported as failed and the others go on. Rerunning with the same training settings
 continues in the same folder (more --seeds or --losses included): finished runs are read back,
-interrupted ones resume.
+interrupted ones resume. One compare at a time per folder; its train.py processes die with it.
 
 --precision (auto / fp32 / bf16) goes to every train.py run and is a compared setting: runs.csv records
 what each run resolved it to, a different --precision starts another folder, and --report refuses to
@@ -50,6 +52,18 @@ from utils.io.cli import (HelpFormatter, add_precision_flag, image_size, interru
 # the training settings that make two compare commands one comparison (one folder); strategies and
 # seeds may differ, so more seeds or another strategy join the runs already there
 SAME_IF = ("data", "cfg", "img", "epochs", "batch_size", "workers", "noplots", "precision", "seeds_mode")
+
+
+# --seeds auto makes a job per (strategy, seed) up to the cap; past this many seeds per strategy no
+# comparison is practical (the verdicts call a need of more than 1000 "no practical number")
+MAX_SEEDS = 1000
+
+
+def max_seeds_arg(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS} seeds per strategy, got {text}")
+    return value
 
 
 def seeds_arg(text: str) -> list[int] | str:
@@ -97,7 +111,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=seeds_arg, default="0,1,2",
                    help="comma-separated seeds (the seed alone moves mAP50-95 by a few points: see README), or "
                         "auto: 3 each, then more in rounds only where the verdict is unresolved")
-    p.add_argument("--max-seeds", type=positive_int, default=10, help="with --seeds auto: the most seeds per strategy (>= 3)")
+    p.add_argument("--max-seeds", type=max_seeds_arg, default=10,
+                   help=f"with --seeds auto: the most seeds per strategy (3 to {MAX_SEEDS})")
     p.add_argument("--alpha", type=alpha_arg, default=0.05,
                    help="family-wise error of the verdicts and of the best column (over all strategies and looks)")
     p.add_argument("--jobs", type=parse_jobs, default="auto",
@@ -129,19 +144,38 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def experiment_dir(opt: argparse.Namespace, create: bool = True) -> Path:
     """The newest project/name* folder made with the same training settings, else a new one (only
-    named, not made, when ``create`` is False)."""
-    from utils.compare.driver import read_state
-    from utils.io.paths import increment_path, write_atomic
+    named, not made, when ``create`` is False). The dataset YAML's ``train_defaults`` (epochs, image
+    size ... where the command leaves them out) must be those the folder's runs had: ValueError if not."""
+    from utils.compare.driver import dataset_train_defaults
+    from utils.compare.state import read_state, write_state
+    from utils.io.paths import increment_path
 
     key = {k: getattr(opt, k) for k in SAME_IF}
+    defaults = json.loads(json.dumps(dataset_train_defaults(opt.data)))
+    if isinstance(defaults, dict):  # what the command sets itself, the dataset's value cannot change
+        given = {"epochs": opt.epochs, "imgsz": opt.img, "batch_size": opt.batch_size}
+        defaults = {k: v for k, v in defaults.items() if given.get(k) is None}
     if not opt.new:
         for d in sorted(Path(opt.project).glob(f"{opt.name}*"), key=lambda p: p.stat().st_mtime, reverse=True):
-            if (d / "compare.json").exists() and same_settings(read_state(d), key):
+            if (d / "compare.json").exists() and same_settings(state := read_state(d), key):
+                if "train_defaults" in state and state["train_defaults"] != defaults:
+                    raise ValueError(f"{opt.data}: train_defaults {changed(state['train_defaults'], defaults)} since "
+                                     f"the runs in {d}; one comparison's runs share them: undo the edit, or pass --new")
+                if create and "train_defaults" not in state:
+                    write_state(d, {**state, "train_defaults": defaults})
                 return d
     exp = increment_path(Path(opt.project) / opt.name, mkdir=create)
     if create:
-        write_atomic(exp / "compare.json", json.dumps({"settings": key, "looks": []}, indent=1))
+        write_state(exp, {"settings": key, "looks": [], "train_defaults": defaults})
     return exp
+
+
+def changed(old: object, new: object) -> str:
+    """Which train_defaults keys differ, in words: ``epochs 1 -> 2``."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return f"changed from {old} to {new}"
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "changed: " + ", ".join(f"{k} {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys)
 
 
 def same_settings(state: dict, key: dict) -> bool:
@@ -153,7 +187,8 @@ def same_settings(state: dict, key: dict) -> bool:
 
 
 def main(opt: argparse.Namespace) -> int:
-    from utils.compare.driver import compare, compare_auto, plan, plan_auto, report_dirs
+    from utils.compare.auto import compare_auto, plan_auto
+    from utils.compare.driver import compare, plan, report_dirs
     from utils.io.cli import user_errors
     from utils.io.paths import increment_path
 
@@ -171,11 +206,15 @@ def main(opt: argparse.Namespace) -> int:
                         command, opt.alpha)
             return 0
         auto = opt.seeds_mode == "auto"
-        if opt.plan:
-            exp = experiment_dir(opt, create=False)
+        if opt.plan:  # --seeds auto keeps its folder and compare.json: the next --plan finds the runs made
+            exp = experiment_dir(opt, create=auto)
             lines = (plan_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, opt.alpha) if auto
                      else plan(exp, opt.losses, opt.seeds, train_args, opt.workers))
-            print("\n".join(lines))
+            if lines:
+                print("\n".join(lines))
+            else:
+                logging.getLogger("compare").info("--plan: nothing left to train in %s; the same command without "
+                                                  "--plan writes the tables", exp)
             return 0
         exp = experiment_dir(opt)
         if auto:

@@ -12,7 +12,7 @@ import pytest
 import compare as compare_cli
 from utils.compare.driver import Job, recorded_looks
 from utils.compare.stats import (Look, Pair, adjust_family, auto_rounds, best_sentence, best_set, holm,
-                                 look_statistic, seed_schedule, spending, verdicts, welch)
+                                 look_statistic, seed_schedule, seeds_needed, spending, verdicts, welch)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from compare_stats import NAMES, auto_calls, bccd_like, draw, fixed_calls, null_rates, power_at  # noqa: E402
@@ -37,11 +37,18 @@ def test_verdicts_are_holm_adjusted_over_the_family():
     assert {k: out[k][0].p for k in "abc"} == pytest.approx(raw)
     # b at raw p 0.014: within the family of three its adjusted p is 0.029 (x2): better
     assert raw["b"] == pytest.approx(0.01437, abs=1e-4) and out["a"][1] == "better" and out["b"][1] == "better"
-    assert out["c"][1].startswith("not resolved (n=4; about ")
+    assert out["c"][1].startswith("not resolved (4 seeds each; about ")
     # two more strategies that resolve nothing make it a family of five: b's adjusted p is 4 x 0.014 = 0.057
     runs.update(runs_of(d=[0.43, 0.39, 0.42, 0.40], e=[0.44, 0.40, 0.41, 0.45]))
     five = verdicts(runs, "base")
-    assert five["b"][0].p_adj == pytest.approx(4 * raw["b"]) and five["b"][1].startswith("not resolved (n=4; about 6 seeds")
+    # its uncorrected interval excludes 0, and the row says why that is not enough
+    # seeds estimated at the level of all 15 pairs of the six (the best set's family): 8 = 4 more
+    base, b = list(runs["base"].values()), list(runs["b"].values())
+    k = seeds_needed(np.mean(b) - np.mean(base), np.std(base, ddof=1), np.std(b, ddof=1), 0.05 / 15)
+    assert k == 8 and five["b"][0].p_adj == pytest.approx(4 * raw["b"]) and five["b"][1] == (
+        f"not resolved (4 seeds each; its 95 % interval excludes 0 but is uncorrected: over the 5 comparisons "
+        f"(Holm) p_adj {4 * raw['b']:.3f} is not below 0.05; about 8 seeds per strategy in all (4 more) would "
+        f"resolve a difference this size)")
     assert five["a"][1] == "better"
 
 
@@ -64,13 +71,14 @@ def test_best_set_and_its_sentence():
                   ssd=[0.44, 0.45, 0.46, 0.44, 0.43])
     best = best_set(far)
     assert best.best == ("gfl",) and best.leader == "gfl" and best.alone
-    assert best_sentence(far, best, "bccd.yaml") == "Best on bccd.yaml (n = 5 seeds each): gfl, resolved ahead of the other 2."
+    assert best_sentence(far, best, "bccd") == "Best on bccd (5 seeds each): gfl, resolved ahead of the other 2."
     close = runs_of(gfl=[0.47, 0.45, 0.46], dw=[0.46, 0.44, 0.47], ssd=[0.30, 0.31, 0.29])
     best = best_set(close)
     assert set(best.best) == {"gfl", "dw"} and not best.alone
-    sentence = best_sentence(close, best, "bccd.yaml")
-    assert sentence.startswith("Not resolved between gfl, dw on bccd.yaml (n = 3 seeds each); about ")
-    assert sentence.endswith("more seeds each would settle a difference of this size (0.003).")
+    sentence = best_sentence(close, best, "bccd")
+    assert sentence.startswith("Not resolved between gfl, dw on bccd (3 seeds each); about ")
+    assert sentence.endswith(" seeds per strategy in all (" + sentence.split(" in all (")[1].split()[0]
+                             + " more) would settle a difference of this size (dw 0.003 behind gfl).")
 
 
 def test_seed_schedule_and_spending():
@@ -185,7 +193,7 @@ def test_seeds_auto_plans_the_next_round_and_reports_its_looks(tmp_path, capsys)
     # at 5 seeds gfl is resolved below (p 0.0014 < 0.05 x 0.16): nothing left to train
     assert compare_cli.main(compare_cli.parse_opt(base)) == 0  # nothing left to train
     md = (exp / "results.md").read_text()
-    assert md.startswith("Best on d.yaml (n = 5 seeds each): yolov5, resolved ahead of the other 1.")
+    assert md.startswith("Best on d (5 seeds each): yolov5, resolved ahead of the other 1.")
     assert "Seeds chosen by `--seeds auto` (cap 10): looks at 2 of the seed counts [3, 5, 8, 10]" in md
     assert "gfl: resolved below another strategy" in md
 

@@ -56,8 +56,9 @@ def test_power_against_simulation():
 def test_verdicts():
     # p = 0.087 at n = 3; Welch's power at these stds reaches 0.8 at 6 seeds
     assert power(0.08, 0.02, 0.05, 5) < 0.8 <= power(0.08, 0.02, 0.05, 6)
-    assert verdict(A, B) == "not resolved (n=3; about 6 seeds per strategy would resolve a difference this size)"
+    assert verdict(A, B) == ("not resolved (3 seeds each; about 6 seeds per strategy in all (3 more) would resolve a "
+                              "difference this size)")
     assert verdict([0.40, 0.41, 0.42, 0.40], [0.50, 0.51, 0.49, 0.50]) == "better"
     assert verdict([0.50, 0.51, 0.49, 0.50], [0.40, 0.41, 0.42, 0.40]) == "worse"
-    assert verdict([0.4], [0.5, 0.6]).startswith("not resolved (n=1/2; at least 2 seeds")
+    assert verdict([0.4], [0.5, 0.6]).startswith("not resolved (1 seed of a, 2 of b; at least 2 seeds")
     assert verdict([0.40, 0.44], [0.41, 0.43]).endswith("more than 1000 seeds per strategy would be needed for a difference this size)")

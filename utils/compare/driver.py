@@ -11,35 +11,40 @@ Outputs in ``<exp>/`` (``utils.compare.report``): ``runs.csv`` (one row per fini
 strategy with Welch's interval, p, the family-wise adjusted p and a verdict, and whether it is among the
 best; per class; collapsed classes), ``map_vs_epoch.png``, ``points.png`` and ``pr_curves.png``.
 
-``compare_auto`` (``--seeds auto``) decides the seeds itself in rounds (``utils.compare.stats.auto_rounds``);
-``compare`` with fixed seeds records each completed set of runs as a look in ``compare.json`` so that the
-report can correct for seeds added by hand.
+``utils.compare.auto`` (``--seeds auto``) decides the seeds itself in rounds; ``compare`` with fixed seeds
+records each completed set of runs as a look in ``compare.json`` (``utils.compare.state``) so that the
+report can correct for seeds added by hand. One compare process owns a comparison folder at a time
+(``comparison_lock``); ``launch`` is the one place that starts runs.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import os
 import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
 
-from utils.compare.pack import Packer, eta_seconds, progress_line
+from utils.compare.pack import STOP_WAIT_S, Packer, Progress, eta_seconds
 from utils.compare.report import write_report
-from utils.compare.runs import RunRecord, find_runs, note_end, note_start, read_run
-from utils.compare.stats import ALPHA, Look, auto_rounds, seed_schedule, spending
+from utils.compare.runs import RunRecord, check_same_settings, find_runs, note_end, note_start, read_run
+from utils.compare.state import read_state, write_state
+from utils.compare.stats import ALPHA, Look
+from utils.core.yaml_file import load_yaml
 from utils.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
-from utils.io.paths import write_atomic
+from utils.io.paths import RunLock
 from utils.loss import canonical_strategies, loss_class, split_strategy, with_assigner
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
+STRATEGY_KEYS = ("loss", "assigner")  # hyp keys that choose the strategy: compare's to set, not a dataset's
 
 
 def hyp_trains(spec: str | Path, loss: str) -> Path:
@@ -64,6 +69,43 @@ def hyp_for(name: str, folder: Path | None = None) -> Path:
     out = folder / f"hyp.{name}.yaml"
     out.write_text(yaml.safe_dump(with_assigner(yaml.safe_load(path.read_text()), assigner), sort_keys=False))
     return out
+
+
+def unique_strategies(names: list[str]) -> list[str]:
+    """``--losses`` as one row per strategy: each name canonical (``gfl+atss`` -> ``gfl``), and a name that
+    is a strategy already listed dropped with one warning line (it would train the same runs twice)."""
+    out: list[str] = []
+    for given, canonical in zip(names, canonical_strategies(names)):
+        if canonical in out:
+            LOGGER.warning("--losses: '%s' is the strategy '%s' already listed; it is compared once", given, canonical)
+        else:
+            out.append(canonical)
+    return out
+
+
+def data_yaml(data: str | Path) -> Path:
+    """The dataset YAML as train.py finds it: as given, else under the repository."""
+    path = Path(data)
+    return path if path.exists() or path.is_absolute() else ROOT / path
+
+
+def dataset_train_defaults(data: str | Path) -> Any:
+    """The dataset YAML's ``train_defaults`` (None when it has none or cannot be read: train.py says why).
+
+    A ``loss`` or ``assigner`` under its ``hyp`` is refused (ValueError naming the file and key): it would
+    turn every compared run into that one strategy while the tables label them by compare's names."""
+    path = data_yaml(data)
+    try:
+        content = load_yaml(path) if path.is_file() else None
+    except ValueError:
+        return None
+    defaults = content.get("train_defaults") if isinstance(content, dict) else None
+    hyp = defaults.get("hyp") if isinstance(defaults, dict) else None
+    for key in STRATEGY_KEYS:
+        if isinstance(hyp, dict) and key in hyp:
+            raise ValueError(f"{path}: train_defaults.hyp.{key} ({hyp[key]}) would make every compared run "
+                             f"train that {key}; compare sets the strategy per run (--losses): remove the key")
+    return defaults
 
 
 @dataclass
@@ -91,6 +133,14 @@ def make_jobs(exp: Path, losses: list[str], seeds: list[int]) -> list[Job]:
     still compares all strategies."""
     hyps = {loss: hyp_for(loss, exp) for loss in losses}  # fail before any training when one is missing
     return [Job(loss, seed, exp / "runs" / f"{loss}-s{seed}", hyps[loss]) for seed in seeds for loss in losses]
+
+
+def read_jobs(jobs: list[Job], exp: Path) -> None:
+    """Read every job's finished run back; runs that differ in a compared setting (the dataset's
+    ``train_defaults`` edited between two commands: epochs) are refused in one line, as ``--report`` does."""
+    for j in jobs:
+        j.read()
+    check_same_settings([j.record for j in jobs if j.record is not None], str(exp))
 
 
 def job_command(job: Job, train_args: list[str], workers: int) -> list[str]:
@@ -127,7 +177,7 @@ def absolute_paths(cmd: list[str]) -> list[str]:
 def plan(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int) -> list[str]:
     """One shell line per (strategy, seed): what ``compare`` would run there with ``--jobs 1``, every path
     absolute."""
-    losses = canonical_strategies(losses)
+    losses = unique_strategies(losses)
     return [shlex.join(absolute_paths(job_command(j, train_args, workers))) for j in make_jobs(exp, losses, seeds)]
 
 
@@ -140,54 +190,90 @@ def status_of(jobs: list[Job]) -> dict[str, tuple[int, list[str]]]:
     return out
 
 
-def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: int | str,
-                report: Callable[[], None]) -> None:
-    """Train the pending jobs, ``n_jobs`` at once per device ("auto": from a probe run's memory on
-    CUDA, 1 on CPU); after each one ends log its line and the overall bar, and rewrite the tables."""
-    pending = [j for j in jobs if j.status == "pending"]
-    total, t0, finished_now = len(jobs), time.time(), 0
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def wait_for_writer(run_dir: Path, wait_s: float = STOP_WAIT_S) -> None:
+    """Wait until no live process holds ``run_dir``'s run lock (a train.py of a killed compare, stopping
+    after the SIGTERM its parent's death sent it); still held after ``wait_s`` -> ValueError in one line."""
+    lock, deadline = run_dir / ".lock", time.time() + wait_s
+    while True:
+        try:
+            pid = int(lock.read_text().strip() or -1)
+        except (OSError, ValueError):
+            return
+        if pid <= 0 or pid == os.getpid() or not pid_alive(pid):
+            return
+        if time.time() > deadline:
+            raise ValueError(f"{run_dir} is still being trained by process {pid} (not started by this compare); "
+                             "wait for it to end or stop it, then run the same command again")
+        time.sleep(0.5)
+
+
+def launch(pending: list[Job], train_args: list[str], workers: int, n_jobs: int | str,
+           finished: Callable[[Job, int, Path], None]) -> None:
+    """Start the pending jobs' train.py processes and call ``finished(job, returncode, log)`` as each ends:
+    the one place that launches runs (the local backend: ``n_jobs`` at once per device, ``Packer``)."""
+    for j in pending:
+        wait_for_writer(j.run_dir)
 
     def command(job: Job, w: int) -> list[str]:
         note_start(job.run_dir)
         return job_command(job, train_args, w)
+
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    Packer(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
+
+
+def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: int | str,
+                report: Callable[[Progress], None], label: str = "") -> None:
+    """Train the pending ones of ``jobs`` (``launch``); after each one ends log its line and the progress
+    over all of ``jobs`` (done = finished or failed, ``label`` first: ``look 2 of 4``), and rewrite the
+    tables with ``report(progress)``."""
+    pending = [j for j in jobs if j.status == "pending"]
+    total, t0, finished_now = len(jobs), time.time(), 0
 
     def finished(job: Job, returncode: int, log: Path) -> None:
         nonlocal finished_now
         note_end(job.run_dir)
         job.read()
         finished_now += 1
-        if returncode == 0 and job.record is not None:
+        if job.record is not None:  # summary.json is written last: the run finished, whatever the exit code
             r = job.record
             LOGGER.info("[%s] done in %s s: mAP50 %.3f  mAP50-95 %.3f%s", job.name, f"{r.train_s:.0f}", r.map50, r.map,
                         f"  (recall 0: {', '.join(r.collapsed)})" if r.collapsed else "")
+            if returncode != 0:
+                LOGGER.warning("[%s] train.py exited with code %d after its summary.json; counted as finished (see %s)",
+                               job.name, returncode, log)
         else:
             job.status = "failed"
             job.error = f"train.py exited with code {returncode}; see {log}"
             LOGGER.warning("[%s] failed: %s", job.name, job.error)
         done = sum(j.status != "pending" for j in jobs)
         elapsed = time.time() - t0
-        LOGGER.info(progress_line(done, total, elapsed, eta_seconds(elapsed, finished_now, total - done)))
-        report()
+        progress = Progress(done, total, elapsed, eta_seconds(elapsed, finished_now, total - done), label)
+        LOGGER.info(progress.line())
+        report(progress)
 
-    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    Packer(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
+    launch(pending, train_args, workers, n_jobs, finished)
 
 
-def read_state(exp: Path) -> dict:
-    """compare.json as ``{"settings": {...}, "looks": [{loss: [seeds]}, ...]}`` (older files held the
-    settings alone)."""
-    f = exp / "compare.json"
+@contextlib.contextmanager
+def comparison_lock(exp: Path) -> Iterator[None]:
+    """One compare process per comparison folder: a second one is refused in one line before it reads,
+    writes or launches anything (``<exp>/.lock`` holds the owner's pid; a killed owner's is taken over)."""
+    lock = RunLock(exp).acquire()
     try:
-        data = json.loads(f.read_text()) if f.exists() else {}
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{f} is not valid JSON ({e}); delete it (its runs are kept) or pass --new") from None
-    state = data if isinstance(data, dict) and "settings" in data else {"settings": data, "looks": []}
-    looks = state.get("looks")
-    if not isinstance(state["settings"], dict) or not isinstance(looks, list) or not all(
-            isinstance(look, dict) and all(isinstance(v, list) for v in look.values()) for look in looks):
-        raise ValueError(f"{f}: expected {{\"settings\": {{...}}, \"looks\": [{{loss: [seeds]}}, ...]}}; "
-                         "delete it (its runs are kept) or pass --new")
-    return state
+        yield
+    finally:
+        lock.release()
 
 
 def recorded_looks(exp: Path, jobs: list[Job]) -> tuple[list[Look], bool]:
@@ -210,7 +296,7 @@ def record_look(exp: Path, jobs: list[Job]) -> None:
     looks, new = recorded_looks(exp, jobs)
     if new and (exp / "compare.json").exists():
         state["looks"] = [{k: list(v) for k, v in look.seeds.items()} for look in looks]
-        write_atomic(exp / "compare.json", json.dumps(state, indent=1))
+        write_state(exp, state)
 
 
 def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int, command: str,
@@ -220,107 +306,32 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
     ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending).
     A command that ends with every planned run finished is a look (recorded in compare.json); the
     verdicts are corrected over all looks of the folder."""
-    losses = canonical_strategies(losses)  # gfl+atss is gfl: one row, one run folder
-    todo = make_jobs(exp, losses, seeds)
-    for j in todo:
-        j.read()
+    losses = unique_strategies(losses)  # gfl+atss is gfl: one row, one run folder
+    with comparison_lock(exp):
+        todo = make_jobs(exp, losses, seeds)
+        read_jobs(todo, exp)
 
-    def report(plots: bool = True) -> None:
-        looks, _ = recorded_looks(exp, todo)
-        write_report(exp, [j.record for j in todo if j.record is not None], losses, status_of(todo), command,
-                     plots, looks, alpha)
+        def report(plots: bool = True, progress: Progress | None = None) -> None:
+            looks, _ = recorded_looks(exp, todo)
+            write_report(exp, [j.record for j in todo if j.record is not None], losses, status_of(todo), command,
+                         plots, looks, alpha, progress=progress)
 
-    if train:
-        # tables after every run (cheap, and current while the rest train), plots once at the end
-        run_pending(todo, train_args, workers, jobs, lambda: report(plots=False))
-    report()
-    if all(j.status == "done" for j in todo):
-        record_look(exp, todo)
+        if train:
+            # tables after every run (cheap, and current while the rest train), plots once at the end
+            run_pending(todo, train_args, workers, jobs, lambda p: report(plots=False, progress=p))
+        report()
+        if all(j.status == "done" for j in todo):
+            record_look(exp, todo)
     LOGGER.info("\n%s", (exp / "results.md").read_text())
     LOGGER.info("Results saved to %s", exp)
     return todo
-
-
-def auto_state(exp: Path, losses: list[str], max_seeds: int, alpha: float) -> tuple[list[Job], object]:
-    """Every job ``--seeds auto`` could ask for (read back) and the replayed round (``auto_rounds``)."""
-    losses = canonical_strategies(losses)  # gfl+atss is gfl: one row, one run folder
-    todo = make_jobs(exp, losses, list(range(max_seeds)))
-    for j in todo:
-        j.read()
-    runs = {loss: {j.seed: j.record.map for j in todo if j.loss == loss and j.record} for loss in losses}
-    return todo, auto_rounds(runs, losses, max_seeds, alpha)
-
-
-def auto_needed(todo: list[Job], rnd, max_seeds: int) -> list[Job]:
-    """The jobs the next look of ``rnd`` still needs (its active strategies, seeds 0..n-1)."""
-    if not rnd.active:
-        return []
-    n = seed_schedule(max_seeds)[len(rnd.looks)]
-    return [j for j in todo if j.loss in rnd.active and j.seed < n and j.status != "done"]
-
-
-def auto_note(rnd, max_seeds: int, alpha: float) -> str:
-    """results.md's line on how ``--seeds auto`` spent seeds and alpha."""
-    sched = seed_schedule(max_seeds)
-    shares = ", ".join(f"{n}: {alpha * w:.4f}" for n, w in zip(sched, spending(sched)))
-    stops = "; ".join(f"{k}: {v}" for k, v in rnd.stopped.items()) or "none yet"
-    return (f"Seeds chosen by `--seeds auto` (cap {max_seeds}): looks at {len(rnd.looks)} of the seed counts "
-            f"{sched}, alpha spent per look ({shares}; spending alpha * t^2), so the family-wise error of "
-            f"the whole procedure is at most {alpha:g}. Stopped: {stops}.")
-
-
-def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[str], workers: int, command: str,
-                 jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA) -> list[Job]:
-    """``--seeds auto``: every strategy to 3 seeds, then rounds of more seeds for the strategies still
-    unresolved and not hopeless, up to ``max_seeds`` (``utils.compare.stats.auto_rounds``). Rerunning
-    replays the decisions from the finished runs and goes on where it stopped. Returns the jobs the
-    procedure asked for (a failed one stops it; the same command retries)."""
-    losses = canonical_strategies(losses)
-    todo, rnd = auto_state(exp, losses, max_seeds, alpha)
-    failed: set[str] = set()
-    while train and (needed := auto_needed(todo, rnd, max_seeds)) and not failed:
-        LOGGER.info("--seeds auto: look %d at %d seeds for %s", len(rnd.looks) + 1,
-                    seed_schedule(max_seeds)[len(rnd.looks)], ", ".join(rnd.active))
-        run_pending(needed, train_args, workers, jobs,
-                    lambda rnd=rnd: write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha, plots=False))
-        failed = {j.name for j in needed if j.status == "failed"}
-        todo, rnd = auto_state(exp, losses, max_seeds, alpha)
-        for j in todo:
-            j.status = "failed" if j.name in failed else j.status
-    write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha)
-    LOGGER.info("\n%s", (exp / "results.md").read_text())
-    LOGGER.info("Results saved to %s", exp)
-    return asked_jobs(todo, rnd, max_seeds)
-
-
-def asked_jobs(todo: list[Job], rnd, max_seeds: int) -> list[Job]:
-    """The jobs ``--seeds auto`` asked for: those of its looks and of the look it waits for."""
-    asked = {(loss, s) for look in rnd.looks for loss, seeds in look.seeds.items() for s in seeds}
-    asked |= {(j.loss, j.seed) for j in auto_needed(todo, rnd, max_seeds)}
-    return [j for j in todo if (j.loss, j.seed) in asked]
-
-
-def write_auto_report(exp: Path, todo: list[Job], losses: list[str], rnd, max_seeds: int, command: str,
-                      alpha: float, plots: bool = True) -> None:
-    """The tables of an adaptive comparison: only the runs its looks asked for, corrected over its looks."""
-    used = asked_jobs(todo, rnd, max_seeds)
-    write_report(exp, [j.record for j in used if j.record is not None], losses, status_of(used), command,
-                 plots, list(rnd.looks) or None, alpha, auto_note(rnd, max_seeds, alpha))
-
-
-def plan_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[str], workers: int,
-              alpha: float = ALPHA) -> list[str]:
-    """``--plan`` with ``--seeds auto``: the train.py lines of the runs the next look needs, given the
-    runs already finished in ``exp`` (run them, then ask again; nothing printed when it is settled)."""
-    todo, rnd = auto_state(exp, losses, max_seeds, alpha)
-    return [shlex.join(absolute_paths(job_command(j, train_args, workers))) for j in auto_needed(todo, rnd, max_seeds)]
 
 
 def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str, alpha: float = ALPHA) -> list[RunRecord]:
     """Tables and plots in ``exp`` from the finished runs under ``dirs`` (see ``find_runs`` for the
     errors), as one look. Strategies in ``losses`` order first (the first one found is the baseline),
     others after."""
-    losses = canonical_strategies(losses)
+    losses = unique_strategies(losses)
     records = find_runs(dirs)
     found = {r.loss for r in records}
     order = [x for x in losses if x in found] + sorted(found - set(losses))
@@ -334,4 +345,5 @@ def report_dirs(exp: Path, dirs: list[Path], losses: list[str], command: str, al
     return records
 
 
-__all__ = ["compare", "compare_auto", "plan", "plan_auto", "report_dirs", "hyp_for", "job_command", "HYP_DIR"]
+__all__ = ["compare", "plan", "report_dirs", "hyp_for", "job_command", "run_pending", "launch", "read_state",
+           "unique_strategies", "dataset_train_defaults", "comparison_lock", "HYP_DIR"]

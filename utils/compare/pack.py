@@ -15,9 +15,13 @@ starts, watches and reaps the processes.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import logging
 import os
+import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +109,42 @@ def progress_line(done: int, total: int, elapsed: float, eta: float | None, widt
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} runs, {duration(elapsed)} elapsed, ETA {duration(eta)}"
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a set of runs stands: ``done`` of ``total`` ended (finished or failed), ``elapsed`` seconds
+    since this invocation started them, ``eta`` seconds left (None before one ended), and a ``label``
+    (``look 2 of 4``) that names the set."""
+    done: int
+    total: int
+    elapsed: float
+    eta: float | None
+    label: str = ""
+
+    def line(self) -> str:
+        return (f"{self.label}: " if self.label else "") + progress_line(self.done, self.total, self.elapsed, self.eta)
+
+    def words(self) -> str:
+        """The same for results.md: ``5 of 9 runs done, 0:03:10 elapsed, ETA 0:02:40``."""
+        return f"{self.done} of {self.total} runs done, {duration(self.elapsed)} elapsed, ETA {duration(self.eta)}"
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# resolved here, in the parent: the child between fork and exec should only call it, not load libraries
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent: int) -> None:
+    """``preexec_fn`` of a training process: on Linux the kernel sends it SIGTERM when the process that
+    started it dies, even by SIGKILL (which runs no clean-up of ours), so no train.py outlives its
+    compare; SIGTERM, not SIGKILL, so that it still releases its run lock. ``parent``: the starting
+    process's pid, taken before the fork. Elsewhere nothing."""
+    if _PRCTL is None:
+        return
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class PackJob(Protocol):
     name: str
     run_dir: Path
@@ -169,7 +209,8 @@ class Packer:
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(job.run_dir.parent / f"{job.name}.log", "a")
         LOGGER.info("[%s] start%s: %s", job.name, "" if gpu is None else f" on GPU {gpu}", " ".join(cmd))
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env(gpu))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env(gpu),
+                                preexec_fn=functools.partial(die_with_parent, os.getpid()))
         self.running.append(Running(job, proc, log, gpu, epochs_logged(job.run_dir)))
 
     def watch_probe(self) -> None:
@@ -232,5 +273,6 @@ class Packer:
                 finished(r.job, r.proc.returncode, Path(r.log.name))
 
 
-__all__ = ["Packer", "parse_jobs", "choose_jobs", "split_workers", "child_threads", "eta_seconds",
+__all__ = ["Packer", "Progress", "die_with_parent", "parse_jobs", "choose_jobs",
+           "split_workers", "child_threads", "eta_seconds",
            "progress_line", "cpu_cores"]

@@ -19,8 +19,10 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
+from utils.compare.pack import Progress
 from utils.compare.runs import RunRecord
 from utils.compare.stats import (ALPHA, BestSet, Look, Outcome, best_sentence, best_set, class_verdicts, mean_ci,
                                  one_look, verdicts, welch)
@@ -49,6 +51,19 @@ def runs_table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
                      *[f"{r.ap[c]:.5f}" if c in r.ap else "" for c in classes],
                      ";".join(r.collapsed), f"{r.started:.3f}", f"{r.finished:.3f}", f"{r.train_s:.1f}"])
     return header, rows
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a report says beyond its runs. ``note``: replaces the line on looks; ``progress``: where the
+    runs stand while they train; ``pending_look``: set while a look of ``--seeds auto`` is not complete
+    (``look 2 of 4 (5 seeds)``): no verdict, p-value or best call is made before it is; ``hopeless``:
+    strategies ``--seeds auto`` stopped as hopeless (never ``best: yes``); ``advice``: what to do next."""
+    note: str = ""
+    progress: Progress | None = None
+    pending_look: str = ""
+    hopeless: tuple[str, ...] = ()
+    advice: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ def compare_cells(base: list[float], values: list[float], is_base: bool,
 
 
 def strategy_rows(records: list[RunRecord], losses: list[str], status: dict[str, tuple[int, list[str]]],
-                  decided: Decisions) -> list[dict[str, str]]:
+                  decided: Decisions, context: Context = Context()) -> list[dict[str, str]]:
     """results.csv rows; ``status[loss]`` = (runs planned, names of failed runs)."""
     classes = class_names(records)
     by_loss = {loss: [r for r in records if r.loss == loss] for loss in losses}
@@ -118,7 +133,10 @@ def strategy_rows(records: list[RunRecord], losses: list[str], status: dict[str,
                     "map_ci_low": fmt(m.low) if m else "", "map_ci_high": fmt(m.high) if m else ""})
         cells = compare_cells(base, [r.map for r in runs], i == 0, decided.overall.get(loss))
         row.update({f"map_{k}" if k != "verdict" else k: v for k, v in cells.items()})
-        row["best"] = "" if decided.best is None or not runs else "yes" if loss in decided.best.best else "no"
+        if context.pending_look and i > 0:
+            row["verdict"] = f"{context.pending_look} not complete"
+        row["best"] = "" if decided.best is None or not runs else "no (hopeless)" if loss in context.hopeless \
+            else "yes" if loss in decided.best.best else "no"
         for c in classes:
             ap = [r.ap[c] for r in runs if c in r.ap]
             ci = mean_ci(ap) if ap else None
@@ -152,7 +170,8 @@ def interval(low: str, high: str) -> str:
     return f"[{low}, {high}]" if low else "-"
 
 
-def class_table(records: list[RunRecord], losses: list[str], c: str, decided: Decisions) -> list[str]:
+def class_table(records: list[RunRecord], losses: list[str], c: str, decided: Decisions,
+                pending: str = "") -> list[str]:
     """results.md: one class's AP50-95 per strategy, against the baseline, and its collapsed runs."""
     base = [r.ap[c] for r in records if r.loss == losses[0] and c in r.ap]
     rows = []
@@ -164,10 +183,32 @@ def class_table(records: list[RunRecord], losses: list[str], c: str, decided: De
         rows.append([loss, str(len(ap)), pm(fmt(ci.mean), fmt(ci.std)) if ci else "-",
                      interval(fmt(ci.low), fmt(ci.high)) if ci else "-",
                      f"{cells['diff']} {interval(cells['diff_ci_low'], cells['diff_ci_high'])}".strip() or "-",
-                     cells["p"] or "-", cells["p_adj"] or "-", cells["verdict"] or "-",
+                     cells["p"] or "-", cells["p_adj"] or "-",
+                     cells["verdict"] or (f"{pending} not complete" if pending else "-"),
                      f"{sum(c in r.collapsed for r in runs)} of {len(runs)}"])
     return [f"### {c}", "", *md_table(["loss", "n", "AP50-95", "95 % CI", "diff vs " + losses[0] + " [95 % CI]",
                                        "p", "p adj (classes x strategies)", "verdict", "collapsed"], rows), ""]
+
+
+def headline(records: list[RunRecord], losses: list[str], decided: Decisions, context: Context) -> list[str]:
+    """results.md's opening lines: which strategies are best (or, while a look is incomplete, where its
+    runs stand), what to do next, and the progress of the runs."""
+    data = str(records[0].settings.get("dataset", "the data")) if records else "the data"
+    if context.pending_look:
+        look = context.pending_look[0].upper() + context.pending_look[1:]
+        where = (f"{look} in progress: {context.progress.words()}." if context.progress else
+                 f"{look} is not complete; the same command trains the rest (failed runs are tried again).")
+        lines = [f"{where} Verdicts, p-values and the best column come when the look is complete: alpha is spent "
+                 "only at the planned looks."]
+    elif decided.best:
+        lines = [best_sentence(by_strategy(records, losses), decided.best, data, decided.alpha, context.hopeless)]
+    else:
+        lines = ["No finished run yet."]
+    if context.advice:
+        lines += ["", context.advice]
+    if context.progress and not context.pending_look:
+        lines += ["", f"Progress: {context.progress.words()}."]
+    return lines
 
 
 def looks_note(looks: list[Look], note: str) -> list[str]:
@@ -182,16 +223,15 @@ def looks_note(looks: list[Look], note: str) -> list[str]:
 
 
 def write_results(exp: Path, records: list[RunRecord], losses: list[str], status: dict[str, tuple[int, list[str]]],
-                  command: str, decided: Decisions, note: str = "") -> None:
+                  command: str, decided: Decisions, context: Context = Context()) -> None:
     """runs.csv, results.csv and results.md in ``exp``."""
     write_csv(exp / "runs.csv", *runs_table(records))
-    rows = strategy_rows(records, losses, status, decided)
+    rows = strategy_rows(records, losses, status, decided, context)
     header = list(rows[0]) if rows else ["loss"]
     write_csv(exp / "results.csv", header, [[r[k] for k in header] for r in rows])
     base, a = losses[0] if losses else "-", decided.alpha
-    data = Path(str(records[0].settings.get("data", "the data"))).name if records else "the data"
-    md = [best_sentence(by_strategy(records, losses), decided.best, data, a) if decided.best else "No finished run yet.",
-          "", f"Command: `{command}`", "", *looks_note(decided.looks, note),
+    md = [*headline(records, losses, decided, context), "", f"Command: `{command}`", "",
+          *looks_note(decided.looks, context.note),
           f"mAP50-95 of best.pt, mean ± std over seeds, 95 % t interval of the mean; difference against the "
           f"baseline `{base}` with Welch's 95 % interval and two-sided p. Verdicts: better / worse when the "
           f"p adjusted by Holm over all {max(len(losses) - 1, 0)} comparisons with the baseline is below {a:g}; "
@@ -211,7 +251,7 @@ def write_results(exp: Path, records: list[RunRecord], losses: list[str], status
                f"Verdicts per class: Holm over all {len(decided.classes)} (class, strategy) comparisons with "
                f"the baseline together, at {a:g}.", ""]
         for c in classes:
-            md += class_table(records, losses, c, decided)
+            md += class_table(records, losses, c, decided, context.pending_look)
         collapsed = [f"{c} collapsed in {n} of {len(runs)} {loss} runs" for loss in losses
                      for runs in [[r for r in records if r.loss == loss]] for c in classes
                      if (n := sum(c in r.collapsed for r in runs))]
@@ -271,15 +311,20 @@ def plot_results(exp: Path, records: list[RunRecord], losses: list[str]) -> None
 
 def write_report(exp: Path, records: list[RunRecord], losses: list[str], status: dict[str, tuple[int, list[str]]],
                  command: str, plots: bool = True, looks: list[Look] | None = None, alpha: float = ALPHA,
-                 note: str = "") -> Decisions:
+                 note: str = "", progress: Progress | None = None, context: Context | None = None) -> Decisions:
     """All tables (and with ``plots`` the plots) of a comparison into ``exp``; the verdicts are corrected
-    over ``looks`` (one look at every run when not given). ``note`` replaces the line on looks."""
-    decided = decide(records, losses, looks, alpha)
-    write_results(exp, records, losses, status, command, decided, note)
+    over ``looks`` (one look at every run when not given). ``note`` replaces the line on looks; ``context``
+    (``Context``) adds the rest, ``progress`` included."""
+    context = context or Context(note=note, progress=progress)
+    if context.pending_look:  # nothing is tested before the look is complete
+        decided = Decisions({}, None, {}, list(looks or []), alpha)
+    else:
+        decided = decide(records, losses, looks, alpha)
+    write_results(exp, records, losses, status, command, decided, context)
     if plots:
         plot_results(exp, records, losses)
     return decided
 
 
-__all__ = ["write_report", "decide", "Decisions", "by_strategy", "runs_table", "strategy_rows", "write_results",
+__all__ = ["write_report", "decide", "Decisions", "Context", "by_strategy", "runs_table", "strategy_rows", "write_results",
            "plot_results"]

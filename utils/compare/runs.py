@@ -8,11 +8,14 @@ the run); folders trained elsewhere (``--plan`` on a cluster) fall back to the f
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from utils.core.text import short_repr
 from utils.io.paths import write_atomic
 from utils.io.run_log import read_results
 from utils.core.yaml_file import load_yaml
@@ -25,6 +28,8 @@ SUMMARY_KEYS = ("loss", "seed", "epochs", "map50", "map", "per_class")
 # run resolved it (summary.json: fp32 / bf16 / fp16; "unrecorded" for runs from before it was recorded)
 SAME_SETTINGS = ("data", "cfg", "imgsz", "epochs", "precision")
 MAP_COLUMN = "metrics/mAP_0.5:0.95"
+SPEED_KEYS = ("train_images_per_s", "loss_step_ms", "peak_memory_mib")
+GENERIC_STEMS = ("data", "dataset")  # dataset YAML names that say nothing: the folder names the data
 
 
 @dataclass
@@ -56,8 +61,17 @@ class RunRecord:
 
 
 def read_times(folder: Path) -> dict[str, float]:
+    """``times.json`` of a run folder; a file that is not a JSON object of numbers (compare's own,
+    edited or damaged) counts as absent: the files' own times stand in."""
     f = folder / TIMES
-    return json.loads(f.read_text()) if f.exists() else {}
+    try:
+        data = json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             and math.isfinite(v) for v in data.values()):
+        return {}
+    return {k: float(v) for k, v in data.items()}
 
 
 def note_start(folder: Path) -> float:
@@ -80,41 +94,137 @@ def note_end(folder: Path) -> None:
     write_atomic(folder / TIMES, json.dumps(times))
 
 
+def is_number(value: Any) -> bool:
+    """A finite JSON number (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def summary_problem(s: Any) -> str | None:
+    """What is wrong with the content of a summary.json, in words, or None when it has the shape train.py
+    writes: ``loss`` (text), ``seed`` and ``epochs`` (integers >= 0 / >= 1), ``map50`` and ``map`` (finite
+    numbers), ``per_class`` (class name -> {"ap": number, "r": number, ...}), numbers for the speed keys."""
+    if not isinstance(s, dict):
+        return f"expected a JSON object, got {type(s).__name__}"
+    missing = [k for k in SUMMARY_KEYS if k not in s]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not isinstance(s["loss"], str) or not s["loss"]:
+        return f"'loss' must be a strategy name, got {short_repr(s['loss'])}"
+    for key, low in (("seed", 0), ("epochs", 1)):
+        if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < low:
+            return f"'{key}' must be an integer >= {low}, got {short_repr(s[key])}"
+    for key in ("map50", "map", *SPEED_KEYS):
+        if key in s and not is_number(s[key]):
+            return f"'{key}' must be a finite number, got {short_repr(s[key])}"
+    if not isinstance(s["per_class"], dict):
+        return f"'per_class' must map class names to {{\"ap\": ..., \"r\": ...}}, got {type(s['per_class']).__name__}"
+    for name, row in s["per_class"].items():
+        for key in ("ap", "r"):
+            if not isinstance(row, dict) or key not in row:
+                return f"per_class '{name}' lacks '{key}'"
+            if not is_number(row[key]):
+                return f"per_class '{name}' '{key}' must be a finite number, got {short_repr(row[key])}"
+    return None
+
+
+def read_summary(summary_file: Path) -> dict[str, Any]:
+    """The content of a run's summary.json, validated (``summary_problem``); anything else is a
+    ValueError in one line naming the file."""
+    try:
+        s = json.loads(summary_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{summary_file}: not valid JSON ({e}); a run that was cut off while writing it: delete "
+                         "the file to train that run again") from None
+    except OSError as e:
+        raise ValueError(f"{summary_file}: cannot be read ({e.strerror or e})") from None
+    problem = summary_problem(s)
+    if problem:
+        raise ValueError(f"{summary_file}: {problem}; delete the file to train that run again")
+    return s
+
+
+def yaml_mapping(path: Path) -> dict[str, Any]:
+    """A run's opt.yaml / hyp.yaml as a dict ({} when absent or not a mapping)."""
+    data = load_yaml(path) if path.is_file() else None
+    return data if isinstance(data, dict) else {}
+
+
+def dataset_name(data: Any) -> str:
+    """How the tables name a dataset YAML: its stem (``bccd``), or its folder where the stem says nothing
+    (``datasets/raccoon/data.yaml`` -> ``raccoon``, as every converter writes ``data.yaml``)."""
+    if not data:
+        return "the data"
+    path = Path(str(data))
+    generic = path.stem.lower() in GENERIC_STEMS and path.parent.name not in ("", ".")
+    return path.parent.name if generic else path.stem
+
+
+def read_curve(folder: Path) -> list[float]:
+    """Validation mAP50-95 per epoch from a run's results.csv ([] without the file or the column)."""
+    f = folder / "results.csv"
+    if not f.is_file():
+        return []
+    try:
+        keys, rows = read_results(f)
+    except (OSError, ValueError, IndexError) as e:
+        raise ValueError(f"{f}: not a results.csv that train.py wrote ({e})") from None
+    return [r[keys.index(MAP_COLUMN)] for r in rows] if MAP_COLUMN in keys else []
+
+
 def read_run(folder: Path) -> RunRecord | None:
     """The record of a finished run folder, or None when it has no ``summary.json`` yet."""
     summary_file = folder / "summary.json"
     if not summary_file.exists():
         return None
-    try:
-        s = json.loads(summary_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{summary_file}: not valid JSON ({e}); a run that was cut off while writing it: delete "
-                         "the file to train that run again") from None
-    missing = [k for k in SUMMARY_KEYS if k not in s] if isinstance(s, dict) else list(SUMMARY_KEYS)
-    if missing:
-        raise ValueError(f"{summary_file}: lacks {', '.join(missing)}; delete the file to train that run again")
+    s = read_summary(summary_file)
     opt_file = folder / "opt.yaml"
-    opt = (load_yaml(opt_file) if opt_file.exists() else None) or {}
+    opt = yaml_mapping(opt_file)
     times = read_times(folder)
     started = times.get("started", opt_file.stat().st_mtime if opt_file.exists() else summary_file.stat().st_mtime)
     finished = times.get("finished", summary_file.stat().st_mtime)
-    curve = []
-    if (folder / "results.csv").exists():
-        keys, rows = read_results(folder / "results.csv")
-        curve = [r[keys.index(MAP_COLUMN)] for r in rows]
-    hyp_file = folder / "hyp.yaml"
-    assigner = (load_yaml(hyp_file) or {}).get("assigner") if hyp_file.exists() else None
+    assigner = yaml_mapping(folder / "hyp.yaml").get("assigner")
     settings = {k: opt.get(k) for k in SAME_SETTINGS}
     for k in ("data", "cfg"):
-        settings[k] = Path(settings[k]).name if settings[k] else settings[k]
+        settings[k] = Path(str(settings[k])).name if settings[k] else settings[k]
     settings["precision"] = s.get("precision", "unrecorded")
+    settings["dataset"] = dataset_name(opt.get("data"))
     return RunRecord(
-        loss=strategy_label(s["loss"], assigner), seed=int(s["seed"]), epochs=int(s["epochs"]), map50=float(s["map50"]), map=float(s["map"]),
+        loss=strategy_label(s["loss"], assigner if isinstance(assigner, str) else None), seed=s["seed"],
+        epochs=s["epochs"], map50=float(s["map50"]), map=float(s["map"]),
         ap={c: float(v["ap"]) for c, v in s["per_class"].items()},
         recall={c: float(v["r"]) for c, v in s["per_class"].items()},
         started=float(started), finished=float(finished), train_s=float(times.get("train_s", finished - started)),
-        folder=folder, settings=settings, curve=curve,
-        speed={k: float(s[k]) for k in ("train_images_per_s", "loss_step_ms", "peak_memory_mib") if k in s})
+        folder=folder, settings=settings, curve=read_curve(folder),
+        speed={k: float(s[k]) for k in SPEED_KEYS if k in s})
+
+
+def summary_files(root: Path) -> list[Path]:
+    """Every summary.json under ``root``, following symbolic links to folders (a run folder linked in from
+    elsewhere counts; ``Path.rglob`` would skip it), each real file once even when reached twice."""
+    seen, out = set(), []
+    for top, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        if "summary.json" in files:
+            out.append(Path(top) / "summary.json")
+    return sorted(out)
+
+
+def check_same_settings(records: list[RunRecord], where: str) -> None:
+    """ValueError in one line when runs differ in a setting of ``SAME_SETTINGS`` (naming the setting and
+    two folders); ``where`` starts the message (``--report``, the comparison folder)."""
+    if not records:
+        return
+    first = records[0]
+    for r in records[1:]:
+        for k in SAME_SETTINGS:
+            if r.settings.get(k) != first.settings.get(k):
+                raise ValueError(f"{where}: runs differ in {k}: {first.settings.get(k)} in {first.folder}, "
+                                 f"{r.settings.get(k)} in {r.folder}")
 
 
 def find_runs(dirs: Iterable[Path]) -> list[RunRecord]:
@@ -127,7 +237,7 @@ def find_runs(dirs: Iterable[Path]) -> list[RunRecord]:
         d = Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"--report: {d} is not a folder")
-        found = [r for f in sorted(d.rglob("summary.json")) if (r := read_run(f.parent)) is not None]
+        found = [r for f in summary_files(d) if (r := read_run(f.parent)) is not None]
         if not found:
             empty.append(str(d))
         records += found
@@ -138,13 +248,9 @@ def find_runs(dirs: Iterable[Path]) -> list[RunRecord]:
         if (r.loss, r.seed) in seen:
             raise ValueError(f"--report: {r.loss} seed {r.seed} is there twice: {seen[r.loss, r.seed]} and {r.folder}")
         seen[r.loss, r.seed] = r.folder
-    first = records[0]
-    for r in records[1:]:
-        for k in SAME_SETTINGS:
-            if r.settings.get(k) != first.settings.get(k):
-                raise ValueError(f"--report: runs differ in {k}: {first.settings.get(k)} in {first.folder}, "
-                                 f"{r.settings.get(k)} in {r.folder}")
+    check_same_settings(records, "--report")
     return records
 
 
-__all__ = ["RunRecord", "read_run", "find_runs", "note_start", "note_end", "SAME_SETTINGS"]
+__all__ = ["RunRecord", "read_run", "read_summary", "summary_problem", "find_runs", "check_same_settings",
+           "dataset_name", "note_start", "note_end", "SAME_SETTINGS"]

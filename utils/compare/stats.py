@@ -43,10 +43,11 @@ long as the shares were fixed before the data were seen:
   earlier look was unresolved; the report says so.
 
 The seeds estimate of an unresolved verdict is the sample size of Welch's test at power 0.8 at the
-level the family's smallest p must reach (``alpha / m``, Bonferroni's, so it errs on the side of more
-seeds): the fewest seeds per strategy at which a true difference of the observed size, at the observed
-stds, is resolved in 80 % of repetitions (noncentral t). It is "about": the stds are themselves
-estimated from few seeds.
+level the smallest p of the pairs family must reach (``alpha / m``, m = S (S - 1) / 2, Bonferroni's, so
+it errs on the side of more seeds): the fewest seeds per strategy at which a true difference of the
+observed size, at the observed stds, is resolved in 80 % of repetitions (noncentral t). One level for
+the verdicts and for results.md's sentence, so a pair's estimate is one number wherever it is quoted.
+It is "about": the stds are themselves estimated from few seeds.
 """
 from __future__ import annotations
 
@@ -253,20 +254,39 @@ def adjust_family(pairs: Sequence[Pair], looks: Sequence[Look], alpha: float = A
 
 # --- the three families of a comparison ---------------------------------------------------------------
 
-def words(call: int, diff: float, va: Sequence[float], vb: Sequence[float], alpha: float, m: int) -> str:
-    """The verdict words: ``better`` / ``worse`` when resolved, else ``not resolved (...)`` with about how
-    many seeds per strategy would resolve a difference of the observed size at level alpha / m."""
-    if call:
-        return "better" if call > 0 else "worse"
-    n = f"n={len(va)}" if len(va) == len(vb) else f"n={len(va)}/{len(vb)}"
+def seeds_phrase(k: int, have: int) -> str:
+    """How many seeds an estimate asks for, said one way everywhere: seeds per strategy in all, and how
+    many more than the ``have`` each has (at least one more: with ``have`` it did not resolve)."""
+    total = max(k, have + 1)
+    return f"about {total} seeds per strategy in all ({total - have} more)"
+
+
+def seed_counts(a: str, b: str, na: int, nb: int) -> str:
+    """``5 seeds each``, or ``5 seeds of yolov5, 3 of tal``."""
+    return f"{na} seeds each" if na == nb else f"{na} seed{'s' * (na != 1)} of {a}, {nb} of {b}"
+
+
+def words(outcome: Outcome, names: tuple[str, str], va: Sequence[float], vb: Sequence[float], alpha: float,
+          m: int, level_m: int | None = None) -> str:
+    """The verdict words of ``names[1]`` against ``names[0]``: ``better`` / ``worse`` when resolved, else
+    ``not resolved (...)`` with the seeds on each side, why an interval that excludes 0 is not enough
+    (it is uncorrected: over the family of ``m`` the adjusted p is not below alpha), and about how many
+    seeds would resolve a difference of the observed size at level alpha / ``level_m`` (default ``m``)."""
+    if outcome.call:
+        return "better" if outcome.call > 0 else "worse"
+    n = seed_counts(*names, len(va), len(vb))
     if len(va) < 2 or len(vb) < 2:
         return f"not resolved ({n}; at least 2 seeds per strategy are needed to estimate the noise)"
-    if diff == 0:
+    if outcome.diff == 0:
         return f"not resolved ({n}; the means are equal)"
-    k = seeds_needed(diff, mean_ci(va).std, mean_ci(vb).std, alpha / max(m, 1))
+    why = ""
+    if outcome.p < ALPHA:  # the table's 95 % interval of the difference excludes 0
+        why = (f"; its 95 % interval excludes 0 but is uncorrected: over the {m} comparisons (Holm) "
+               f"p_adj {outcome.p_adj:.3f} is not below {alpha:g}")
+    k = seeds_needed(outcome.diff, mean_ci(va).std, mean_ci(vb).std, alpha / max(level_m or m, 1))
     if k > 1000:
-        return f"not resolved ({n}; more than 1000 seeds per strategy would be needed for a difference this size)"
-    return f"not resolved ({n}; about {k} seeds per strategy would resolve a difference this size)"
+        return f"not resolved ({n}{why}; more than 1000 seeds per strategy would be needed for a difference this size)"
+    return f"not resolved ({n}{why}; {seeds_phrase(k, min(len(va), len(vb)))} would resolve a difference this size)"
 
 
 def verdicts(runs: Runs, baseline: str, looks: Sequence[Look] | None = None, alpha: float = ALPHA
@@ -276,8 +296,10 @@ def verdicts(runs: Runs, baseline: str, looks: Sequence[Look] | None = None, alp
     others = [s for s in runs if s != baseline]
     pairs = [Pair(baseline, s, runs[baseline], runs[s]) for s in others]
     outcomes = adjust_family(pairs, looks, alpha)
-    return {s: (o, words(o.call, o.diff, list(runs[baseline].values()), list(runs[s].values()), alpha, len(pairs)))
-            for s, o in zip(others, outcomes)}
+    n = sum(1 for s in runs if runs[s])
+    level_m = max(len(pairs), n * (n - 1) // 2)  # the best set's family: one estimate per pair (docstring)
+    return {s: (o, words(o, (baseline, s), list(runs[baseline].values()), list(runs[s].values()), alpha, len(pairs),
+                         level_m)) for s, o in zip(others, outcomes)}
 
 
 def verdict(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> str:
@@ -317,27 +339,53 @@ def gap_to_leader(runs: Runs, s: str, leader: str) -> tuple[float, float, float]
     return b.mean - a.mean, a.std, b.std
 
 
-def best_sentence(runs: Runs, best: BestSet, data: str, alpha: float = ALPHA) -> str:
-    """One plain sentence on which strategies are best, for the top of results.md."""
+@dataclass(frozen=True)
+class Settle:
+    """What would settle the closest unresolved gap to the leader: the runner-up, the gap of the means,
+    seeds per strategy in all (``seeds_needed``; None when no practical number would, or the noise is
+    not estimable yet) and the seeds the tied strategies hold now."""
+    runner: str
+    gap: float
+    seeds: int | None
+    have: int
+
+
+def settle(runs: Runs, best: BestSet, alpha: float = ALPHA, hopeless: Sequence[str] = ()) -> Settle | None:
+    """``Settle`` for the best set less the ``hopeless`` strategies; None when the leader is alone."""
+    tied = [s for s in best.best if s != best.leader and s not in hopeless]
+    if not tied:
+        return None
+    runner = min(tied, key=lambda s: gap_to_leader(runs, s, best.leader)[0])
+    gap, sa, sb = gap_to_leader(runs, runner, best.leader)
+    have = min(len(runs[s]) for s in [best.leader, *tied])
+    if math.isnan(sa) or math.isnan(sb):
+        return Settle(runner, gap, None, have)
+    k = seeds_needed(gap, sa, sb, alpha / max(len(best.outcomes), 1))
+    return Settle(runner, gap, k if k <= 1000 else None, have)
+
+
+def best_sentence(runs: Runs, best: BestSet, data: str, alpha: float = ALPHA, hopeless: Sequence[str] = ()) -> str:
+    """One plain sentence on which strategies are best, for the top of results.md; strategies stopped as
+    ``hopeless`` by ``--seeds auto`` are named as such, not as tied."""
     ns = sorted({len(v) for v in runs.values() if v})
-    n = f"n = {ns[0]} seeds each" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]} seeds"
+    n = f"{ns[0]} seeds each" if len(ns) == 1 else f"{ns[0]} to {ns[-1]} seeds per strategy"
     others = len([s for s in runs if runs[s]]) - 1
+    stopped = [s for s in best.best if s in hopeless and s != best.leader]
+    tail = (f"; {', '.join(stopped)} stopped as hopeless (not resolved below {best.leader}, but a gap this size "
+            "would rarely be resolved by the cap)" if stopped else "")
     if best.alone and others:
         return f"Best on {data} ({n}): {best.leader}, resolved ahead of the other {others}."
-    if len(best.best) == 1:
-        return f"Best on {data} ({n}): {best.leader}."
-    tied = [best.leader] + [s for s in best.best if s != best.leader]
-    m = len(best.outcomes)
-    runner = max((s for s in tied if s != best.leader), key=lambda s: -gap_to_leader(runs, s, best.leader)[0])
-    gap, sa, sb = gap_to_leader(runs, runner, best.leader)
-    head = f"Not resolved between {', '.join(tied)} on {data} ({n})"
-    if math.isnan(sa) or math.isnan(sb):
+    found = settle(runs, best, alpha, hopeless)
+    if found is None:
+        return f"Best on {data} ({n}): {best.leader}{tail}."
+    tied = [best.leader] + [s for s in best.best if s != best.leader and s not in hopeless]
+    head = f"Not resolved between {', '.join(tied)} on {data} ({n}){tail}"
+    if found.seeds is None and any(len(runs[s]) < 2 for s in tied):
         return head + "; at least 2 seeds per strategy are needed to estimate the noise."
-    k = seeds_needed(gap, sa, sb, alpha / max(m, 1))
-    if k > 1000:
-        return head + f"; their means differ by {gap:.3f}, which no practical number of seeds would settle."
-    more = max(k - min(len(runs[s]) for s in tied), 1)
-    return head + f"; about {more} more seeds each would settle a difference of this size ({gap:.3f})."
+    if found.seeds is None:
+        return head + f"; their means differ by {found.gap:.3f}, which no practical number of seeds would settle."
+    return head + (f"; {seeds_phrase(found.seeds, found.have)} would settle a difference of this size "
+                   f"({found.runner} {found.gap:.3f} behind {best.leader}).")
 
 
 def class_verdicts(per_class: Mapping[str, Runs], baseline: str, looks: Sequence[Look] | None = None,
@@ -354,7 +402,7 @@ def class_verdicts(per_class: Mapping[str, Runs], baseline: str, looks: Sequence
         looks = one_look({s: {seed: 0.0 for runs in per_class.values() for seed in runs.get(s, {})}
                           for s in {s for runs in per_class.values() for s in runs}})
     outcomes = adjust_family(pairs, looks, alpha)
-    return {k: (o, words(o.call, o.diff, list(p.va.values()), list(p.vb.values()), alpha, len(pairs)))
+    return {k: (o, words(o, (p.a, p.b), list(p.va.values()), list(p.vb.values()), alpha, len(pairs)))
             for k, p, o in zip(keys, pairs, outcomes)}
 
 
@@ -451,4 +499,5 @@ def best_set_placeholder(strategies: Sequence[str]) -> BestSet:
 
 __all__ = ["ALPHA", "POWER", "MeanCI", "Difference", "mean_ci", "welch", "power", "seeds_needed", "holm",
            "Look", "one_look", "Pair", "Outcome", "adjust_family", "verdicts", "verdict", "BestSet", "best_set",
-           "best_sentence", "class_verdicts", "seed_schedule", "spending", "Round", "auto_rounds"]
+           "best_sentence", "settle", "Settle", "seeds_phrase", "class_verdicts",
+           "seed_schedule", "spending", "Round", "auto_rounds"]
