@@ -1,6 +1,6 @@
 """Per-step cost of loss strategies (forward + backward) on identical random head outputs.
 
-    python benchmarks/loss_speed.py [--losses yolov5,ota] [--repeats 7] [--threads 2]
+    python benchmarks/loss_speed.py [--losses yolov5,ota,yolov5+tal] [--repeats 7] [--threads 2]
 
 Two cases, as the ``ota`` issue asks: batch 16 at 640 px with 80 classes and ~8 objects per image,
 and batch 16 at 320 px with 3 classes and ~15 objects per image. For each case one set of random
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.yolo import Model  # noqa: E402
-from utils.loss import LOSSES, build_loss  # noqa: E402
+from utils.loss import LOSSES, build_loss, split_strategy  # noqa: E402
 
 CASES = (  # (batch, image px, classes, objects per image)
     (16, 640, 80, 8),
@@ -70,12 +70,13 @@ def run_case(names: list[str], cfg: str, bs: int, img: int, nc: int, per_image: 
     imgs = torch.zeros(bs, 3, img, img, dtype=torch.uint8)
     setups, outputs = {}, {}
     for name in names:
-        head = LOSSES[name].head
+        loss, rule = split_strategy(name)  # loss or loss+rule (yolov5+tal)
+        head = LOSSES[loss].head
         model, shapes = head_shapes(cfg, nc, head, img, bs)
         if head not in outputs:
             gh = torch.Generator().manual_seed(seed + 1)
             outputs[head] = [torch.randn(s, generator=gh) for s in shapes]
-        setups[name] = (build_loss(model, {"loss": name}), outputs[head])
+        setups[name] = (build_loss(model, {"loss": loss, **({"assigner": rule} if rule else {})}), outputs[head])
 
     def step(name: str) -> float:
         loss_fn, base = setups[name]
@@ -104,9 +105,11 @@ def main() -> None:
     ap.add_argument("--cpu-time", action="store_true", help="one thread, CPU time instead of wall-clock")
     a = ap.parse_args()
     names = [n.strip() for n in a.losses.split(",") if n.strip()]
-    unknown = [n for n in names if n not in LOSSES]
-    if unknown:
-        ap.error(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSSES)}")
+    for n in names:
+        try:
+            split_strategy(n)
+        except ValueError as e:
+            ap.error(f"--losses {n!r}: {e}")
     global CLOCK
     if a.cpu_time:
         a.threads, CLOCK = 1, time.thread_time

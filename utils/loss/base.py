@@ -54,8 +54,9 @@ class LossStrategy(abc.ABC):
     ``assigner`` field whose default is the loss's own rule), ``consumes`` (the row kinds
     :meth:`losses` can train on: it takes every rule of ``utils.assign.ASSIGNERS`` for its head whose
     ``row_kind`` is one of them, so a new rule file feeds the existing losses) or ``only_rules`` (a
-    closed list) and ``hyp_file`` (their bundled file in ``hyp/``), and implement :meth:`losses`. The rule is built from the hyp (its own keys) and
-    run by :meth:`match`; a strategy whose rule needs the loss's own state overrides :meth:`match`.
+    closed list) and ``hyp_file`` (their bundled file in ``hyp/``), and implement :meth:`losses`. The
+    rule is built from the hyp (its own keys) and run by :meth:`match`; a strategy whose rule needs the
+    loss's own state overrides :meth:`match`.
     """
 
     name: ClassVar[str] = ""  # the ``loss:`` value; a class that sets it is registered in utils.loss.LOSSES
@@ -116,18 +117,20 @@ class LossStrategy(abc.ABC):
         return rule
 
     @classmethod
+    def _rule_hyp(cls, assigner: Any) -> type[StrategyHyp]:
+        """The Hyp of rule ``assigner`` (None: the loss's own), the empty base where the loss cannot take it."""
+        name = cls.default_assigner() if assigner is None else assigner
+        return ASSIGNERS[name].Hyp if isinstance(name, str) and name in cls.assigners() else StrategyHyp
+
+    @classmethod
     def hyp_keys(cls, assigner: Any = None) -> set[str]:
         """Every hyp key this loss reads with rule ``assigner`` (None: its own): its Hyp's and the rule's."""
-        name = cls.default_assigner() if assigner is None else assigner
-        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners() else None
-        return cls.Hyp.keys() | (rule.Hyp.keys() if rule else set())
+        return cls.Hyp.keys() | cls._rule_hyp(assigner).keys()
 
     @classmethod
     def hyp_ranges(cls, assigner: Any = None) -> dict[str, str]:
         """The intervals of :meth:`hyp_keys`."""
-        name = cls.default_assigner() if assigner is None else assigner
-        rule = ASSIGNERS.get(name) if isinstance(name, str) and name in cls.assigners() else None
-        return {**(rule.Hyp.ranges() if rule else {}), **cls.Hyp.ranges()}
+        return {**cls._rule_hyp(assigner).ranges(), **cls.Hyp.ranges()}
 
     @classmethod
     def train_hyp(cls, hyp: dict[str, Any], *, nl: int, nc: int, imgsz: int,
