@@ -280,6 +280,8 @@ def test_resume_after_the_dataset_gained_a_class(tiny_data, tmp_path, capsys, ca
     grown.write_text(tiny_data.read_text().replace("names: [", "names: ['new', "))
     ckpt["opt"]["data"] = str(grown)
     torch.save(ckpt, last)
+    (last.parent.parent / "opt.yaml").write_text(yaml.safe_dump(  # opt.yaml agrees: not an edit of its own
+        {k: list(v) if isinstance(v, tuple) else v for k, v in ckpt["opt"].items()}))
     code, text = run_cli(train_main, ["--resume", str(last)], capsys, caplog)
     assert code == 1 and f"error: --resume: {last} was trained on 5 classes but {grown} now has 6; the class count " \
                           f"changed" in text and f"start a new run with --weights {last}" in text

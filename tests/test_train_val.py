@@ -79,7 +79,7 @@ def test_train_writes_a_yolov5_run_folder(tiny_data, tmp_path, caplog):
 def test_close_mosaic(close, epochs, mosaic_by_epoch, message, caplog):
     dataset = SimpleNamespace(mosaic=True)
     run = SimpleNamespace(hyp={"close_mosaic": close}, opt=SimpleNamespace(epochs=epochs),
-                          train_loader=SimpleNamespace(dataset=dataset))
+                          train_loader=SimpleNamespace(dataset=dataset), info=SimpleNamespace(main=True))
     seen = []
     with caplog.at_level("INFO", logger=trainer.LOGGER.name):
         for epoch in range(epochs):
