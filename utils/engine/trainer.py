@@ -31,7 +31,7 @@ from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
 from utils.io.paths import RunDirError, write_atomic
 from utils.io.run_log import plot_results
-from utils.engine.torch_utils import numerics_environment
+from utils.engine.torch_utils import numerics_environment, repeatable_kernels
 from utils.engine.train_setup import Run, rng_state, setup
 
 LOGGER = logging.getLogger(__name__)
@@ -249,7 +249,8 @@ def train(opt: argparse.Namespace) -> dict[str, Any]:
     """
     run = setup(opt)
     try:
-        return train_run(run)
+        with repeatable_kernels(run.device):  # CPU: a run repeats bit for bit (docs/reproducibility.md)
+            return train_run(run)
     finally:
         if run.lock is not None:
             run.lock.release()
