@@ -2,6 +2,7 @@
 
     python benchmarks/precision_speed.py [--cfg models/yolov5n.yaml] [--img 320] [--batch 16] [--objects 15]
         [--nc 3] [--loss yolov5] [--repeats 5] [--modes fp32,cl,bf16,bf16+cl] [--threads N]
+        [--cpu-time]
 
 A mode with ``+det`` appended (``cl+det``, ``bf16+cl+det``) runs the same step inside
 ``utils.engine.torch_utils.repeatable_kernels``, the deterministic kernels training uses on the CPU:
@@ -68,14 +69,17 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}, each "
                                                              f"optionally with {DET}; the first is the baseline")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one torch thread, this thread's CPU time: steadier than wall-clock on a loaded machine")
     a = ap.parse_args()
     modes = a.modes.split(",")
     if a.repeats < 1 or any(m.removesuffix(DET) not in MODES for m in modes):
         ap.error(f"--repeats must be >= 1 and --modes from {', '.join(MODES)}, each optionally with {DET}")
-    if a.threads < 0:
-        ap.error("--threads must be >= 0")
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    if a.threads < 0 or (a.cpu_time and a.threads > 1):
+        ap.error("--threads must be >= 0 (and 1 with --cpu-time, which counts one thread)")
+    if a.threads or a.cpu_time:
+        torch.set_num_threads(a.threads or 1)
+    clock = time.thread_time if a.cpu_time else time.perf_counter
     g = torch.Generator().manual_seed(0)
     imgs = torch.rand(a.batch, 3, a.img, a.img, generator=g)
     targets = synthetic_targets(a.batch, a.objects, a.nc, g)
@@ -89,16 +93,18 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(a.repeats):
         for m in modes:
-            t0 = time.perf_counter()
+            t0 = clock()
             steps[m]()
-            times[m].append(time.perf_counter() - t0)
-    ref = min(times[modes[0]])
-    print(f"{'mode':<10}{'best s':>9}{'median s':>10}{'speed-up':>10}")
+            times[m].append(clock() - t0)
+    ref, ref_med = min(times[modes[0]]), statistics.median(times[modes[0]])
+    print(f"{'mode':<13}{'best s':>9}{'median s':>10}{'speed-up':>10}{'(medians)':>11}")
     for m in modes:
-        print(f"{m:<10}{min(times[m]):>9.3f}{statistics.median(times[m]):>10.3f}{ref / min(times[m]):>9.2f}x")
+        med = statistics.median(times[m])
+        print(f"{m:<13}{min(times[m]):>9.3f}{med:>10.3f}{ref / min(times[m]):>9.2f}x{ref_med / med:>10.2f}x")
     print(f"{Path(a.cfg).name}, img {a.img}, batch {a.batch}, loss {a.loss}, step = forward + fp32 loss + backward "
           f"+ clip + SGD; best / median of {a.repeats} interleaved repeats after a warm-up; "
-          f"{torch.get_num_threads()} threads; CPU bf16 feature: {cpu_bf16_feature() or 'none'}; torch {torch.__version__}")
+          f"{torch.get_num_threads()} threads, {'CPU' if a.cpu_time else 'wall-clock'} s; "
+          f"CPU bf16 feature: {cpu_bf16_feature() or 'none'}; torch {torch.__version__}")
     print("command: python " + " ".join(sys.argv))
 
 
