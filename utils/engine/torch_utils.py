@@ -69,8 +69,8 @@ def repeatable_kernels(device: torch.device) -> Iterator[None]:
     (index_put with accumulate) adds the duplicates' gradients in thread order. Every loss writes its
     objectness targets and gathers its matched rows that way (a cell matched by two objects), so two runs of
     one command differed from the first batch on (issue 36). The deterministic versions sort the indices
-    (stable), which gives the one-thread result, last write wins, at any thread count; measured at under 5 %
-    of a training step (docs/reproducibility.md). ``fill_uninitialized_memory`` (NaN-filling every
+    (stable), which gives the one-thread result, last write wins, at any thread count; no cost above the
+    noise of a training step's CPU time (docs/reproducibility.md). ``fill_uninitialized_memory`` (NaN-filling every
     ``torch.empty``) stays off: it guards against reading uninitialised memory, not against races, and costs
     time. Not on CUDA, where this mode makes some kernels raise and others slow.
     """
