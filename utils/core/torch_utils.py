@@ -1,10 +1,13 @@
 """Small PyTorch helpers shared by the CLIs and the trainer."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import Iterator
 
 import torch
+import torch.utils.deterministic
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,3 +57,33 @@ def synced_time(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+@contextlib.contextmanager
+def repeatable_kernels(device: torch.device) -> Iterator[None]:
+    """On the CPU, torch's deterministic algorithms for the duration (the previous setting comes back on exit);
+    elsewhere nothing.
+
+    With several intra-op threads, torch's CPU kernels for indexed writes race whenever two rows hit one
+    element: ``t[idx] = v`` keeps whichever duplicate's thread came last, and the backward of ``x[idx]``
+    (index_put with accumulate) adds the duplicates' gradients in thread order. Every loss writes its
+    objectness targets and gathers its matched rows that way (a cell matched by two objects), so two runs of
+    one command differed from the first batch on (issue 36). The deterministic versions sort the indices
+    (stable), which gives the one-thread result, last write wins, at any thread count; no cost above the
+    noise of a training step's CPU time (docs/reproducibility.md). ``fill_uninitialized_memory`` (NaN-filling every
+    ``torch.empty``) stays off: it guards against reading uninitialised memory, not against races, and costs
+    time. Not on CUDA, where this mode makes some kernels raise and others slow.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.utils.deterministic.fill_uninitialized_memory)
+    # warn_only: a CPU op without a deterministic version warns (once) instead of stopping the run
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = before[2]

@@ -31,7 +31,7 @@ from utils.engine.ema import unwrap
 from utils.eval.metrics import fitness
 from utils.io.paths import RunDirError, write_atomic
 from utils.io.run_log import plot_results
-from utils.core.torch_utils import numerics_environment
+from utils.core.torch_utils import numerics_environment, repeatable_kernels
 from utils.engine.rng import rng_state
 from utils.engine.run import Run
 from utils.engine.train_setup import setup
@@ -270,7 +270,8 @@ def train(opt: argparse.Namespace) -> dict[str, Any]:
     """
     run = setup(opt)
     try:
-        return train_run(run)
+        with repeatable_kernels(run.device):  # CPU: a run repeats bit for bit (docs/reproducibility.md)
+            return train_run(run)
     finally:
         if run.lock is not None:
             run.lock.release()
