@@ -141,9 +141,10 @@ def status_of(jobs: list[Job]) -> dict[str, tuple[int, list[str]]]:
 
 
 def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: int | str,
-                report: Callable[[], None]) -> None:
+                report: Callable[[], None], backend=None) -> None:
     """Train the pending jobs, ``n_jobs`` at once per device ("auto": from a probe run's memory on
-    CUDA, 1 on CPU); after each one ends log its line and the overall bar, and rewrite the tables."""
+    CUDA, 1 on CPU); after each one ends log its line and the overall bar, and rewrite the tables.
+    ``backend`` (``utils.compare.backend.Backend``; None = local) picks the packer and hears of each run."""
     pending = [j for j in jobs if j.status == "pending"]
     total, t0, finished_now = len(jobs), time.time(), 0
 
@@ -168,9 +169,11 @@ def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: in
         elapsed = time.time() - t0
         LOGGER.info(progress_line(done, total, elapsed, eta_seconds(elapsed, finished_now, total - done)))
         report()
+        if backend is not None:
+            backend.run_finished(job.run_dir)
 
     gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    Packer(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
+    (backend.packer if backend is not None else Packer)(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
 
 
 def read_state(exp: Path) -> dict:
@@ -214,7 +217,7 @@ def record_look(exp: Path, jobs: list[Job]) -> None:
 
 
 def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int, command: str,
-            jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA) -> list[Job]:
+            jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA, backend=None) -> list[Job]:
     """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``.
 
     ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending).
@@ -232,7 +235,7 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
 
     if train:
         # tables after every run (cheap, and current while the rest train), plots once at the end
-        run_pending(todo, train_args, workers, jobs, lambda: report(plots=False))
+        run_pending(todo, train_args, workers, jobs, lambda: report(plots=False), backend)
     report()
     if all(j.status == "done" for j in todo):
         record_look(exp, todo)
@@ -270,7 +273,7 @@ def auto_note(rnd, max_seeds: int, alpha: float) -> str:
 
 
 def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[str], workers: int, command: str,
-                 jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA) -> list[Job]:
+                 jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA, backend=None) -> list[Job]:
     """``--seeds auto``: every strategy to 3 seeds, then rounds of more seeds for the strategies still
     unresolved and not hopeless, up to ``max_seeds`` (``utils.compare.stats.auto_rounds``). Rerunning
     replays the decisions from the finished runs and goes on where it stopped. Returns the jobs the
@@ -282,7 +285,8 @@ def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[
         LOGGER.info("--seeds auto: look %d at %d seeds for %s", len(rnd.looks) + 1,
                     seed_schedule(max_seeds)[len(rnd.looks)], ", ".join(rnd.active))
         run_pending(needed, train_args, workers, jobs,
-                    lambda rnd=rnd: write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha, plots=False))
+                    lambda rnd=rnd: write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha, plots=False),
+                    backend)
         failed = {j.name for j in needed if j.status == "failed"}
         todo, rnd = auto_state(exp, losses, max_seeds, alpha)
         for j in todo:
