@@ -117,7 +117,9 @@ def run_train(cmd: list[str], cwd: str, log_path: str, runs_at_once: int, driver
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=die_with_parent)
         try:
-            return {"returncode": proc.wait(), "host": socket.gethostname()}
+            while proc.poll() is None:  # not proc.wait(): ray.cancel's interrupt lands only between bytecodes
+                time.sleep(POLL_S)
+            return {"returncode": proc.returncode, "host": socket.gethostname()}
         except BaseException:
             proc.terminate()
             try:
