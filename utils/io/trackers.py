@@ -65,8 +65,8 @@ def run_params(opt: dict[str, Any], hyp: dict[str, Any]) -> dict[str, str]:
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """best/* metrics of a summary.json: the final validation of best.pt, overall and per class."""
-    out = {"best/mAP50": float(summary["map50"]), "best/mAP50-95": float(summary["map"]),
-           "best/precision": float(summary["p"]), "best/recall": float(summary["r"])}
+    out = {"best/mAP50": float(summary["map50"]), "best/mAP50-95": float(summary["map"])}
+    out.update({f"best/{name}": float(summary[k]) for k, name in (("p", "precision"), ("r", "recall")) if k in summary})
     for c, v in summary.get("per_class", {}).items():
         out[metric_name(f"best/AP50-95/{c}")] = float(v["ap"])
         out[metric_name(f"best/AP50/{c}")] = float(v["ap50"])
