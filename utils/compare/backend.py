@@ -7,14 +7,11 @@ parent run gets the tables; an embedded Ray instance is stopped).
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 from utils.compare.pack import Packer, PackJob
-
-LOGGER = logging.getLogger(__name__)
 
 
 class Backend:
