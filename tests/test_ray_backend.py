@@ -234,7 +234,7 @@ def test_seeds_auto_on_ray_asks_the_same_rounds_as_local(ray_instance, tmp_path,
         out[kind] = (sorted((j.loss, j.seed, j.status) for j in jobs),
                      (exp / "results.md").read_text().split("\n\n")[0], rows(exp))
     assert out["local"] == out["ray"]
-    assert len(out["ray"][0]) == 10 and "ssd" in out["ray"][1]  # a second round, trained as Ray tasks
+    assert len(out["ray"][0]) == 10 and "(n = 5 seeds each)" in out["ray"][1]  # a second round, as Ray tasks
     assert caplog.text.count("--seeds auto: look 2") == 2
 
 
