@@ -212,6 +212,18 @@ def finish(run: Run) -> dict[str, Any]:
         if f.exists():
             save_checkpoint(strip_checkpoint(read_checkpoint(f)), f)
             LOGGER.info("stripped %s (fp16 EMA weights, no optimizer), %.1f MB", f, f.stat().st_size / 1e6)
+    try:
+        res = validate_best(run)
+    finally:  # also when that validation fails: TensorBoard flushed, an MLflow run marked stopped
+        run.results.close()
+    LOGGER.info("Results saved to %s", run.save_dir)
+    return res
+
+
+def validate_best(run: Run) -> dict[str, Any]:
+    """results.png, the validation of best.pt with per-class rows and plots, summary.json, and the loggers'
+    ``end`` (the trackers' last records); returns the validation."""
+    w = run.save_dir / "weights"
     if not run.opt.noplots and (run.save_dir / "results.csv").exists():
         plot_results(run.save_dir / "results.csv")
     best = w / "best.pt" if (w / "best.pt").exists() else w / "last.pt"
@@ -222,10 +234,7 @@ def finish(run: Run) -> dict[str, Any]:
     res = validator.run(model, run.val_loader, model.names, single_cls=run.opt.single_cls,
                         save_dir=run.save_dir, plots=not run.opt.noplots, verbose=len(model.names) > 1,
                         progress=not run.opt.quiet, precision=run.precision)
-    summary = write_summary(run, res, best)
-    run.results.end(run.save_dir, summary)  # the trackers' last records: best.pt's validation, the plots
-    run.results.close()
-    LOGGER.info("Results saved to %s", run.save_dir)
+    run.results.end(run.save_dir, write_summary(run, res, best))
     return res
 
 
