@@ -32,7 +32,7 @@ def run(backend: str, data: Path, project: Path, opt: argparse.Namespace) -> tup
            "--noplots", "--project", str(project), "--backend", backend]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     t0 = time.time()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True).stdout
     wall = time.time() - t0
     with open(project / "exp" / "runs.csv", newline="") as f:
         per_run = [float(r["train_s"]) for r in csv.DictReader(f)]
