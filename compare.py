@@ -32,6 +32,14 @@ mix runs of different precision.
 
     python compare.py ... --plan > jobs.txt          # the train.py commands, one per line; trains nothing
     python compare.py --report DIR [DIR ...]         # tables from finished run folders, wherever they ran
+
+    python compare.py ... --backend ray                  # the runs as Ray tasks: an embedded Ray on this machine,
+    python compare.py ... --backend ray --address auto   # or a cluster's (also RAY_ADDRESS): docs/cluster.md
+    python compare.py ... --track mlflow                 # every run and the comparison in MLflow (runs/mlflow.db)
+
+--backend ray launches the same train.py command per (strategy, seed) as the local backend, on the node
+Ray picks; a run whose worker or node died is tried again (--retries) from its last.pt. The comparison
+folder must be on a filesystem every node sees.
 """
 from __future__ import annotations
 
@@ -122,6 +130,17 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noplots", action="store_true",
                    help="pass --noplots to train.py (no per-run pictures; the comparison's own plots are made)")
     add_precision_flag(p)  # passed to every run; runs.csv records what each resolved to
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: pack the runs on this machine; ray: one Ray task per run (pip install -r "
+                        "requirements-ray.txt), see docs/cluster.md")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: the cluster to join (auto, host:6379, ray://host:10001; default "
+                        "RAY_ADDRESS, else an embedded Ray instance on this machine)")
+    p.add_argument("--retries", type=non_negative_int, default=3,
+                   help="with --backend ray: new tries, each resuming from last.pt, of a run whose worker or node died")
+    p.add_argument("--track", choices=("mlflow",), default=None,
+                   help="log the comparison (a parent run) and each finished run (a child) to MLflow (pip install "
+                        "-r requirements-track.txt): runs/mlflow.db, or the store MLFLOW_TRACKING_URI names")
     p.add_argument("--project", default=str(ROOT / "runs/compare"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--new", action="store_true", help="start a new folder even if an unfinished identical comparison exists")
@@ -136,6 +155,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seeds auto decides which runs to train; --report tabulates finished runs: give one of them")
     if opt.seeds_mode == "auto" and opt.max_seeds < 3:
         p.error(f"--max-seeds: --seeds auto starts at 3 seeds per strategy, so the cap must be at least 3, got {opt.max_seeds}")
+    if opt.address is not None and opt.backend != "ray":
+        p.error("--address names a Ray cluster: add --backend ray")
     if opt.losses is None:  # looked up only when needed: importing the strategies imports torch
         from utils.loss import LOSSES
         opt.losses = list(LOSSES)
@@ -186,6 +207,14 @@ def same_settings(state: dict, key: dict) -> bool:
     return settings == json.loads(json.dumps(key))
 
 
+def make_backend(opt: argparse.Namespace, exp: Path):
+    """The Backend of this command (``utils.compare.backend``); ImportError names the missing extra."""
+    from utils.compare.backend import Backend
+
+    train_here = opt.report is None
+    return Backend(opt.backend if train_here else "local", opt.address, opt.retries, opt.track, exp)
+
+
 def main(opt: argparse.Namespace) -> int:
     from utils.compare.auto import compare_auto, plan_auto
     from utils.compare.driver import compare, plan, report_dirs
@@ -216,13 +245,25 @@ def main(opt: argparse.Namespace) -> int:
                 logging.getLogger("compare").info("--plan: nothing left to train in %s; the same command without "
                                                   "--plan writes the tables", exp)
             return 0
+        if opt.backend == "ray" and opt.report is None:
+            from utils.compare.ray_backend import import_ray
+
+            try:
+                import_ray()
+            except ImportError as e:  # the optional extra: one line that says what to install
+                logging.getLogger("compare").error("error: %s", e)
+                return 1
         exp = experiment_dir(opt)
-        if auto:
-            jobs = compare_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, command, jobs=opt.jobs,
-                                alpha=opt.alpha)
-        else:
-            jobs = compare(exp, opt.losses, opt.seeds, train_args, opt.workers, command, jobs=opt.jobs,
-                           train=opt.report is None, alpha=opt.alpha)
+        backend = make_backend(opt, exp)
+        try:
+            if auto:
+                jobs = compare_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, command, jobs=opt.jobs,
+                                    alpha=opt.alpha, backend=backend)
+            else:
+                jobs = compare(exp, opt.losses, opt.seeds, train_args, opt.workers, command, jobs=opt.jobs,
+                               train=opt.report is None, alpha=opt.alpha, backend=backend)
+        finally:
+            backend.close(sorted(p.parent for p in (exp / "runs").glob("*/summary.json")))
     except user_errors() as e:
         logging.getLogger("compare").error("error: %s", e)
         return 1

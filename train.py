@@ -5,6 +5,7 @@
     python train.py --data data/bccd.yaml --cfg models/yolov5n.yaml --hyp hyp/hyp.scratch.yaml --img 320
     python train.py --resume                             # continue the newest run with a last.pt (or --resume path/to/last.pt)
     python train.py --precision bf16                     # bf16 autocast (fast on CPUs with AVX512-BF16 / AMX)
+    python train.py --track mlflow                       # also log to MLflow (runs/mlflow.db, or MLFLOW_TRACKING_URI)
     torchrun --nproc_per_node 2 train.py --batch-size 32 # DDP: NCCL on GPUs, Gloo on CPU; --batch-size is the total
 """
 from __future__ import annotations
@@ -59,6 +60,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=seed, default=0, help="global training seed")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (DDP on CUDA only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--track", choices=("mlflow",), default=None,
+                   help="also log the run to MLflow (pip install -r requirements-track.txt): runs/mlflow.db, "
+                        "or the store MLFLOW_TRACKING_URI names")
     add_precision_flag(p)
     add_max_pixels_flag(p)
     opt = p.parse_args(argv)

@@ -5,7 +5,7 @@
         [--cpu-time]
 
 A mode with ``+det`` appended (``cl+det``, ``bf16+cl+det``) runs the same step inside
-``utils.engine.torch_utils.repeatable_kernels``, the deterministic kernels training uses on the CPU:
+``utils.core.torch_utils.repeatable_kernels``, the deterministic kernels training uses on the CPU:
 ``--modes cl,cl+det`` measures what that costs (docs/reproducibility.md).
 
 A whole training step on one synthetic batch (BCCD-like boxes): forward (under autocast for the bf16
@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.step_speed import batch_parser, synthetic_targets  # noqa: E402
 from models.yolo import Model  # noqa: E402
+from utils.core.precision import cpu_bf16_feature  # noqa: E402
 from utils.core.torch_utils import repeatable_kernels  # noqa: E402
 from utils.loss import LOSSES, build_loss  # noqa: E402
 

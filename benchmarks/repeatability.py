@@ -4,7 +4,7 @@
         [--batch 16] [--objects 40] [--nc 3] [--repeats 6] [--threads 2] [--bf16]
 
 For each strategy, ``--repeats`` times with torch's default kernels and as often under
-``utils.engine.torch_utils.repeatable_kernels`` (the two interleaved): the same model (same seed) takes a
+``utils.core.torch_utils.repeatable_kernels`` (the two interleaved): the same model (same seed) takes a
 forward pass (channels_last, as training on x86; bf16 autocast with ``--bf16``), the loss and backward on one
 synthetic batch, and the result (the loss and every parameter's gradient) is hashed. The table gives the
 number of distinct results of each kind (1 = it repeats) and, where they differ, how many parameters' gradients
@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.step_speed import batch_parser, synthetic_targets  # noqa: E402
 from models.yolo import Model  # noqa: E402
-from utils.engine.torch_utils import repeatable_kernels  # noqa: E402
+from utils.core.torch_utils import repeatable_kernels  # noqa: E402
 from utils.loss import LOSSES, build_loss  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import torch
 
 from models.geometry import PriorGenerator
 from utils.assign import ASSIGNERS
-from utils.assign.rule import HeadPriors
+from utils.assign.priors import HeadPriors
 from utils.assign.targets import Targets
 from utils.assign.view import PredictionView
 from utils.hyp import HypError, load_hyp

@@ -1,16 +1,12 @@
 """Hostile settings on the command line (issue 20): each case ends with one line naming the flag,
 key or file, exit status 1 (2 for argparse), no traceback, and no run folder left behind."""
 import logging
-import os
-import resource
 import struct
 import subprocess
 import sys
 import zlib
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 

@@ -10,7 +10,7 @@ import torch
 
 import train as train_cli
 from utils.engine import restore, train_setup, trainer
-from utils.io.checkpoint import make_checkpoint, nonfinite_tensors, save_checkpoint
+from utils.io.checkpoint import make_checkpoint, nonfinite_tensors
 from models.yolo import Model
 
 

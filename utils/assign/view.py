@@ -17,7 +17,7 @@ import abc
 import torch
 
 from models.geometry import CELL_CENTRE
-from utils.assign.rule import HeadPriors
+from utils.assign.priors import HeadPriors
 from utils.boxes import xywh2xyxy
 
 

@@ -150,11 +150,12 @@ def write_auto_report(exp: Path, todo: list[Job], losses: list[str], rnd: Round,
 
 
 def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[str], workers: int, command: str,
-                 jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA) -> list[Job]:
+                 jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA, backend=None) -> list[Job]:
     """``--seeds auto``: every strategy to 3 seeds, then rounds of more seeds for the strategies still
     unresolved and not hopeless, up to ``max_seeds`` (``utils.compare.stats.auto_rounds``). Rerunning
     replays the decisions from the finished runs and goes on where it stopped. Returns the jobs the
-    procedure asked for (a failed one stops it; the same command retries)."""
+    procedure asked for (a failed one stops it; the same command retries). ``backend``: see
+    ``utils.compare.driver.launch``."""
     losses = unique_strategies(losses)
     with comparison_lock(exp):
         todo, rnd = auto_state(exp, losses, max_seeds, alpha)
@@ -168,7 +169,8 @@ def compare_auto(exp: Path, losses: list[str], max_seeds: int, train_args: list[
             LOGGER.info("--seeds auto: %s for %s", label, ", ".join(rnd.active))
             write_auto_report(exp, todo, losses, rnd, max_seeds, command, alpha, plots=False, notes=notes)
             run_pending(look, train_args, workers, jobs, lambda p, rnd=rnd: write_auto_report(
-                exp, todo, losses, rnd, max_seeds, command, alpha, plots=False, progress=p, notes=notes), label)
+                exp, todo, losses, rnd, max_seeds, command, alpha, plots=False, progress=p, notes=notes), label,
+                backend=backend)
             failed = {j.name for j in look if j.status == "failed"}
             todo, rnd = auto_state(exp, losses, max_seeds, alpha)
             for j in todo:

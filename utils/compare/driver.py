@@ -218,9 +218,10 @@ def wait_for_writer(run_dir: Path, wait_s: float = STOP_WAIT_S) -> None:
 
 
 def launch(pending: list[Job], train_args: list[str], workers: int, n_jobs: int | str,
-           finished: Callable[[Job, int, Path], None]) -> None:
+           finished: Callable[[Job, int, Path], None], backend=None) -> None:
     """Start the pending jobs' train.py processes and call ``finished(job, returncode, log)`` as each ends:
-    the one place that launches runs (the local backend: ``n_jobs`` at once per device, ``Packer``)."""
+    the one place that launches runs (``backend``: ``utils.compare.backend.Backend`` picks the packer;
+    None = the local one, ``n_jobs`` at once per device, ``Packer``)."""
     for j in pending:
         wait_for_writer(j.run_dir)
 
@@ -229,14 +230,14 @@ def launch(pending: list[Job], train_args: list[str], workers: int, n_jobs: int 
         return job_command(job, train_args, w)
 
     gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    Packer(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
+    (backend.packer if backend is not None else Packer)(n_jobs, gpus, workers, command, ROOT).run(pending, finished)
 
 
 def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: int | str,
-                report: Callable[[Progress], None], label: str = "") -> None:
+                report: Callable[[Progress], None], label: str = "", backend=None) -> None:
     """Train the pending ones of ``jobs`` (``launch``); after each one ends log its line and the progress
     over all of ``jobs`` (done = finished or failed, ``label`` first: ``look 2 of 4``), and rewrite the
-    tables with ``report(progress)``."""
+    tables with ``report(progress)``; ``backend`` (see ``launch``) also hears of each finished run."""
     pending = [j for j in jobs if j.status == "pending"]
     total, t0, finished_now = len(jobs), time.time(), 0
 
@@ -261,8 +262,10 @@ def run_pending(jobs: list[Job], train_args: list[str], workers: int, n_jobs: in
         progress = Progress(done, total, elapsed, eta_seconds(elapsed, finished_now, total - done), label)
         LOGGER.info(progress.line())
         report(progress)
+        if backend is not None:
+            backend.run_finished(job.run_dir)
 
-    launch(pending, train_args, workers, n_jobs, finished)
+    launch(pending, train_args, workers, n_jobs, finished, backend)
 
 
 @contextlib.contextmanager
@@ -300,7 +303,7 @@ def record_look(exp: Path, jobs: list[Job]) -> None:
 
 
 def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str], workers: int, command: str,
-            jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA) -> list[Job]:
+            jobs: int | str = "auto", train: bool = True, alpha: float = ALPHA, backend=None) -> list[Job]:
     """Train (or resume, or read back) every (loss, seed) and write the tables and plots into ``exp``.
 
     ``train=False`` only reads back the finished runs and writes the tables (the rest stay pending).
@@ -318,7 +321,7 @@ def compare(exp: Path, losses: list[str], seeds: list[int], train_args: list[str
 
         if train:
             # tables after every run (cheap, and current while the rest train), plots once at the end
-            run_pending(todo, train_args, workers, jobs, lambda p: report(plots=False, progress=p))
+            run_pending(todo, train_args, workers, jobs, lambda p: report(plots=False, progress=p), backend=backend)
         report()
         if all(j.status == "done" for j in todo):
             record_look(exp, todo)

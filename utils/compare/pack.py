@@ -133,16 +133,16 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
-def die_with_parent(parent: int) -> None:
-    """``preexec_fn`` of a training process: on Linux the kernel sends it SIGTERM when the process that
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """``preexec_fn`` of a training process: on Linux the kernel sends it ``sig`` when the process that
     started it dies, even by SIGKILL (which runs no clean-up of ours), so no train.py outlives its
-    compare; SIGTERM, not SIGKILL, so that it still releases its run lock. ``parent``: the starting
-    process's pid, taken before the fork. Elsewhere nothing."""
+    compare; SIGTERM by default, not SIGKILL, so that it still releases its run lock. ``parent``: the
+    starting process's pid, taken before the fork. Elsewhere nothing."""
     if _PRCTL is None:
         return
-    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _PRCTL(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sig)
 
 
 class PackJob(Protocol):

@@ -69,6 +69,7 @@ class TrainConfig:
     sync_bn: bool = False
     quiet: bool = False
     precision: str = "auto"
+    track: str | None = None
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     save_dir: str | None = None
     train_defaults: Mapping[str, Any] | None = None

@@ -23,7 +23,7 @@ from utils.io.checkpoint import CheckpointError, read_checkpoint
 
 LOGGER = logging.getLogger(__name__)
 # Options a resumed run may change: how it runs, not what it trains
-RESUME_SAFE = frozenset({"device", "workers", "quiet", "noplots", "noval", "nosave", "save_period", "patience",
+RESUME_SAFE = frozenset({"track", "device", "workers", "quiet", "noplots", "noval", "nosave", "save_period", "patience",
                          "precision", "max_pixels", "cache", "noautoanchor"})
 # Where the run lives, set by --resume itself
 RESUME_OWN = frozenset({"resume", "weights", "save_dir", "project", "name", "exist_ok", "train_defaults"})

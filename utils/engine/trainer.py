@@ -233,7 +233,18 @@ def finish(run: Run) -> dict[str, Any]:
         if f.exists():
             save_checkpoint(strip_checkpoint(read_checkpoint(f)), f)
             LOGGER.info("stripped %s (fp16 EMA weights, no optimizer), %.1f MB", f, f.stat().st_size / 1e6)
-    run.results.close()
+    try:
+        res = validate_best(run)
+    finally:  # also when that validation fails: TensorBoard flushed, an MLflow run marked stopped
+        run.results.close()
+    LOGGER.info("Results saved to %s", run.save_dir)
+    return res
+
+
+def validate_best(run: Run) -> dict[str, Any]:
+    """results.png, the validation of best.pt with per-class rows and plots, summary.json, and the loggers'
+    ``end`` (the trackers' last records); returns the validation."""
+    w = run.save_dir / "weights"
     if not run.opt.noplots and (run.save_dir / "results.csv").exists():
         plot_results(run.save_dir / "results.csv")
     best = w / "best.pt" if (w / "best.pt").exists() else w / "last.pt"
@@ -244,13 +255,12 @@ def finish(run: Run) -> dict[str, Any]:
     res = validator.run(model, run.val_loader, model.names, single_cls=run.opt.single_cls,
                         save_dir=run.save_dir, plots=not run.opt.noplots, verbose=len(model.names) > 1,
                         progress=not run.opt.quiet, precision=run.precision)
-    write_summary(run, res, best)
-    LOGGER.info("Results saved to %s", run.save_dir)
+    run.results.end(run.save_dir, write_summary(run, res, best))
     return res
 
 
-def write_summary(run: Run, res: dict[str, Any], weights: Path) -> None:
-    """summary.json: the final validation of best.pt (overall and per class) and the run's speed."""
+def write_summary(run: Run, res: dict[str, Any], weights: Path) -> dict[str, Any]:
+    """summary.json: the final validation of best.pt (overall and per class) and the run's speed; returned."""
     names = list(run.ema.ema.names)
     # every class with labels; those without a single correct detection score 0
     per_class = {names[c]: {"p": 0.0, "r": 0.0, "ap50": 0.0, "ap": 0.0} for c in np.flatnonzero(res["nt"])}
@@ -261,6 +271,16 @@ def write_summary(run: Run, res: dict[str, Any], weights: Path) -> None:
                "map50": res["map50"], "map": res["map"], "per_class": per_class, **run.speed.summary(run.device),
                "numerics": numerics_environment()}
     write_atomic(run.save_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def start_loggers(run: Run) -> None:
+    """The run's loggers get their start (rank 0): MLflow joins the list with ``--track mlflow``."""
+    if run.opt.track == "mlflow":
+        from utils.io.trackers import MlflowLogger
+
+        run.results.add(MlflowLogger())
+    run.results.start(run.save_dir, run.opt.as_dict(), dict(run.hyp))
 
 
 def train(opt: argparse.Namespace) -> dict[str, Any]:
@@ -281,6 +301,8 @@ def train_run(run: Run) -> dict[str, Any]:
     """The epochs and the final validation of a set-up run (see :func:`train`)."""
     t0 = time.time()
     epoch = run.start_epoch
+    if run.info.main:
+        start_loggers(run)
     if run.missing_row is not None:
         complete_missing_row(run)
     try:

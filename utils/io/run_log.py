@@ -1,5 +1,6 @@
-"""Per-epoch records of a training run: ``results.csv`` in YOLOv5's layout, ``results.png``, and
-TensorBoard scalars when the optional ``tensorboard`` package is installed.
+"""Per-epoch records of a training run: the trainer's list of loggers (``ResultsLogger``: results.csv in
+YOLOv5's layout, TensorBoard scalars when the optional ``tensorboard`` package is installed, MLflow with
+``--track mlflow`` from ``utils.io.trackers``), and ``results.png``.
 
 On resume the CSV keeps only the rows of epochs before the resumed one, so a run killed and
 resumed ends with exactly one row per epoch; a new run (``--exist-ok`` into a used folder) starts it
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -42,22 +43,33 @@ def epoch_metrics(file: Path, epoch: int) -> list[float] | None:
     return None
 
 
-class ResultsLogger:
-    def __init__(self, save_dir: Path, loss_names: tuple[str, ...], resume_epoch: int = 0, tensorboard: bool = True):
-        self.file = Path(save_dir) / "results.csv"
-        self.keys = result_keys(loss_names)
+class RunLogger:
+    """One destination of a run's records. The trainer calls ``start`` once the run folder is set up,
+    ``epoch`` after each epoch's validation (results.csv's columns -> value), ``end`` after the final
+    validation of best.pt (summary.json's content) and ``close`` last, also when the run stops early.
+    A new tracker is one subclass added to the run's ``ResultsLogger``."""
+
+    def start(self, save_dir: Path, opt: dict[str, Any], hyp: dict[str, Any]) -> None:
+        pass
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        pass
+
+    def end(self, save_dir: Path, summary: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CsvLogger(RunLogger):
+    """results.csv in YOLOv5's layout; a failed write raises (RunDirError: the run must stop)."""
+
+    def __init__(self, save_dir: Path, keys: list[str], resume_epoch: int = 0):
+        self.file, self.keys = Path(save_dir) / "results.csv", keys
         self.header = ",".join(["%20s" % "epoch"] + ["%20s" % k for k in self.keys]) + "\n"
         self.rows = self._rows_before(resume_epoch)
         write_atomic(self.file, self.header + "".join(self.rows))
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(save_dir))
-                LOGGER.info("TensorBoard: start with 'tensorboard --logdir %s'", save_dir.parent)
-            except ImportError:
-                pass
 
     def _rows_before(self, first_epoch: int) -> list[str]:
         """The lines of epochs < first_epoch in an existing results.csv of the same columns (a resumed
@@ -70,19 +82,65 @@ class ResultsLogger:
             return []
         return [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) < first_epoch]
 
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        row = ",".join(["%20i" % epoch] + ["%20.5g" % values[k] for k in self.keys]) + "\n"
+        write_atomic(self.file, self.header + "".join(self.rows) + row)
+        self.rows.append(row)
+
+
+class TensorBoardLogger(RunLogger):
+    """TensorBoard scalars in the run folder (only when the optional ``tensorboard`` package is there)."""
+
+    def __init__(self, save_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter  # ImportError without tensorboard
+
+        self.writer = SummaryWriter(str(save_dir))
+        LOGGER.info("TensorBoard: start with 'tensorboard --logdir %s'", Path(save_dir).parent)
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, epoch)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class ResultsLogger:
+    """The run's list of loggers: results.csv first (its failure stops the run), TensorBoard when
+    installed, then any added (``add``: MLflow with ``--track mlflow``)."""
+
+    def __init__(self, save_dir: Path, loss_names: tuple[str, ...], resume_epoch: int = 0, tensorboard: bool = True):
+        self.keys = result_keys(loss_names)
+        self.csv = CsvLogger(save_dir, self.keys, resume_epoch)
+        self.file = self.csv.file
+        self.loggers: list[RunLogger] = [self.csv]
+        if tensorboard:
+            try:
+                self.loggers.append(TensorBoardLogger(save_dir))
+            except ImportError:
+                pass
+
+    def add(self, logger: RunLogger) -> None:
+        self.loggers.append(logger)
+
+    def start(self, save_dir: Path, opt: dict[str, Any], hyp: dict[str, Any]) -> None:
+        for lg in self.loggers:
+            lg.start(save_dir, opt, hyp)
+
     def log(self, epoch: int, values: list[float]) -> None:
         if len(values) != len(self.keys):
             raise ValueError(f"results row has {len(values)} values for {len(self.keys)} columns")
-        row = ",".join(["%20i" % epoch] + ["%20.5g" % v for v in values]) + "\n"
-        write_atomic(self.file, self.header + "".join(self.rows) + row)
-        self.rows.append(row)
-        if self.tb is not None:
-            for k, v in zip(self.keys, values):
-                self.tb.add_scalar(k, v, epoch)
+        row = dict(zip(self.keys, map(float, values)))
+        for lg in self.loggers:
+            lg.epoch(epoch, row)
+
+    def end(self, save_dir: Path, summary: dict[str, Any]) -> None:
+        for lg in self.loggers:
+            lg.end(save_dir, summary)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        for lg in self.loggers:
+            lg.close()
 
 
 def read_results(file: str | Path) -> tuple[list[str], list[list[float]]]:

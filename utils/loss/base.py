@@ -27,7 +27,7 @@ from torch import nn
 
 from utils.assign import ASSIGNERS, AssignRule
 from utils.assign.result import POSITIVE_ROW, AssignResult
-from utils.assign.rule import HeadPriors
+from utils.assign.priors import HeadPriors
 from utils.assign.targets import Targets
 from utils.assign.view import AnchorView, PredictionView
 from utils.core.text import short_repr

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from utils.assign.result import AssignResult, LevelCandidates
-from utils.assign.rule import HeadPriors
+from utils.assign.priors import HeadPriors
 from utils.assign.view import DFLView, PredictionView
 from utils.boxes import xywh2xyxy
 from utils.loss.base import POSITIVE, LossStrategy, StrategyHyp, head_of
