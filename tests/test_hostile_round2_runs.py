@@ -283,7 +283,7 @@ def test_sigterm_to_compare_ends_its_training_children_and_a_rerun_resumes(tiny_
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert not paths_io._pid_alive(child), "train.py child left running"
+    assert not paths_io.pid_alive(child), "train.py child left running"
     assert "Traceback" not in out
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

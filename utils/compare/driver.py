@@ -39,7 +39,7 @@ from utils.compare.stats import ALPHA, Look
 from utils.core.yaml_file import load_yaml
 from utils.hyp import HYP_DIR, find_hyp, load_hyp
 from utils.io.checkpoint import CheckpointError, read_checkpoint
-from utils.io.paths import RunLock
+from utils.io.paths import RunLock, pid_alive
 from utils.loss import canonical_strategies, loss_class, split_strategy, with_assigner
 
 LOGGER = logging.getLogger(__name__)
@@ -188,16 +188,6 @@ def status_of(jobs: list[Job]) -> dict[str, tuple[int, list[str]]]:
         n, failed = out.get(j.loss, (0, []))
         out[j.loss] = (n + 1, failed + [j.name] if j.status == "failed" else failed)
     return out
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def wait_for_writer(run_dir: Path, wait_s: float = STOP_WAIT_S) -> None:

@@ -82,7 +82,8 @@ def remove_empty_dirs(*folders: Path) -> None:
             pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` is running (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,7 +112,7 @@ class RunLock:
                     pid = int(self.file.read_text().strip() or -1)
                 except (OSError, ValueError):
                     pid = -1  # half-written by a process killed right after creating it
-                if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+                if pid > 0 and pid != os.getpid() and pid_alive(pid):
                     raise RunDirError(f"{self.folder} is in use by the running process {pid} (lock file "
                                       f"{self.file}); wait for it to end, or choose another --name") from None
                 self.file.unlink(missing_ok=True)
