@@ -78,7 +78,7 @@ def test_non_finite_losses_skip_steps_then_stop(tmp_path, caplog):
     ({"weight_decay": -1e-4}, "hyp key 'weight_decay' must be in [0, inf), got -0.0001"),
     ({"fliplr": 1.5}, "hyp key 'fliplr' must be in [0, 1], got 1.5"),
     ({"loss": "ota", "ota_iou_weight": float("nan")}, "hyp key 'ota_iou_weight' must be a finite number, got nan"),
-    ({"loss": "freeanchor", "fa_bag_size": 0}, "hyp key 'fa_bag_size' must be >= 1, got 0"),  # the strategy's check
+    ({"loss": "freeanchor", "fa_bag_size": 0}, "hyp key 'fa_bag_size' must be in (0, inf), got 0"),
     ({"loss": "gfl", "atss_topk": 0}, "hyp key 'atss_topk' must be in (0, inf), got 0"),
 ])
 def test_hyp_values_out_of_range_name_key_and_file(hyp, message):
@@ -175,8 +175,9 @@ def test_disk_full_while_saving_keeps_the_previous_file(tmp_path, monkeypatch):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
     monkeypatch.setattr(ckpt_io.torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match=f"cannot write checkpoint {f} .*inline_container.*previous file"):
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoint {f} .*previous file") as e:
         save_checkpoint(_tiny_ckpt(2.0), f)
+    assert "inline_container" not in str(e.value)  # the user's words, not torch's C++ assertion
     monkeypatch.undo()
     assert torch.load(f, weights_only=True)["model"]["w"].tolist() == [1.0, 1.0, 1.0]
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -34,7 +34,7 @@ from utils.io.checkpoint import (FORMAT_TAG, CheckpointError, load_checkpoint, m
 from utils.io.cli import MAX_IMGSZ
 from utils.core.yaml_file import MAX_ALIAS_VALUES, YamlFileError, load_yaml
 from utils.loss import LOSSES
-from utils.loss import ota as ota_module
+from utils.assign import simota as simota_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,7 +189,7 @@ def test_ota_cost_matrix_of_a_crowded_image_is_chunked_with_the_same_result(monk
         sizes.append(columns.shape[0] * columns.shape[-1])
         return row_iou(boxes, columns)
 
-    monkeypatch.setattr(ota_module, "row_iou", recording_row_iou)
+    monkeypatch.setattr(simota_module, "row_iou", recording_row_iou)
     a = whole.assign(preds, targets, imgs)
     assert max(sizes) > 20 * budget  # one matrix: 300 targets x every candidate of the image
     sizes.clear()

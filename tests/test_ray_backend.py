@@ -20,6 +20,7 @@ ray = pytest.importorskip("ray")
 
 import compare as compare_cli  # noqa: E402
 from utils.compare import driver  # noqa: E402
+from utils.compare.auto import compare_auto  # noqa: E402
 from utils.compare.backend import Backend  # noqa: E402
 from utils.compare.pack import child_threads, cpu_cores  # noqa: E402
 from utils.compare.ray_backend import RayPacker, run_train, task_resources  # noqa: E402
@@ -230,11 +231,11 @@ def test_seeds_auto_on_ray_asks_the_same_rounds_as_local(ray_instance, tmp_path,
     for kind in ("local", "ray"):
         exp = tmp_path / kind
         exp.mkdir()
-        jobs = driver.compare_auto(exp, ["yolov5", "ssd"], 5, [], 0, "cmd", jobs=2, backend=Backend(kind))
+        jobs = compare_auto(exp, ["yolov5", "ssd"], 5, [], 0, "cmd", jobs=2, backend=Backend(kind))
         out[kind] = (sorted((j.loss, j.seed, j.status) for j in jobs),
                      (exp / "results.md").read_text().split("\n\n")[0], rows(exp))
     assert out["local"] == out["ray"]
-    assert len(out["ray"][0]) == 10 and "(n = 5 seeds each)" in out["ray"][1]  # a second round, as Ray tasks
+    assert len(out["ray"][0]) == 10 and "(5 seeds each)" in out["ray"][1]  # a second round, as Ray tasks
     assert caplog.text.count("--seeds auto: look 2") == 2
 
 

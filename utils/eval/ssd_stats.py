@@ -26,7 +26,8 @@ def ssd_batch_stats(loss, raw: list[torch.Tensor], targets: torch.Tensor, imgs: 
     """Per-class counters for one batch.
 
     Args:
-        loss: a ``ComputeLossSSD``; raw: its head's outputs, one (bs, na, ny, nx, 5 + nc) per level;
+        loss: a ``ComputeLossSSD`` on its own matching (``assigner: max_iou``, whose ``ssd_iou_thr``
+            says which objects were forced onto their best anchor); raw: its head's outputs, one (bs, na, ny, nx, 5 + nc) per level;
         targets (Tensor[n, 6]): ``[image, class, x, y, w, h]`` normalised; imgs (Tensor[bs, 3, H, W]).
 
     Returns:
@@ -36,6 +37,10 @@ def ssd_batch_stats(loss, raw: list[torch.Tensor], targets: torch.Tensor, imgs: 
         (sigmoid(obj) summed over the mined negatives), ``others`` and ``others_obj_sum`` (the anchors
         neither positive nor mined) of the batch.
     """
+    iou_thr = getattr(loss.rule.hyp, "ssd_iou_thr", None)
+    if iou_thr is None:
+        raise ValueError(f"ssd_stats reads SSD's own matching (assigner: max_iou); this loss uses "
+                         f"'{loss.hyp.assigner}'")
     res = loss.assign(raw, targets, imgs)
     bs, (h, w) = imgs.shape[0], imgs.shape[-2:]
     pri = loss.anchor_boxes([(p.shape[2], p.shape[3]) for p in raw], imgs.device)
@@ -69,7 +74,7 @@ def ssd_batch_stats(loss, raw: list[torch.Tensor], targets: torch.Tensor, imgs: 
             continue
         iou = box_iou(gt[rows], pri.xyxy_px)  # (n_b, m)
         best_iou, best_obj = iou.max(0)
-        for r, forced in zip(rows.tolist(), (iou.max(1).values < loss.hyp.ssd_iou_thr).tolist()):
+        for r, forced in zip(rows.tolist(), (iou.max(1).values < iou_thr).tolist()):
             out[names[cls[r]]].update(objects=1, positives=int(n_pos[r]), forced_only=int(forced),
                                       target_sum=float(t_sum[r]), obj_sum=float(o_sum[r]))
         near_neg = negative[b] & (best_iou >= near)
