@@ -108,7 +108,9 @@ except HypError as e:
 
 def test_a_rule_file_and_a_loss_file_train_with_no_other_edit(tmp_path):
     tree = tmp_path / "project"
-    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "datasets", "runs", "__pycache__", "*.pyc",
+    # the code only: a virtual environment inside the checkout (the README's .venv, ~6 GB) stays behind
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", "venv", "datasets", "runs", "tests",
+                                                              "docs", "benchmarks", "__pycache__", "*.pyc",
                                                               ".pytest_cache"))
     (tree / "utils" / "assign" / "centre_cell.py").write_text(textwrap.dedent(RULE))
     (tree / "utils" / "loss" / "centre_bce.py").write_text(textwrap.dedent(LOSS))
