@@ -1,5 +1,6 @@
-"""Stand-ins: a model with the YOLOv5 anchor head (only the head geometry the loss strategies read), and
-a train.py for compare's tests (``use_fake_trainer``)."""
+"""Stand-ins: a model with the YOLOv5 anchor head (only the head geometry the loss strategies read), a
+train.py for compare's tests (``use_fake_trainer``), and an exported ONNX file whose metadata lies
+(``onnx_with_metadata``)."""
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,3 +41,15 @@ def use_fake_trainer(monkeypatch, tmp_path: Path, maps: dict[str, float], fail: 
 
     monkeypatch.setattr(driver, "job_command", command)
     monkeypatch.setattr(pack, "POLL_S", 0.05)  # runs this short need no half-second polls
+
+
+def onnx_with_metadata(src: Path, dst: Path, **changes: str) -> Path:
+    """A copy of the ONNX file ``src`` at ``dst`` with the metadata entries named in ``changes`` rewritten."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    for entry in proto.metadata_props:
+        if entry.key in changes:
+            entry.value = changes[entry.key]
+    onnx.save(proto, str(dst))
+    return dst

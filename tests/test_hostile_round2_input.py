@@ -20,7 +20,7 @@ import yaml
 from data.converters import coco2yolo, voc2yolo
 from data.converters.coco2yolo import convert_coco
 from data.converters.voc2yolo import convert_voc
-from fakes import fake_model
+from fakes import fake_model, onnx_with_metadata
 from test_hostile_cli import run_cli, train_args, train_main, write_png_1bit
 from models.parse import count_yaml_params
 from models.yolo import Model
@@ -247,23 +247,13 @@ def onnx_file(tmp_path_factory):
     return file
 
 
-def _with_metadata(src: Path, dst: Path, **changes) -> Path:
-    import onnx
-    proto = onnx.load(str(src))
-    for entry in proto.metadata_props:
-        if entry.key in changes:
-            entry.value = changes[entry.key]
-    onnx.save(proto, str(dst))
-    return dst
-
-
 @pytest.mark.parametrize("changes, message", [
     ({"imgsz": "[0, 64]"}, "metadata 'imgsz' must be two positive integers, got [0, 64]"),
     ({"names": "a, b, c"}, "metadata 'names' is not JSON ('a, b, c')"),
 ])
 def test_onnx_metadata_that_does_not_fit(changes, message, onnx_file, tmp_path):
     from utils.io.onnx_backend import OnnxModel
-    bad = _with_metadata(onnx_file, tmp_path / "bad.onnx", **changes)
+    bad = onnx_with_metadata(onnx_file, tmp_path / "bad.onnx", **changes)
     with pytest.raises(ValueError, match=re.escape(f"--weights {bad}: {message}")):
         OnnxModel(bad)
     assert OnnxModel(onnx_file).names == ["a", "b", "c"]
@@ -387,7 +377,7 @@ def test_coco_nan_bbox_is_dropped_and_iscrowd_must_be_0_or_1(tmp_path, capsys):
 
 def test_onnx_with_metadata_of_another_model_is_refused(onnx_file, tiny_data, tmp_path, capsys, caplog):
     import detect
-    bad = _with_metadata(onnx_file, tmp_path / "copied.onnx", names='["a", "b"]')  # 3 classes named as 2
+    bad = onnx_with_metadata(onnx_file, tmp_path / "copied.onnx", names='["a", "b"]')  # 3 classes named as 2
     code, text = run_cli(detect.cli, ["--weights", str(bad), "--source", str(tiny_data.parent / "images" / "val"),
                                       "--img", "64", "--project", str(tmp_path / "runs")], capsys, caplog)
     assert code == 1 and f"error: --weights {bad}: the model outputs 3 class scores but its metadata names 2 " \

@@ -13,6 +13,7 @@ import yaml
 
 from data.converters import coco2yolo, voc2yolo
 from data.converters.common import _unit_hash, hash_splits
+from fakes import onnx_with_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -233,16 +234,6 @@ def static_onnx(tmp_path_factory) -> Path:
     return file
 
 
-def _with_metadata(src: Path, dst: Path, **changes: str) -> Path:
-    import onnx
-    proto = onnx.load(str(src))
-    for entry in proto.metadata_props:
-        if entry.key in changes:
-            entry.value = changes[entry.key]
-    onnx.save(proto, str(dst))
-    return dst
-
-
 @pytest.mark.parametrize("changes, message", [
     ({"stride": "[1e-300, 8]"}, "metadata 'stride' must be a list of whole numbers of pixels (8, 16, 32), got "
                                 "[1e-300, 8]"),
@@ -258,7 +249,7 @@ def test_onnx_metadata_is_checked_against_the_graph(changes, message, static_onn
     from utils.io.onnx_backend import OnnxModel
 
     assert OnnxModel(static_onnx).imgsz == [64, 64]
-    bad = _with_metadata(static_onnx, tmp_path / "bad.onnx", **changes)
+    bad = onnx_with_metadata(static_onnx, tmp_path / "bad.onnx", **changes)
     _image(tmp_path / "a.jpg", 64, 48)
     code, text = run_cli(detect.cli, ["--weights", str(bad), "--source", str(tmp_path / "a.jpg"),
                                       "--project", str(tmp_path / "runs")], capsys, caplog)
