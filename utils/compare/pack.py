@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Protocol, Sequence
+from typing import IO, Callable, Mapping, Protocol, Sequence
 
 LOGGER = logging.getLogger(__name__)
 # measured peaks miss short spikes between samples, and the strategies of a comparison differ in
@@ -86,6 +86,31 @@ def split_workers(max_workers: int, cores: int, total_jobs: int) -> int:
 def child_threads(cores: int, total_jobs: int) -> int:
     """Intra-op threads per training process so that packed runs do not oversubscribe the cores."""
     return max(1, cores // max(1, total_jobs))
+
+
+def thread_env(base: Mapping[str, str], runs_at_once: int, user_threads: str | None, cores: int) -> dict[str, str]:
+    """The environment of a train.py: ``base`` with the thread count every backend gives. The user's
+    ``OMP_NUM_THREADS`` (``user_threads``: the driver's) goes to every run; else ``cores / runs_at_once``
+    when runs are packed; else none, and torch takes every core (a Ray worker's own ``OMP_NUM_THREADS=1``
+    is dropped, so a run has the same threads on either backend)."""
+    env = {k: v for k, v in base.items() if k != "OMP_NUM_THREADS"}
+    if user_threads is not None:
+        env["OMP_NUM_THREADS"] = user_threads
+    elif runs_at_once > 1:
+        env["OMP_NUM_THREADS"] = str(child_threads(cores, runs_at_once))
+    return env
+
+
+def stop_process(proc: subprocess.Popen, wait_s: float) -> bool:
+    """Wait up to ``wait_s`` for ``proc`` (already sent SIGTERM) to end, then kill it; True if it had to
+    be killed."""
+    try:
+        proc.wait(max(0.0, wait_s))
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return True
 
 
 def eta_seconds(elapsed: float, finished_now: int, remaining: int) -> float | None:
@@ -193,12 +218,10 @@ class Packer:
         return sum(self.capacity.values())
 
     def env(self, gpu: int | None) -> dict[str, str]:
-        env = dict(os.environ)
+        env = thread_env(os.environ, self.total, os.environ.get("OMP_NUM_THREADS"), self.cores)
         if gpu is not None:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[gpu] if visible else str(gpu)
-        if self.total > 1 and "OMP_NUM_THREADS" not in os.environ:
-            env["OMP_NUM_THREADS"] = str(child_threads(self.cores, self.total))
         return env
 
     def start(self, job: PackJob, gpu: int | None) -> None:
@@ -238,12 +261,8 @@ class Packer:
                 r.proc.terminate()
         deadline = time.time() + STOP_WAIT_S
         for r in self.running:
-            try:
-                r.proc.wait(max(0.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                LOGGER.warning("[%s] did not stop within %.0f s; killing it", r.job.name, STOP_WAIT_S)
-                r.proc.kill()
-                r.proc.wait()
+            if stop_process(r.proc, deadline - time.time()):
+                LOGGER.warning("[%s] did not stop within %.0f s; it was killed", r.job.name, STOP_WAIT_S)
             r.log.close()
             LOGGER.info("[%s] stopped; the same command resumes it", r.job.name)
         self.running = []
@@ -274,5 +293,5 @@ class Packer:
 
 
 __all__ = ["Packer", "Progress", "die_with_parent", "parse_jobs", "choose_jobs",
-           "split_workers", "child_threads", "eta_seconds",
+           "split_workers", "child_threads", "thread_env", "stop_process", "eta_seconds",
            "progress_line", "cpu_cores"]

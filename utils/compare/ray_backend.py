@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from utils.compare.pack import (POLL_S, STOP_WAIT_S, PackJob, child_threads, cpu_cores, die_with_parent,
-                                split_workers)
+from utils.compare.pack import (POLL_S, STOP_WAIT_S, PackJob, cpu_cores, die_with_parent, split_workers,
+                                stop_process, thread_env)
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = "pip install -r requirements-ray.txt"
-THREAD_VARS = ("OMP_NUM_THREADS",)  # what Ray sets in its workers and the local backend may not
 
 
 def import_ray() -> Any:
@@ -100,15 +99,6 @@ def child_setup(niceness: int) -> Callable[[], None]:
     return setup
 
 
-def thread_env(base: dict[str, str], runs_at_once: int) -> dict[str, str]:
-    """The environment of a train.py in a Ray task: the worker's, with the thread count the local backend
-    gives (``OMP_NUM_THREADS`` = cores / runs at once when packed, else unset: torch takes every core)."""
-    env = {k: v for k, v in base.items() if k not in THREAD_VARS}
-    if runs_at_once > 1:
-        env["OMP_NUM_THREADS"] = str(child_threads(cpu_cores(), runs_at_once))
-    return env
-
-
 def run_train(cmd: list[str], cwd: str, log_path: str, runs_at_once: int, driver_threads: str | None,
               niceness: int = 0) -> dict:
     """The body of a Ray task: run ``cmd`` (a train.py line) to its end; {"returncode": int} or, when this
@@ -116,9 +106,7 @@ def run_train(cmd: list[str], cwd: str, log_path: str, runs_at_once: int, driver
     ``ray.cancel``): the train.py gets SIGTERM (it keeps last.pt), then SIGKILL after STOP_WAIT_S."""
     if not Path(log_path).parent.is_dir() or not Path(cwd).is_dir():
         return {"unseen": socket.gethostname()}
-    env = thread_env(dict(os.environ), runs_at_once)
-    if driver_threads is not None:  # set by the user for every run, as the local backend passes it on
-        env["OMP_NUM_THREADS"] = driver_threads
+    env = thread_env(os.environ, runs_at_once, driver_threads, cpu_cores())  # the local backend's threads
     with open(log_path, "a") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=child_setup(niceness))
@@ -128,11 +116,7 @@ def run_train(cmd: list[str], cwd: str, log_path: str, runs_at_once: int, driver
             return {"returncode": proc.returncode, "host": socket.gethostname()}
         except BaseException:
             proc.terminate()
-            try:
-                proc.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, STOP_WAIT_S)
             raise
 
 
@@ -237,4 +221,4 @@ def slots_on(node: dict[str, float], num_cpus: float, num_gpus: float) -> int:
     return n
 
 
-__all__ = ["RayPacker", "start_ray", "import_ray", "task_resources", "cluster_gpus", "run_train", "thread_env", "INSTALL"]
+__all__ = ["RayPacker", "start_ray", "import_ray", "task_resources", "cluster_gpus", "run_train", "INSTALL"]
