@@ -17,7 +17,6 @@ tracker goes quiet; training and the comparison go on.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from utils.io.run_log import RunLogger, read_results
-from utils.core.yaml_file import load_yaml
+from utils.io.summary import read_summary, yaml_mapping
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,13 +154,12 @@ def epoch_rows(folder: Path) -> list[tuple[int, dict[str, float]]]:
 def log_run_folder(ml: Mlflow, experiment_id: str, folder: Path, parent: str | None = None) -> str | None:
     """Log a finished run folder (opt.yaml, hyp.yaml, results.csv, summary.json, plots) as one MLflow run;
     a folder logged before is left as it is. Returns the run id (None when tracking failed)."""
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = read_summary(folder / "summary.json")
     got = ml.run_for(experiment_id, "run_dir", str(folder), folder.name, parent)
     if got is None or got[1]:
         return got[0] if got else None
     run_id = got[0]
-    opt = (load_yaml(folder / "opt.yaml") if (folder / "opt.yaml").exists() else None) or {}
-    hyp = (load_yaml(folder / "hyp.yaml") if (folder / "hyp.yaml").exists() else None) or {}
+    opt, hyp = yaml_mapping(folder / "opt.yaml"), yaml_mapping(folder / "hyp.yaml")
     ml.log_params(run_id, {**run_params(opt, hyp), "seed": str(summary["seed"])})
     for epoch, values in epoch_rows(folder):
         ml.log_metrics(run_id, values, epoch)
