@@ -124,9 +124,6 @@ class ComputeLossDW(AnchorLossStrategy):
     row_kind = WEIGHTED_CANDIDATE_ROW
     hyp_file = "hyp.dw.yaml"
 
-    def __init__(self, model, hyp):
-        super().__init__(model, hyp)
-
     @torch.no_grad()
     def candidates(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[LevelCandidates]:
         """Every (object, anchor, cell) whose cell centre lies inside the object, per level
