@@ -16,7 +16,8 @@ from collections import Counter, defaultdict
 
 import torch
 
-from utils.boxes import bbox_iou, box_iou, xywh2xyxy
+from utils.assign.targets import Targets
+from utils.boxes import bbox_iou, box_iou
 from utils.loss.functional import bce_with_logits, hard_negative_mask
 
 
@@ -42,10 +43,10 @@ def ssd_batch_stats(loss, raw: list[torch.Tensor], targets: torch.Tensor, imgs: 
         raise ValueError(f"ssd_stats reads SSD's own matching (assigner: max_iou); this loss uses "
                          f"'{loss.hyp.assigner}'")
     res = loss.assign(raw, targets, imgs)
-    bs, (h, w) = imgs.shape[0], imgs.shape[-2:]
+    bs = imgs.shape[0]
     pri = loss.anchor_boxes([(p.shape[2], p.shape[3]) for p in raw], imgs.device)
-    gt = xywh2xyxy(targets[:, 2:6].float() * targets.new_tensor([w, h, w, h]).float())
-    image_of, cls = targets[:, 0].long(), targets[:, 1].long()
+    t = Targets.build(targets, imgs)  # the objects in pixels, as every rule reads them
+    gt, image_of, cls = t.xyxy_px, t.image, t.cls
     n_pos, t_sum, o_sum = torch.zeros(len(targets)), torch.zeros(len(targets)), torch.zeros(len(targets))
     positive = torch.zeros(bs, len(pri), dtype=torch.bool)  # prior order = each level's (a, gj, gi), levels in turn
     offset = 0
