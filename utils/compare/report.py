@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.compare.factors import factor_section
 from utils.compare.pack import Progress
 from utils.compare.runs import RunRecord
 from utils.compare.stats import (ALPHA, BestSet, Look, Outcome, best_sentence, best_set, class_verdicts, mean_ci,
@@ -245,6 +246,9 @@ def write_results(exp: Path, records: list[RunRecord], losses: list[str], status
                      r["map_p"] or "-", r["map_p_adj"] or "-", r["verdict"] or "-", r["best"] or "-",
                      r["train_img_s"] or "-", r["failed"].replace(";", ", ")]
                     for r in rows])
+    split = factor_section(by_strategy(records, losses), losses[0], decided.looks, a) \
+        if losses and not context.pending_look else []
+    md += ["", *split] if split else []
     classes = class_names(records)
     if classes and losses:
         md += ["", "## Per class (AP50-95; collapsed = recall 0 at the best-F1 threshold)", "",
