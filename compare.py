@@ -11,6 +11,13 @@ below) is below --alpha, else "not resolved" with about how many seeds would res
 the strategies no other is resolved above; the same per class, and how often a class collapsed),
 map_vs_epoch.png, points.png, pr_curves.png. results.md opens with one sentence on which is best.
 
+    python compare.py ... --losses yolov5,yolov5+atss,gfl   # rule or loss? gfl = the GFL loss on ATSS positives
+
+A strategy that changes both the loss and the matching rule against the baseline, beside the strategy
+between them (the baseline's loss on the strategy's rule), gets its lead split in results.md's "Rule or loss?": the
+rule step (yolov5 -> yolov5+atss) and the loss step (yolov5+atss -> gfl), each with Welch's interval and a
+verdict, Holm over all the steps.
+
     python compare.py ... --seeds auto --max-seeds 10   # 3 seeds each, then more only where unresolved
 
 --seeds auto adds seeds in rounds (3, 5, 8, 10 for a cap of 10) only to strategies that are neither
