@@ -15,6 +15,7 @@ import train as train_cli
 from models.yolo import Model
 from utils.engine import distributed, memory, resume, step, train_setup, trainer
 from utils.engine.config import DEFAULTS, FIELDS
+from utils.hyp import HypError, validate_hyp
 from utils.io import checkpoint as ckpt_io
 from utils.io.checkpoint import CheckpointError, save_checkpoint
 
@@ -294,3 +295,21 @@ def test_bare_resume_warning_only_on_rank_0(run_copy, tmp_path, caplog):
             resume.resume_options(train_cli.parse_opt(["--resume", "--project", str(project)]),
                                   distributed.DistInfo(rank=rank, local_rank=rank, world=2))
         assert sum("newer runs without one" in r.getMessage() for r in caplog.records) == expected
+
+
+def test_resume_of_a_run_that_recorded_another_rules_keys(run_copy, caplog):
+    """A run made before a rule's keys were tied to that rule recorded them all (the YOLOv5 loss with ATSS's
+    atss_topk, never read by its own rule): it resumes without them, saying so, as it trained."""
+    last, data = run_copy
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["hyp"] = {**ckpt["hyp"], "atss_topk": 9, "tal_topk": 13}
+    save_checkpoint(ckpt, last)
+    with pytest.raises(HypError, match="key 'atss_topk' belongs to loss 'gfl'"):
+        validate_hyp(ckpt["hyp"])  # as a hyp file it is refused
+    with caplog.at_level(logging.WARNING):
+        run = set_up(last, data)
+    assert run.start_epoch == 1 and "atss_topk" not in run.hyp and "tal_topk" not in run.hyp
+    assert (f"{last} (its hyp): left out atss_topk, tal_topk, keys of another matching rule that this run "
+            f"(assigner 'yolov5') never read") in caplog.text
+    assert {k: v for k, v in run.hyp.items()} == validate_hyp({k: v for k, v in ckpt["hyp"].items()
+                                                               if k not in ("atss_topk", "tal_topk")})

@@ -159,6 +159,25 @@ def validate_hyp(hyp: dict[str, Any], source: str = "hyp") -> dict[str, Any]:
     return out
 
 
+def run_hyp(hyp: dict[str, Any], source: str) -> dict[str, Any]:
+    """A run's recorded hyp (a checkpoint's, on ``--resume``), validated like a file. Runs made before a
+    rule's keys were accepted only with that rule recorded the keys of the loss's other rules too
+    (``gfl`` + ``assigner: tal`` with ATSS's ``atss_topk``, which that run never read): those are left
+    out, with one warning naming them, so the run resumes as it trained."""
+    if isinstance(hyp, dict) and isinstance(hyp.get("loss", "yolov5"), str) and hyp.get("loss", "yolov5") in LOSSES:
+        strategy = LOSSES[hyp.get("loss", "yolov5")]
+        assigner = hyp.get("assigner", strategy.default_assigner())
+        if assigner in strategy.assigners():
+            others = set().union(*(ASSIGNERS[r].Hyp.keys() for r in strategy.assigners()))
+            stale = sorted(k for k in hyp if k in others - strategy.hyp_keys(assigner))
+            if stale:
+                LOGGER.warning("WARNING: %s: left out %s, key%s of another matching rule that this run "
+                               "(assigner '%s') never read", source, ", ".join(stale),
+                               "s" * (len(stale) > 1), assigner)
+                hyp = {k: v for k, v in hyp.items() if k not in stale}
+    return validate_hyp(dict(hyp) if isinstance(hyp, dict) else hyp, source)
+
+
 def load_hyp(spec: str | Path | dict) -> dict[str, Any]:
     """Load and validate a hyp file (path, bare name in ``hyp/``) or an in-memory dict."""
     if isinstance(spec, dict):

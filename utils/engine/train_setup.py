@@ -33,7 +33,7 @@ from utils.engine.rng import init_seeds
 from utils.engine.run_dir import abandon_save_dir, make_save_dir, plot_training_labels, write_run_files
 from utils.engine.run import Run
 from utils.engine.step import SpeedStats, make_stepper
-from utils.hyp import load_hyp
+from utils.hyp import load_hyp, run_hyp
 from utils.io.checkpoint import CheckpointError
 from utils.io.run_log import ResultsLogger
 from utils.loss import loss_class
@@ -65,7 +65,7 @@ def read_inputs(options: dict[str, Any], info: DistInfo, ckpt: dict[str, Any] | 
                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(hyp, data, epochs / batch / imgsz / optimizer, the dataset's train_defaults block): the hyp file
     (a resumed run's own hyp) and the dataset YAML (rank 0 generates or converts it first)."""
-    hyp = load_hyp(ckpt["hyp"] if ckpt else options["hyp"])
+    hyp = run_hyp(ckpt["hyp"], f"{options['resume']} (its hyp)") if ckpt else load_hyp(options["hyp"])
     data = check_dataset(options["data"]) if info.main else None
     broadcast(None, info)  # a barrier: rank 0 has generated / converted the dataset
     data = data or check_dataset(options["data"])
