@@ -108,6 +108,27 @@ def test_coco_second_split_keeps_the_users_data_yaml(tmp_path, capsys):
     assert _hashes(tmp_path) == state and not (out / "images" / "test").exists()
 
 
+def test_coco_second_json_of_one_split_never_replaces_an_earlier_image(tmp_path, capsys, caplog):
+    """Two JSONs of the train split, each with its own 001.png (another picture): the second is written as
+    001_2.png and the first keeps its image and label; converting the second again changes nothing."""
+    a, b = _image(tmp_path / "a" / "001.png", value=40), _image(tmp_path / "b" / "001.png", value=200)
+    out = tmp_path / "out"
+    for folder, name in ((a.parent, "a.json"), (b.parent, "b.json")):
+        assert _main(coco2yolo.main, ["--json", _coco_json(tmp_path / name, ["001.png"]), "--images", folder,
+                                      "--out", out, "--split", "train"], capsys)[0] == 0
+    images = out / "images" / "train"
+    assert sorted(p.name for p in images.iterdir()) == ["001.png", "001_2.png"]
+    assert (images / "001.png").read_bytes() == a.read_bytes() and (images / "001_2.png").read_bytes() == b.read_bytes()
+    assert sorted(p.name for p in (out / "labels" / "train").iterdir()) == ["001.txt", "001_2.txt"]
+    assert f"shares the base name 001 with {images / '001.png'} (an earlier conversion's); written as 001_2.png" \
+        in caplog.text
+    state = _hashes(out)
+    for folder, name, extra in ((b.parent, "b.json", []), (a.parent, "a.json", ["--copy"])):  # reruns: same names
+        assert _main(coco2yolo.main, ["--json", tmp_path / name, "--images", folder, "--out", out, "--split", "train",
+                                      *extra], capsys)[0] == 0
+    assert _hashes(out) == state and sorted(p.name for p in images.iterdir()) == ["001.png", "001_2.png"]
+
+
 def test_coco_data_yaml_in_flow_style_is_refused_untouched(tmp_path, capsys):
     src = tmp_path / "src"
     _image(src / "a.jpg")

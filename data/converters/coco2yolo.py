@@ -21,7 +21,8 @@ Rules:
   around its segmentation polygons. Boxes are clipped to the image (counted) and dropped with a
   warning when no area is left.
 - two images that share a base name in different folders (``a/001.png``, ``b/001.png``) never
-  overwrite each other: the later one is written as ``001_2.png`` (warned and counted).
+  overwrite each other: the later one is written as ``001_2.png`` (warned and counted); so does an
+  image of a second JSON whose name an earlier conversion's (other) image already has in that split.
 - every image in the JSON gets a label file (empty = background); an image file that is missing
   is skipped with a warning. A JSON that does not parse or has no ``images`` list stops the
   conversion with one line naming the file.
@@ -147,7 +148,7 @@ class _Planned:
 
 
 def _plan(data: dict[str, Any], json_file: Path, images_dir: Path, id_map: dict[int, int], split: str | None,
-          fractions: tuple[float, float], seed: int, stats: CocoStats) -> list[_Planned]:
+          fractions: tuple[float, float], seed: int, stats: CocoStats, out: Path) -> list[_Planned]:
     """Every image of the JSON that exists, with its split, output name and rows; reads, writes nothing."""
     anns = defaultdict(list)
     for a in data.get("annotations", []):
@@ -164,7 +165,7 @@ def _plan(data: dict[str, Any], json_file: Path, images_dir: Path, id_map: dict[
             size = image_size(src)  # COCO requires width/height; hand-made JSONs often omit them
         found.append((src, _image_rows(img, tuple(map(float, size)), anns[img.get("id")], id_map, json_file, stats)))
     splits = [split] * len(found) if split else hash_splits([src.name for src, _ in found], *fractions, seed)
-    unique = UniqueNames()
+    unique = UniqueNames(out)  # an earlier JSON's images in out count as taken
     return [_Planned(src, to, unique.claim(to, src, src.name), rows) for (src, rows), to in zip(found, splits)]
 
 
@@ -189,7 +190,7 @@ def convert_coco(json_file: str | Path, images_dir: str | Path, out: str | Path,
     id_map = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c["name"]) for c in cats]
     stats = CocoStats()
-    plan = _plan(data, json_file, images_dir, id_map, split, (val_fraction, test_fraction), seed, stats)
+    plan = _plan(data, json_file, images_dir, id_map, split, (val_fraction, test_fraction), seed, stats, out)
     check_in_place(out, [(p.src, out / "images" / p.split / p.name) for p in plan])
     splits = sorted({p.split for p in plan}, key=SPLITS.index)
     n_train = count_train_images(out, [p.name for p in plan if p.split == "train"])

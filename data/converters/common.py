@@ -1,6 +1,7 @@
 """What the converters share: errors, the hash split, placing images, YOLO rows and data.yaml."""
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import logging
 import math
@@ -108,21 +109,43 @@ def check_in_place(out: Path, placements: Sequence[tuple[Path, Path]]) -> None:
 class UniqueNames:
     """The output names of one conversion. Labels are ``<stem>.txt``, so two images of one split that
     share a base name (``a/001.png`` and ``b/001.png``, or ``x.jpg`` and ``x.png``) would share a label
-    file: the later one is written as ``<stem>_2<suffix>`` (``_3`` ...) with a warning naming both."""
+    file: the later one is written as ``<stem>_2<suffix>`` (``_3`` ...) with a warning naming both.
 
-    def __init__(self) -> None:
+    With ``out``, the images an earlier conversion wrote to ``out/images/<split>`` count too (a second
+    JSON of the same split): a name is free only if no image of that stem is there, or the one there is
+    this very source (the same file, or the same bytes: a rerun), so no earlier image or label is replaced."""
+
+    def __init__(self, out: Path | None = None) -> None:
         self.taken: dict[tuple[str, str], Path] = {}  # (split, stem) -> the source that has it
+        self.out = out
+        self.earlier: dict[str, dict[str, list[Path]]] = {}  # split -> stem -> images already in out
+
+    def _earlier_other(self, split: str, stem: str, src: Path) -> Path | None:
+        """An image of ``stem`` an earlier conversion left in ``out/images/split`` that is not ``src``."""
+        if self.out is None:
+            return None
+        if split not in self.earlier:
+            folder = self.out / "images" / split
+            by_stem: dict[str, list[Path]] = {}
+            for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+                by_stem.setdefault(f.stem, []).append(f)
+            self.earlier[split] = by_stem
+        for f in self.earlier[split].get(stem, []):
+            if not (f.is_file() and (os.path.samefile(src, f) or filecmp.cmp(src, f, shallow=False))):
+                return f
+        return None
 
     def claim(self, split: str, src: Path, name: str) -> str:
         """The free output name for ``src`` (to be written as ``name``) in ``split``."""
         stem, suffix = Path(name).stem, Path(name).suffix
         out, n = name, 1
-        while (split, Path(out).stem) in self.taken:
+        while (split, Path(out).stem) in self.taken or self._earlier_other(split, Path(out).stem, src):
             n += 1
             out = f"{stem}_{n}{suffix}"
         if out != name:
+            other = self.taken.get((split, stem)) or f"{self._earlier_other(split, stem, src)} (an earlier conversion's)"
             logging.getLogger(__name__).warning("%s shares the base name %s with %s; written as %s", src, stem,
-                                                self.taken[split, stem], out)
+                                                other, out)
         self.taken[split, Path(out).stem] = src
         return out
 
