@@ -39,6 +39,7 @@ mix runs of different precision.
 
     python compare.py ... --plan > jobs.txt          # the train.py commands, one per line; trains nothing
     python compare.py --report DIR [DIR ...]         # tables from finished run folders, wherever they ran
+    python compare.py ... --report                   # this comparison's tables rewritten (--seeds auto too)
 
     python compare.py ... --backend ray                  # the runs as Ray tasks: an embedded Ray on this machine,
     python compare.py ... --backend ray --address auto   # or a cluster's (also RAY_ADDRESS): docs/cluster.md
@@ -158,8 +159,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         "with DIRs build them in a new project/name folder from the finished runs under them")
     opt = p.parse_args(argv)
     opt.seeds_mode = "auto" if opt.seeds == "auto" else "fixed"
-    if opt.seeds_mode == "auto" and opt.report is not None:
-        p.error("--seeds auto decides which runs to train; --report tabulates finished runs: give one of them")
+    if opt.seeds_mode == "auto" and opt.report:
+        p.error("--seeds auto decides which runs to train; --report DIR tabulates finished runs found anywhere: "
+                "give one of them (--seeds auto --report, without DIR, rewrites an adaptive comparison's tables)")
     if opt.seeds_mode == "auto" and opt.max_seeds < 3:
         p.error(f"--max-seeds: --seeds auto starts at 3 seeds per strategy, so the cap must be at least 3, got {opt.max_seeds}")
     if opt.address is not None and opt.backend != "ray":
@@ -236,12 +238,12 @@ def main(opt: argparse.Namespace) -> int:
         train_args.append("--noplots")
     train_args += ["--precision", opt.precision]
     command = "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    auto = opt.seeds_mode == "auto"
     try:
         if opt.report:
             report_dirs(increment_path(Path(opt.project) / opt.name), [Path(d) for d in opt.report], opt.losses,
                         command, opt.alpha)
             return 0
-        auto = opt.seeds_mode == "auto"
         if opt.plan:  # --seeds auto keeps its folder and compare.json: the next --plan finds the runs made
             exp = experiment_dir(opt, create=auto)
             lines = (plan_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, opt.alpha) if auto
@@ -265,7 +267,7 @@ def main(opt: argparse.Namespace) -> int:
         try:
             if auto:
                 jobs = compare_auto(exp, opt.losses, opt.max_seeds, train_args, opt.workers, command, jobs=opt.jobs,
-                                    alpha=opt.alpha, backend=backend)
+                                    train=opt.report is None, alpha=opt.alpha, backend=backend)
             else:
                 jobs = compare(exp, opt.losses, opt.seeds, train_args, opt.workers, command, jobs=opt.jobs,
                                train=opt.report is None, alpha=opt.alpha, backend=backend)

@@ -157,7 +157,8 @@ def test_recorded_looks_split_alpha(tmp_path):
     (["--alpha", "0"], "--alpha: expected a number between 0 and 0.5 (exclusive), got '0'"),
     (["--alpha", "x"], "--alpha: expected a number between 0 and 0.5 (exclusive), got 'x'"),
     (["--seeds", "auto", "--max-seeds", "2"], "--max-seeds: --seeds auto starts at 3 seeds per strategy"),
-    (["--seeds", "auto", "--report"], "--seeds auto decides which runs to train; --report tabulates finished runs"),
+    (["--seeds", "auto", "--report", "runs"], "--seeds auto decides which runs to train; --report DIR tabulates "
+                                              "finished runs found anywhere"),
 ])
 def test_bad_flags_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -184,6 +185,11 @@ def test_seeds_auto_plans_the_next_round_and_reports_its_looks(tmp_path, capsys)
     for loss, maps in values.items():
         for s, m in enumerate(maps[:3]):
             fake_summary(exp / "runs" / f"{loss}-s{s}", loss, s, m)
+    # --report without DIR rewrites the tables and trains nothing: look 1 is complete, look 2 not yet begun
+    assert compare_cli.main(compare_cli.parse_opt(base + ["--report"])) == 0
+    md = (exp / "results.md").read_text()
+    assert md.startswith("Look 2 of 4 (5 seeds) is not complete; the same command trains the rest")
+    assert "At look 1: " in md and "| yolov5 | 3/5 |" in md and not (exp / "runs" / "gfl-s3").exists()
     assert compare_cli.main(compare_cli.parse_opt(base + ["--plan"])) == 0
     second = [dict(zip(c[2::2], c[3::2])) for c in map(shlex.split, capsys.readouterr().out.split("\n")) if c]
     assert sorted(f["--name"] for f in second) == ["gfl-s3", "gfl-s4", "yolov5-s3", "yolov5-s4"]
