@@ -11,7 +11,8 @@ its family-wise error (the chance of even one false ``better`` / ``worse`` in it
 - the verdicts: every strategy against the baseline (the first strategy), ``S - 1`` tests;
 - the best set: every pair of strategies, ``S (S - 1) / 2`` tests; a strategy is ``best`` unless some
   other strategy is resolved above it;
-- per class: every (class, strategy) against the baseline, ``C (S - 1)`` tests.
+- per class: every (class, strategy) against the baseline, ``C (S - 1)`` tests;
+- "Rule or loss?": the one-factor steps that split the leads over the baseline (``utils.compare.factors``).
 
 Within a family the p-values are adjusted by Holm's step-down method (Holm 1979, Scand. J. Statist.
 6:65-70). Holm is chosen because its guarantee needs nothing but valid p-values: the tests of one
