@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from utils.compare.stats import ALPHA, Look, Outcome, Pair, Runs, adjust_family, mean_ci, one_look, welch, words
-from utils.loss import LOSSES, split_strategy
+from utils.loss import LOSSES, split_strategy, strategy_label
 
 
 def factors(strategy: str) -> tuple[str, str]:
@@ -52,11 +52,6 @@ class Split:
     missing: tuple[str, ...] = ()
 
 
-def label(loss: str, rule: str) -> str:
-    """The strategy name of a (loss, rule) pair as compare.py writes it."""
-    return loss if LOSSES[loss].default_assigner() == rule else f"{loss}+{rule}"
-
-
 def splits(strategies: Sequence[str], baseline: str) -> list[Split]:
     """Every other strategy's path from ``baseline`` in one-factor steps (module docstring)."""
     of = {s: factors(s) for s in strategies}
@@ -75,13 +70,14 @@ def splits(strategies: Sequence[str], baseline: str) -> list[Split]:
         for via, first, second in paths:
             out.append(Split(s, (Step(baseline, via, first), Step(via, s, second)), via))
         if not paths:
-            wanted = [label(*pair) for pair in ((lb, rs), (ls, rb)) if pair[1] in LOSSES[pair[0]].assigners()]
+            wanted = [strategy_label(*pair) for pair in ((lb, rs), (ls, rb)) if pair[1] in LOSSES[pair[0]].assigners()]
             out.append(Split(s, (), missing=tuple(wanted)))
     return out
 
 
 @dataclass(frozen=True)
 class StepResult:
+    """A step's outcome within the family, its verdict words and Welch's 95 % interval (NaN below 2 seeds)."""
     step: Step
     outcome: Outcome
     words: str
