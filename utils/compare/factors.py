@@ -100,7 +100,8 @@ def decide_steps(runs: Runs, baseline: str, looks: Sequence[Look] | None = None,
     for st, o in zip(steps, outcomes):
         va, vb = list(present[st.a].values()), list(present[st.b].values())
         d = welch(va, vb) if len(va) >= 2 and len(vb) >= 2 else None
-        results[st] = StepResult(st, o, words(o, (st.a, st.b), va, vb, alpha, len(steps)),
+        level = max(len(steps), len(present) * (len(present) - 1) // 2)  # the seeds estimate of every section
+        results[st] = StepResult(st, o, words(o, (st.a, st.b), va, vb, alpha, len(steps), level),
                                  d.low if d else float("nan"), d.high if d else float("nan"))
     return found, results
 
