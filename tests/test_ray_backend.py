@@ -194,11 +194,16 @@ def test_interrupt_cancels_tasks_and_leaves_no_process(ray_instance, tmp_path):
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    packer = RayPacker(2, [0, 1], 0, command, tmp_path)
-    t0 = time.time()
-    with pytest.raises(KeyboardInterrupt):
-        packer.run(jobs, lambda *a: pytest.fail("no run may be reported finished"))
+    # Ctrl-C as a CLI gets it: an earlier test of the suite may have left another SIGINT handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        packer = RayPacker(2, [0, 1], 0, command, tmp_path)
+        t0 = time.time()
+        with pytest.raises(KeyboardInterrupt):
+            packer.run(jobs, lambda *a: pytest.fail("no run may be reported finished"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     pids = [int(f.read_text()) for f in pid_files]
     # the commands sleep 600 s so none can finish on its own on a loaded machine (one suite run beside a
     # training once saw a 120 s command end first); the interrupt must stop them long before
